@@ -1,0 +1,107 @@
+"""Typed config: presets, overrides, validation errors that name the key, YAML round trip."""
+
+from pathlib import Path
+
+import pytest
+
+from hmh.config import (
+    Config,
+    ConfigError,
+    flatten,
+    from_dict,
+    load_config,
+    parse_override,
+    save_config,
+    to_dict,
+    to_yaml,
+)
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_presets_load_and_round_trip_through_yaml(preset: str, tmp_path: Path) -> None:
+    config = load_config(preset)
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    assert to_yaml(load_config(path)) == to_yaml(config)
+
+
+def test_paper_preset_has_the_paper_settings() -> None:
+    config = load_config("paper")
+    assert (config.model.backbone, config.model.image_size, config.model.embed_dim) == ("resnet50", 256, 512)
+    assert (config.model.num_hypotheses, config.selection.top_n, config.model.mht_blocks) == (16, 4, 4)
+    assert config.selection.decoder_blocks == 4
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    config = load_config("cpu", ["model.num_hypotheses=8", "loss.jrc_alpha=0.25", "optim.milestones=[2, 3]"])
+    assert config.model.num_hypotheses == 8
+    assert config.loss.jrc_alpha == 0.25
+    assert config.optim.milestones == [2, 3]
+    assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)  # int accepted for a float field
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("model.num_hypotheses=0", "model.num_hypotheses"),
+        ("selection.top_n=0", "selection.top_n"),
+        ("selection.top_n=5", "selection.top_n"),  # cpu preset has K = 4
+        ("model.num_frames=5", "model.num_frames"),
+        ("loss.diversity=-0.1", "loss.diversity"),
+        ("loss.joint_3d=-1", "loss.joint_3d"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr=-1e-3", "optim.lr"),
+        ("model.backbone=vgg16", "model.backbone"),
+        ("model.unknown_field=1", "model.unknown_field"),
+        ("nonsense.key=1", "nonsense"),
+        ("model.num_hypotheses=four", "model.num_hypotheses"),
+        ("model.pretrained=1", "model.pretrained"),
+        ("optim.milestones=3", "optim.milestones"),
+        ("loss.jrc_alpha=1.5", "loss.jrc_alpha"),
+    ],
+)
+def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_config("cpu", [override])
+
+
+def test_error_from_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  num_hypotheses: 2\nselection:\n  top_n: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "selection.top_n" in str(info.value)
+
+
+def test_truncated_yaml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: {backbone: resnet18\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="neither an existing file nor a preset"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_base_chain_inherits_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text("base: cpu\nmodel:\n  num_hypotheses: 6\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.model.num_hypotheses == 6
+    assert config.model.embed_dim == load_config("cpu").model.embed_dim
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_override("model.num_hypotheses")
+
+
+def test_dict_and_flat_views() -> None:
+    config = Config()
+    assert from_dict(to_dict(config)) == config
+    flat = flatten(config)
+    assert flat["model.num_hypotheses"] == config.model.num_hypotheses
+    assert flat["optim.milestones"] == config.optim.milestones
+    assert all(not isinstance(v, dict) for v in flat.values())
