@@ -1,0 +1,105 @@
+"""``hmh data synth|preview``: build the synthetic BlurHand-format dataset, draw a contact sheet of a root."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+from hmh.config import DataConfig
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="datasets: synthesize, preview")
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    _register_synth(commands)
+    _register_preview(commands)
+    _register_check(commands)
+
+
+def _register_synth(commands) -> None:
+    defaults = DataConfig()
+    parser = commands.add_parser(
+        "synth",
+        help="write a synthetic motion-blurred hand dataset in BlurHand's format",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    parser.add_argument("--train", type=int, default=defaults.synthetic_train, help="training images")
+    parser.add_argument("--test", type=int, default=defaults.synthetic_test, help="test images")
+    parser.add_argument("--size", type=int, default=defaults.synthetic_size, help="image side in pixels")
+    parser.add_argument(
+        "--subframes", type=int, default=defaults.synthetic_subframes, help="sub-frames averaged per image (odd)"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.synthetic_seed)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_synth)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the generator's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from hmh.data.synthetic import build_dataset
+
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    out = build_dataset(
+        args.out, args.train, args.test, args.size, args.subframes, args.seed,
+        progress=not args.no_progress, workers=args.workers,
+    )
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    images = args.train + args.test
+    print(f"{out}: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s; "
+          f"{1000 * cpu / max(images, 1):.1f} ms CPU per image)")
+    return 0
+
+
+def _register_preview(commands) -> None:
+    parser = commands.add_parser("preview", help="contact sheet of blurred images with past/current/future joints")
+    parser.add_argument("root", type=Path, help="BlurHand root (real or synthetic)")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--n", type=int, default=16, help="number of samples")
+    parser.add_argument("--tile", type=int, default=256, help="cell size in pixels")
+    parser.set_defaults(func=run_preview)
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from hmh.atomic import atomic_path
+    from hmh.data.preview import PreviewError, contact_sheet
+
+    if args.n < 1 or args.tile < 16:
+        raise PreviewError(f"--n must be >= 1 and --tile >= 16, got {args.n} and {args.tile}")
+    sheet = contact_sheet(args.root, args.split, args.n, args.tile)
+    with atomic_path(args.out) as tmp:
+        sheet.save(tmp, format="PNG")
+    print(f"{args.out}: {args.n} samples of {args.root} ({args.split}); blue past, green current, red future")
+    return 0
+
+
+def _register_check(commands) -> None:
+    parser = commands.add_parser("check", help="validate a BlurHand root; print samples per split and hand type")
+    parser.add_argument("root", type=Path, help="BlurHand root (real or synthetic)")
+    parser.add_argument("--full", action="store_true", help="decode every image, not a sample")
+    parser.add_argument("--images", type=int, default=200, help="images decoded per split without --full")
+    parser.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from hmh.data.blurhand import check_root
+
+    reports = check_root(args.root, full=args.full, max_images=args.images)
+    for report in reports:
+        print(report.summary())
+        for problem in report.problems[:20]:
+            print(f"  problem: {problem}")
+        if len(report.problems) > 20:
+            print(f"  ... and {len(report.problems) - 20} more")
+    problems = sum(len(r.problems) for r in reports)
+    print(f"{args.root}: {'ok' if not problems else f'{problems} problem(s)'}")
+    return 1 if problems else 0

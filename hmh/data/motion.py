@@ -1,0 +1,182 @@
+"""Where the hand is when: smooth 5-keyframe hand motions (a 30 fps clip), their sub-frames, and camera rigs.
+
+A clip is K = 5 keyframes at 30 fps around its middle keyframe (index 2): wrist position and global orientation
+follow constant-acceleration paths (rotations composed in the world frame), finger articulation moves along the
+MANO pose PCA (``hands_components``). Each clip is drawn from one of a few motion regimes so a dataset holds
+both sharp (nearly still) and strongly blurred (fast) images. Sub-frames span exactly keyframe 0 to keyframe 4:
+sub-frame ``j`` of F sits at keyframe time ``4 j / (F - 1)`` (F odd, so the middle sub-frame is keyframe 2;
+F = 1 is keyframe 2 alone); rotations are slerped between neighbouring keyframes, positions interpolated linearly.
+
+Units: metres, seconds, radians. World frame: the capture's; a rig's cameras look at its origin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hmh.geometry import axis_angle_to_matrix, matrix_to_axis_angle, slerp_axis_angle
+
+FPS = 30.0
+NUM_KEYFRAMES = 5
+MIDDLE = NUM_KEYFRAMES // 2
+PCA_COMPONENTS = 12  # finger articulation uses the leading pose PCA components
+POSE_SCALE = 0.9  # radians of joint rotation (summed over the hand) per unit of the first PCA coefficient
+
+# regime: (probability, wrist speed m/s, angular speed rad/s, PCA coefficient rate per second), ranges (lo, hi)
+REGIMES = {
+    "still": (0.25, (0.0, 0.03), (0.0, 0.15), (0.0, 0.1)),
+    "moderate": (0.40, (0.05, 0.35), (0.3, 2.0), (0.3, 3.0)),
+    "fast": (0.35, (0.25, 0.9), (1.0, 4.0), (1.0, 7.0)),
+}
+
+
+@dataclass
+class Clip:
+    """One hand's K = 5 keyframes. Arrays: ``orient (K, 3)`` world axis-angle, ``hand_pose (K, 45)`` relative
+    to the MANO mean pose, ``wrist (K, 3)`` world wrist-joint positions relative to the clip's placement, ``betas
+    (10,)``."""
+
+    side: str
+    regime: str
+    betas: np.ndarray
+    orient: np.ndarray
+    hand_pose: np.ndarray
+    wrist: np.ndarray
+
+
+@dataclass
+class Rig:
+    """A capture's cameras (InterHand convention, millimetres): ``camrot (C, 3, 3)`` world-to-camera rows,
+    ``campos (C, 3)`` camera centres, ``focal (C, 2)``, ``princpt (C, 2)`` pixels; ``names`` C camera ids."""
+
+    names: list[str]
+    camrot: np.ndarray
+    campos: np.ndarray
+    focal: np.ndarray
+    princpt: np.ndarray
+
+
+def keyframe_times() -> np.ndarray:
+    """``(K,)`` seconds relative to the middle keyframe."""
+    return (np.arange(NUM_KEYFRAMES) - MIDDLE) / FPS
+
+
+def subframe_times(num_subframes: int) -> np.ndarray:
+    """``(F,)`` sub-frame times in keyframe units (0 = keyframe 0, 4 = keyframe 4). F must be odd."""
+    if num_subframes < 1 or num_subframes % 2 == 0:
+        raise ValueError(f"the number of sub-frames must be odd and positive (middle = current), got {num_subframes}")
+    if num_subframes == 1:
+        return np.array([float(MIDDLE)])
+    return np.linspace(0.0, NUM_KEYFRAMES - 1.0, num_subframes)
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation as axis-angle ``(3,)``."""
+    quat = rng.normal(size=4)
+    quat /= np.linalg.norm(quat)
+    return matrix_to_axis_angle(_quat_matrix(quat)).numpy()
+
+
+def _quat_matrix(quat: np.ndarray) -> torch.Tensor:
+    w, x, y, z = quat
+    return torch.tensor(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ],
+        dtype=torch.float64,
+    )
+
+
+def _random_vector(rng: np.random.Generator, magnitude: float, dim: int = 3) -> np.ndarray:
+    direction = rng.normal(size=dim)
+    return direction / np.linalg.norm(direction) * magnitude
+
+
+def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarray) -> Clip:
+    """Draw one clip. ``hands_components (45, 45)``: MANO pose PCA rows (any scale: rows are normalised here)."""
+    names = list(REGIMES)
+    regime = names[rng.choice(len(names), p=[REGIMES[n][0] for n in names])]
+    _, speed, spin, rate = REGIMES[regime]
+    t = keyframe_times()[:, None]  # (K, 1)
+    duration = t[-1, 0] - t[0, 0]
+
+    velocity = _random_vector(rng, rng.uniform(*speed))
+    accel = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(velocity) / duration)
+    wrist = velocity * t + 0.5 * accel * t**2  # (K, 3)
+
+    omega = _random_vector(rng, rng.uniform(*spin))
+    alpha = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(omega) / duration)
+    delta = torch.from_numpy(omega * t + 0.5 * alpha * t**2)  # (K, 3) world-frame rotation from the middle
+    middle = axis_angle_to_matrix(torch.from_numpy(random_rotation(rng)))  # (3, 3)
+    orient = matrix_to_axis_angle(axis_angle_to_matrix(delta) @ middle).numpy()  # (K, 3)
+
+    basis = hands_components[:PCA_COMPONENTS]
+    basis = basis / np.linalg.norm(basis, axis=1, keepdims=True)  # (P, 45) unit rows
+    scale = POSE_SCALE * 0.8 ** np.arange(PCA_COMPONENTS)  # (P,) spread of each coefficient
+    coeff_mid = rng.normal(size=PCA_COMPONENTS) * scale
+    coeff_rate = _random_vector(rng, rng.uniform(*rate), PCA_COMPONENTS) * scale / POSE_SCALE
+    coeff_accel = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(coeff_rate) / duration, PCA_COMPONENTS)
+    coeffs = coeff_mid + coeff_rate * t + 0.5 * coeff_accel * scale / POSE_SCALE * t**2  # (K, P)
+    limit = 2.5 * scale
+    coeffs = limit * np.tanh(coeffs / limit)  # smooth bound: no implausible extremes
+    hand_pose = coeffs @ basis  # (K, 45)
+
+    betas = np.clip(rng.normal(size=10) * 0.8, -2.5, 2.5)
+    return Clip(side=side, regime=regime, betas=betas, orient=orient, hand_pose=hand_pose, wrist=wrist)
+
+
+def interpolate(keyframes: np.ndarray, times: np.ndarray, rotation: bool) -> np.ndarray:
+    """Piecewise interpolation of ``keyframes (K, ..., 3)`` at ``times (F,)`` in keyframe units -> ``(F, ..., 3)``.
+
+    ``rotation``: the last axis holds axis-angle rotations, slerped; otherwise linear. Times on a keyframe return
+    that keyframe exactly.
+    """
+    lower = np.clip(np.floor(times).astype(np.int64), 0, len(keyframes) - 2)  # (F,)
+    frac = times - lower  # (F,) in [0, 1]
+    a, b = keyframes[lower], keyframes[lower + 1]  # (F, ..., 3)
+    w = frac.reshape((-1,) + (1,) * (keyframes.ndim - 1))  # (F, 1, ..., 1)
+    if rotation:
+        out = slerp_axis_angle(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(w[..., 0])).numpy()
+    else:
+        out = (1.0 - w) * a + w * b
+    exact = np.isclose(times, np.round(times), atol=1e-9)
+    out[exact] = keyframes[np.round(times[exact]).astype(np.int64)]
+    return out
+
+
+def look_at(campos: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
+    """World-to-camera rotation ``(3, 3)`` (rows = camera x, y, z axes) of a camera at ``campos`` looking at
+    ``target``, rolled by ``roll`` radians about its optical axis; OpenCV axes (+y down in the image)."""
+    z = target - campos
+    z = z / np.linalg.norm(z)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    c, s = np.cos(roll), np.sin(roll)
+    return np.stack([c * x + s * y, -s * x + c * y, z])
+
+
+def sample_rig(rng: np.random.Generator, num_cameras: int, size: int) -> Rig:
+    """Cameras spread over a sphere 0.5-0.8 m from the capture origin, looking at it, ``size`` px images.
+
+    Focal lengths make a hand span roughly 40-80% of the image; values are rounded as written to the JSON, so
+    what is rendered is exactly what the files say.
+    """
+    names, camrot, campos, focal, princpt = [], [], [], [], []
+    for index in range(num_cameras):
+        direction = _random_vector(rng, 1.0)
+        position = direction * rng.uniform(0.5, 0.8)  # metres
+        rot = look_at(position, np.zeros(3), rng.uniform(-np.pi, np.pi))
+        f = size * rng.uniform(1.8, 2.6)
+        names.append(f"40{index:04d}")
+        camrot.append(np.round(rot, 9))
+        campos.append(np.round(position * 1000.0, 4))
+        focal.append(np.round([f, f * rng.uniform(0.995, 1.005)], 4))
+        princpt.append(np.round((size - 1) / 2.0 + rng.normal(0.0, 0.02 * size, 2), 4))
+    return Rig(names, np.array(camrot), np.array(campos), np.array(focal), np.array(princpt))

@@ -1,0 +1,76 @@
+"""A contact sheet of a BlurHand root (real or synthetic): blurred images with past/current/future joints drawn.
+
+Reads the annotation JSONs directly (not through the dataset reader), so it checks the files themselves: joints
+come from ``joint_3d`` and are projected with the written cameras into the middle frame's image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from hmh.errors import HmhError
+
+# InterHand order per hand: bones from the wrist (20) out along each finger
+BONES = [(20, 3), (3, 2), (2, 1), (1, 0), (20, 7), (7, 6), (6, 5), (5, 4), (20, 11), (11, 10), (10, 9), (9, 8),
+         (20, 15), (15, 14), (14, 13), (13, 12), (20, 19), (19, 18), (18, 17), (17, 16)]
+COLOURS = {"past": (40, 120, 255), "current": (60, 220, 60), "future": (255, 60, 40)}
+
+
+class PreviewError(HmhError):
+    """A BlurHand root that cannot be previewed; the message names the file or key."""
+
+
+def _load(root: Path, split: str, name: str) -> dict:
+    path = root / "annotations" / split / f"BlurHand_{split}_{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PreviewError(f"cannot read {path}: {err}") from err
+
+
+def contact_sheet(root: str | Path, split: str = "test", n: int = 16, tile: int = 256) -> Image.Image:
+    """Up to ``n`` samples (evenly spread over the split) on a grid of ``tile`` px cells.
+
+    Joints: blue = past (``aid_list[0]``), green = current (middle), red = future (``aid_list[-1]``); only joints
+    marked valid in each frame's annotation are drawn.
+    """
+    root = Path(root)
+    data, cameras, joints = (_load(root, split, name) for name in ("data", "camera", "joint_3d"))
+    images = {image["id"]: image for image in data["images"]}
+    anns = {ann["id"]: ann for ann in data["annotations"]}
+    samples = [ann for ann in data["annotations"] if ann["is_middle"]]
+    if not samples:
+        raise PreviewError(f"{root}: split {split!r} has no is_middle annotation")
+    picks = [samples[i] for i in np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int)]
+    cols = int(np.ceil(np.sqrt(len(picks))))
+    sheet = Image.new("RGB", (cols * tile, int(np.ceil(len(picks) / cols)) * tile), (0, 0, 0))
+    for i, ann in enumerate(picks):
+        image = images[ann["image_id"]]
+        path = root / "blur_images" / split / image["file_name"]
+        try:
+            picture = Image.open(path).convert("RGB")
+        except OSError as err:
+            raise PreviewError(f"cannot read image {path}: {err}") from err
+        scale = tile / max(picture.size)
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.BICUBIC)
+        cam = cameras[str(image["capture"])]
+        name = str(image["camera"])
+        rot, campos = np.array(cam["camrot"][name]), np.array(cam["campos"][name])
+        focal, princpt = np.array(cam["focal"][name]), np.array(cam["princpt"][name])
+        draw = ImageDraw.Draw(picture)
+        for label, aid in (("past", ann["aid_list"][0]), ("current", ann["id"]), ("future", ann["aid_list"][-1])):
+            frame = images[anns[aid]["image_id"]]
+            world = np.array(joints[str(frame["capture"])][str(frame["frame_idx"])]["world_coord"])  # (42, 3) mm
+            valid = np.array(anns[aid]["joint_valid"], dtype=bool)
+            cam_pts = (world - campos) @ rot.T
+            uv = (cam_pts[:, :2] / np.maximum(cam_pts[:, 2:], 1e-6) * focal + princpt + 0.5) * scale - 0.5  # (42, 2)
+            for offset in (0, 21):
+                for a, b in BONES:
+                    if valid[offset + a] and valid[offset + b]:
+                        draw.line([tuple(uv[offset + a]), tuple(uv[offset + b])], fill=COLOURS[label], width=2)
+        sheet.paste(picture, ((i % cols) * tile, (i // cols) * tile))
+    return sheet

@@ -1,0 +1,241 @@
+"""The synthetic BlurHand-format generator: motion prior, schema, self-consistency, determinism, atomicity, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hmh.cli import main
+from hmh.config import DataConfig
+from hmh.data import motion, synth_worker
+from hmh.data.synthetic import SyntheticDataError, build_dataset, synthetic_dataset_dir
+from hmh.mano import INTERHAND_TO_MANO21, Mano
+
+ARGS = dict(train=6, test=4, size=64, subframes=5, seed=0)
+NAMES = ("data", "camera", "joint_3d", "MANO_NeuralAnnot")
+
+
+def load(root: Path, split: str) -> dict:
+    return {name: json.loads((root / "annotations" / split / f"BlurHand_{split}_{name}.json").read_text())
+            for name in NAMES}
+
+
+def samples(files: dict):
+    """(middle annotation, its image, {annotation id: (annotation, image)}) per sample."""
+    images = {image["id"]: image for image in files["data"]["images"]}
+    anns = {ann["id"]: (ann, images[ann["image_id"]]) for ann in files["data"]["annotations"]}
+    return [(ann, images[ann["image_id"]], anns) for ann in files["data"]["annotations"] if ann["is_middle"]]
+
+
+def camera(files: dict, image: dict) -> tuple[np.ndarray, ...]:
+    cam = files["camera"][str(image["capture"])]
+    name = image["camera"]
+    return tuple(np.array(cam[key][name], dtype=np.float64) for key in ("camrot", "campos", "focal", "princpt"))
+
+
+def world_joints(files: dict, image: dict) -> np.ndarray:
+    return np.array(files["joint_3d"][str(image["capture"])][str(image["frame_idx"])]["world_coord"])  # (42, 3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return build_dataset(tmp_path_factory.mktemp("synth") / "ds", **ARGS, progress=False, workers=1)
+
+
+@pytest.fixture(scope="module")
+def black_dataset(tmp_path_factory) -> Path:
+    """The same dataset over black backgrounds, so the hand is what is bright."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synth_worker, "background", lambda rng, size: np.zeros((size, size, 3), np.float32))
+        return build_dataset(tmp_path_factory.mktemp("black") / "ds", **ARGS, progress=False, workers=1)
+
+
+def test_motion_regimes_give_still_and_fast_clips():
+    rng = np.random.default_rng(0)
+    travel = []
+    for _ in range(300):
+        clip = motion.sample_clip(rng, "right", np.eye(45))
+        assert clip.orient.shape == (5, 3) and clip.hand_pose.shape == (5, 45) and clip.betas.shape == (10,)
+        travel.append(np.linalg.norm(clip.wrist[-1] - clip.wrist[0]))
+    travel = np.array(travel)
+    assert (travel < 0.004).mean() > 0.15 and (travel > 0.05).mean() > 0.15  # sharp and strongly blurred
+
+
+def test_subframes_span_the_keyframes_exactly():
+    np.testing.assert_allclose(motion.subframe_times(9), np.arange(9) / 2)
+    assert motion.subframe_times(1).tolist() == [2.0]
+    with pytest.raises(ValueError, match="odd"):
+        motion.subframe_times(4)
+    keys = np.random.default_rng(1).normal(size=(5, 15, 3))
+    times = motion.subframe_times(9)
+    for rotation in (True, False):
+        out = motion.interpolate(keys, times, rotation)
+        np.testing.assert_array_equal(out[::2], keys)  # keyframes exactly, incl. first, middle, last
+    half = motion.interpolate(keys[:, :1], np.array([0.5]), rotation=True)[0, 0]
+    assert np.linalg.norm(half - (keys[0, 0] + keys[1, 0]) / 2) < np.linalg.norm(keys[0, 0] - keys[1, 0])
+
+
+def test_layout_and_schema(dataset):
+    meta = (dataset / "dataset.yaml").read_text()
+    assert "generator_version: 1" in meta and "subframes: 5" in meta
+    assert not dataset.with_name("ds.partial").exists()
+    sides = set()
+    for split, count in (("train", ARGS["train"]), ("test", ARGS["test"])):
+        files = load(dataset, split)
+        found = samples(files)
+        assert len(found) == count
+        ids = [ann["id"] for ann in files["data"]["annotations"]]
+        assert len(ids) == len(set(ids)) == 5 * count
+        for ann, image, anns in found:
+            assert (dataset / "blur_images" / split / image["file_name"]).is_file()
+            assert Image.open(dataset / "blur_images" / split / image["file_name"]).size == (64, 64)
+            aids = ann["aid_list"]
+            assert len(aids) == 5 and aids[2] == ann["id"] and all(a in anns for a in aids)
+            frame = image["frame_idx"]
+            assert [anns[a][1]["frame_idx"] for a in aids] == list(range(frame - 2, frame + 3))
+            assert {anns[a][1]["camera"] for a in aids} == {image["camera"]}
+            side = ann["hand_type"]
+            sides.add(side)
+            valid = np.array(ann["joint_valid"]).reshape(2, 21)
+            assert valid[1 - ("right", "left").index(side)].sum() == 0 and valid.sum() > 0
+            entry = files["MANO_NeuralAnnot"][str(image["capture"])][str(image["frame_idx"])]
+            assert entry[side] is not None and entry[{"right": "left", "left": "right"}[side]] is None
+            assert len(entry[side]["pose"]) == 48 and len(entry[side]["shape"]) == 10 and len(entry[side]["trans"]) == 3
+            assert len(ann["bbox"]) == 4 and ann["bbox"][2] > 0 and ann["bbox"][3] > 0
+    assert sides == {"right", "left"}
+
+
+def test_mano_params_reproduce_joint_3d(dataset):
+    models = {side: Mano("", side=side) for side in ("right", "left")}
+    worst = 0.0
+    for split in ("train", "test"):
+        files = load(dataset, split)
+        for capture, frames in files["MANO_NeuralAnnot"].items():
+            for frame, entry in frames.items():
+                side = "right" if entry["right"] else "left"
+                p = {k: torch.tensor([entry[side][k]], dtype=torch.float32) for k in ("pose", "shape", "trans")}
+                joints = models[side](p["pose"][:, :3], p["pose"][:, 3:], p["shape"], transl=p["trans"]).joints[0]
+                coords = np.array(files["joint_3d"][capture][frame]["world_coord"]).reshape(2, 21, 3)
+                target = coords[("right", "left").index(side)][INTERHAND_TO_MANO21]  # (21, 3) mm, MANO-21
+                worst = max(worst, np.abs(joints.double().numpy() * 1000.0 - target).max())
+    assert worst < 0.5  # mm, fingertips included: same model, same tip vertices
+
+
+def test_aid_list_is_a_smooth_trajectory_through_the_sample(dataset):
+    files = load(dataset, "train")
+    for ann, image, anns in samples(files):
+        side = ("right", "left").index(ann["hand_type"])
+        wrists = np.array([world_joints(files, anns[a][1]).reshape(2, 21, 3)[side, 20] for a in ann["aid_list"]])
+        np.testing.assert_array_equal(wrists[2], world_joints(files, image).reshape(2, 21, 3)[side, 20])
+        step = np.linalg.norm(np.diff(wrists, axis=0), axis=1)  # (4,) mm per 1/30 s
+        bend = np.linalg.norm(np.diff(wrists, 2, axis=0), axis=1)  # (3,)
+        assert step.max() < 80.0 and bend.max() <= 0.5 * step.max() + 0.5
+
+
+def test_projected_joints_land_on_the_rendered_hand(black_dataset):
+    for split in ("train", "test"):
+        files = load(black_dataset, split)
+        for ann, image, _ in samples(files):
+            pixels = np.asarray(Image.open(black_dataset / "blur_images" / split / image["file_name"]), float)
+            smooth = sum(np.roll(np.roll(pixels.max(-1), dr, 0), dc, 1) for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+            hand = smooth / 9 > max(8.0, smooth.max() / 9 / 4)  # above the sensor noise of a black background
+            assert 0.005 < hand.mean() < 0.6
+            rot, campos, focal, princpt = camera(files, image)
+            hand_slice = slice(0, 21) if ann["hand_type"] == "right" else slice(21, 42)
+            cam = (world_joints(files, image)[hand_slice] - campos) @ rot.T  # (21, 3) mm
+            uv = cam[:, :2] / cam[:, 2:] * focal + princpt
+            valid = np.array(ann["joint_valid"], dtype=bool)[hand_slice]
+            inside = (uv >= 0).all(1) & (uv <= 63).all(1) & (cam[:, 2] > 0)
+            np.testing.assert_array_equal(valid[valid | inside], inside[valid | inside])
+            cols, rows = np.clip(np.round(uv[valid]).astype(int), 0, 63).T
+            near = np.zeros_like(hand)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    near |= np.roll(np.roll(hand, dr, 0), dc, 1)
+            assert near[rows, cols].mean() >= 0.9  # joints sit on the hand (1 px slack for thin fingers)
+
+
+def test_deterministic_bytes(dataset, tmp_path):
+    again = build_dataset(tmp_path / "again", **ARGS, progress=False, workers=1)
+    for split in ("train", "test"):
+        for name in NAMES:
+            rel = Path("annotations") / split / f"BlurHand_{split}_{name}.json"
+            assert (again / rel).read_bytes() == (dataset / rel).read_bytes()
+    jpegs = sorted(p.relative_to(dataset) for p in dataset.rglob("*.jpg"))
+    assert jpegs == sorted(p.relative_to(again) for p in again.rglob("*.jpg"))
+    for rel in jpegs:
+        assert (again / rel).read_bytes() == (dataset / rel).read_bytes()
+    other = build_dataset(tmp_path / "other", **{**ARGS, "seed": 4}, progress=False, workers=1)
+    rel = Path("annotations/train/BlurHand_train_joint_3d.json")
+    assert (other / rel).read_bytes() != (dataset / rel).read_bytes()
+
+
+def test_interrupted_build_leaves_nothing_complete_and_reruns(dataset, tmp_path, monkeypatch):
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    real = synth_worker.finish_image
+    monkeypatch.setattr(synth_worker, "finish_image", crash)
+    out = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build_dataset(out, **ARGS, progress=False, workers=1)
+    assert not out.exists()
+    monkeypatch.setattr(synth_worker, "finish_image", real)
+    build_dataset(out, **ARGS, progress=False, workers=1)
+    rel = Path("annotations/test/BlurHand_test_data.json")
+    assert (out / rel).read_bytes() == (dataset / rel).read_bytes()
+    assert not out.with_name("ds.partial").exists()
+
+
+def test_existing_output_is_kept_or_refused(dataset, tmp_path):
+    stamp = (dataset / "dataset.yaml").stat().st_mtime_ns
+    assert build_dataset(dataset, **ARGS, progress=False) == dataset  # complete, same arguments: kept
+    assert (dataset / "dataset.yaml").stat().st_mtime_ns == stamp
+    with pytest.raises(SyntheticDataError, match="exists"):
+        build_dataset(dataset, **{**ARGS, "seed": 9}, progress=False)
+
+
+def test_cached_dataset_is_built_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HMH_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(synthetic_train=2, synthetic_test=2, synthetic_size=32, synthetic_subframes=3)
+    root = synthetic_dataset_dir(cfg, progress=False)
+    assert root.parent == tmp_path and root.name.startswith("blurhand-synth-")
+    stamp = (root / "dataset.yaml").stat().st_mtime_ns
+    assert synthetic_dataset_dir(cfg, progress=False) == root
+    assert (root / "dataset.yaml").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--subframes", "4", "--subframes"), ("--size", "8", "--size"), ("--train", "-1", "--train")],
+)
+def test_cli_rejects_bad_arguments(tmp_path, capsys, flag, value, message):
+    assert main(["data", "synth", "--out", str(tmp_path / "x"), flag, value, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "big"])
+
+
+def test_cli_synth_and_preview(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["data", "synth", "--out", str(out), "--train", "2", "--test", "3", "--size", "48",
+                 "--subframes", "3", "--no-progress"]) == 0
+    assert "images/s" in capsys.readouterr().out
+    sheet = tmp_path / "sheet.png"
+    assert main(["data", "preview", str(out), "--out", str(sheet), "--n", "4", "--tile", "64"]) == 0
+    pixels = np.asarray(Image.open(sheet).convert("RGB")).reshape(-1, 3).astype(int)
+    assert Image.open(sheet).size == (128, 128)
+    assert (np.abs(pixels - [60, 220, 60]).sum(1) < 30).sum() > 10  # current-frame skeleton drawn
+    assert main(["data", "preview", str(tmp_path / "nothing"), "--out", str(sheet)]) == 2
