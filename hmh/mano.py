@@ -1,8 +1,8 @@
 """MANO through smplx: a safe model-file loader, the cached synthetic hand, and a 21-joint ``Mano`` module.
 
 - :func:`load_model_file` reads ``.npz`` and ``.pkl`` MANO files, including the official ``MANO_RIGHT.pkl``
-  (Python-2 pickle of chumpy objects and a scipy sparse ``J_regressor``) without chumpy, through a restricted
-  unpickler that refuses every global outside numpy / scipy.sparse reconstruction and the chumpy stubs.
+  (Python-2 pickle of chumpy objects and a scipy sparse ``J_regressor``) without chumpy or scipy, through a
+  restricted unpickler that refuses every global outside numpy array reconstruction and two stand-in classes.
 - :func:`synthetic_model_dir` builds the synthetic MANO-format hand (:mod:`hmh.mano_synthetic`) once per machine.
 - :class:`Mano` returns vertices ``(N, 778, 3)`` and joints ``(N, 21, 3)`` in metres, MANO-21 order (wrist,
   thumb1-4, index1-4, middle1-4, ring1-4, pinky1-4); fingertips are vertices 745/317/445/556/673.
@@ -42,7 +42,7 @@ MANO21_TO_INTERHAND = np.array([MANO21_NAMES.index(n) for n in INTERHAND_NAMES],
 INTERHAND_TO_MANO21 = np.array([INTERHAND_NAMES.index(n) for n in MANO21_NAMES], dtype=np.int64)
 MANO21_PARENTS = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19], dtype=np.int64)
 # MANO's 16 regressed joints (wrist, index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3) -> MANO-21 slots
-_MANO16_TO_21 = np.array([0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3], dtype=np.int64)
+MANO16_TO_21 = np.array([0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3], dtype=np.int64)
 _TIP_SLOTS = np.array([4, 8, 12, 16, 20], dtype=np.int64)
 
 EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {
@@ -56,6 +56,7 @@ EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {
     "hands_components": (45, 45),
     "hands_mean": (45,),
 }
+_INTEGER_KEYS = ("kintree_table", "f")
 
 
 class MANOFileError(HmhError):
@@ -63,38 +64,95 @@ class MANOFileError(HmhError):
 
 
 class _ChumpyStub:
-    """Stands in for ``chumpy.ch.Ch`` and friends: keeps the pickled state; the array lives in ``'x'``."""
+    """Stands in for ``chumpy.ch.Ch`` and friends: keeps the pickled ``__dict__``; the array lives in ``'x'``."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.state: dict = {}
 
     def __setstate__(self, state) -> None:
-        self.state = state if isinstance(state, dict) else {"x": state}
+        self.state = state if isinstance(state, dict) else {}
 
 
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("scipy.sparse.csc", "csc_matrix"), ("scipy.sparse._csc", "csc_matrix"), ("scipy.sparse.csr", "csr_matrix"),
-    ("scipy.sparse._csr", "csr_matrix"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"), ("builtins", "object"), ("__builtin__", "set"), ("builtins", "set"),
-    ("_codecs", "encode"),  # how Python 3 writes bytes (array buffers) in protocol-2 pickles: harmless
-}
+class _SparseStub:
+    """Stands in for scipy's ``csc_matrix`` / ``csr_matrix``: keeps the pickled ``__dict__``, densified later."""
+
+    format = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state) -> None:
+        self.state = state if isinstance(state, dict) else {}
+
+    def toarray(self) -> np.ndarray:
+        shape = tuple(int(n) for n in self.state.get("_shape", self.state.get("shape", ())))
+        data, indices, indptr = (np.asarray(self.state[k]) for k in ("data", "indices", "indptr"))
+        if len(shape) != 2 or len(indptr) != shape[0 if self.format == "csr" else 1] + 1:
+            raise ValueError(f"inconsistent {self.format} matrix of shape {shape}")
+        dense = np.zeros(shape, dtype=data.dtype)
+        major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))  # column (csc) or row (csr) of each entry
+        rows, cols = (indices, major) if self.format == "csc" else (major, indices)
+        np.add.at(dense, (rows, cols), data)
+        return dense
+
+
+class _CscStub(_SparseStub):
+    format = "csc"
+
+
+class _CsrStub(_SparseStub):
+    format = "csr"
+
+
+def _reconstructor(cls, base, state):
+    """Safe ``copyreg._reconstructor`` (protocol 0/1 pickles): only creates the stand-in classes."""
+    if base is not object or cls not in (_ChumpyStub, _CscStub, _CsrStub):
+        raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r} from {base!r}")
+    return cls()
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 writes bytes into protocol-2 pickles, restricted to latin-1 text."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    """Every global a MANO pickle may name, mapped to what it is allowed to be."""
+    from numpy._core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    for kind, stub in (("csc", _CscStub), ("csr", _CsrStub)):
+        for module in (f"scipy.sparse.{kind}", f"scipy.sparse._{kind}"):
+            allowed[(module, f"{kind}_matrix")] = stub
+            allowed[(module, f"{kind}_array")] = stub
+    for builtins in ("__builtin__", "builtins"):
+        allowed[(builtins, "set")] = set
+        allowed[(builtins, "object")] = object
+    for copyreg in ("copy_reg", "copyreg"):
+        allowed[(copyreg, "_reconstructor")] = _reconstructor
+    allowed[("_codecs", "encode")] = _latin1_encode
+    return allowed
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals of :func:`_allowed_globals` (chumpy classes become :class:`_ChumpyStub`)."""
+
     def __init__(self, file, path: Path) -> None:
         super().__init__(file, encoding="latin1")
         self.path = path
+        self.allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str):
-        if module.split(".")[0] == "chumpy":
+        if module == "chumpy" or module.startswith("chumpy."):
             return _ChumpyStub
-        if (module, name) in _ALLOWED_GLOBALS:
-            if module in ("copy_reg", "copyreg") or module.startswith("__builtin"):
-                return super().find_class("copyreg" if "copy" in module else "builtins", name)
-            return super().find_class(module, name)
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
         raise MANOFileError(
             f"{self.path}: refusing to load global {module}.{name}: a MANO file may only contain numpy arrays, "
             "scipy sparse matrices and chumpy objects (this file may be malicious or not a MANO model)"
@@ -106,40 +164,55 @@ def _to_array(value, key: str, path: Path) -> np.ndarray:
         if "x" not in value.state:
             raise MANOFileError(f"{path}: key {key!r} is a chumpy object without its array ('x')")
         value = value.state["x"]
-    if hasattr(value, "toarray"):  # scipy sparse
-        value = value.toarray()
     try:
+        if isinstance(value, _SparseStub):
+            return value.toarray()
         return np.asarray(value)
-    except Exception as err:  # noqa: BLE001 - any conversion failure is a bad file
-        raise MANOFileError(f"{path}: key {key!r} is not an array: {err}") from err
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise MANOFileError(f"{path}: key {key!r} is not a readable array: {err!r}") from err
 
 
-def _validate(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+def validate_model(arrays: dict[str, np.ndarray], source: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Check every MANO key's presence, shape, dtype and values; return just those keys (``f`` as int64).
+
+    ``source`` names the file in error messages.
+    """
     out = {}
     for key, shape in EXPECTED_SHAPES.items():
         if key not in arrays:
-            raise MANOFileError(f"{path}: missing key {key!r} (a MANO file needs {', '.join(EXPECTED_SHAPES)})")
-        value = arrays[key]
+            raise MANOFileError(f"{source}: missing key {key!r} (a MANO file needs {', '.join(EXPECTED_SHAPES)})")
+        value = np.asarray(arrays[key])
         if value.shape != shape:
-            raise MANOFileError(f"{path}: key {key!r} has shape {value.shape}, expected {shape}")
-        if not np.issubdtype(value.dtype, np.number):
-            raise MANOFileError(f"{path}: key {key!r} has dtype {value.dtype}, expected a numeric array")
-        if not np.all(np.isfinite(value)):
-            raise MANOFileError(f"{path}: key {key!r} contains NaN or infinite values")
+            raise MANOFileError(f"{source}: key {key!r} has shape {value.shape}, expected {shape}")
+        kinds = "iu" if key in _INTEGER_KEYS else "f"
+        if value.dtype.kind not in kinds:
+            expected = "an integer" if key in _INTEGER_KEYS else "a floating-point"
+            raise MANOFileError(f"{source}: key {key!r} has dtype {value.dtype}, expected {expected} array")
+        if kinds == "f" and not np.all(np.isfinite(value)):
+            raise MANOFileError(f"{source}: key {key!r} contains NaN or infinite values")
         out[key] = value
-    if out["f"].min() < 0 or out["f"].max() >= NUM_VERTS:
-        raise MANOFileError(f"{path}: key 'f' indexes vertices outside 0..{NUM_VERTS - 1}")
-    out["f"] = out["f"].astype(np.int64)
-    out["kintree_table"] = out["kintree_table"].astype(np.int64)
+    faces = out["f"].astype(np.int64)
+    if faces.min() < 0 or faces.max() >= NUM_VERTS:
+        raise MANOFileError(f"{source}: key 'f' indexes vertices outside 0..{NUM_VERTS - 1}")
+    out["f"] = faces
+    parents = out["kintree_table"][0, 1:].astype(np.int64)
+    if np.any(parents < 0) or np.any(parents >= np.arange(1, 16)):
+        raise MANOFileError(
+            f"{source}: key 'kintree_table' has parents {parents.tolist()}: each must precede its joint"
+        )
     return out
 
 
 def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a MANO ``.npz`` or ``.pkl`` (official, chumpy-free) file into validated dense numpy arrays."""
+    """Read a MANO ``.npz`` or ``.pkl`` (official, chumpy-free) file into validated dense numpy arrays.
+
+    Returns ``v_template (778, 3)``, ``shapedirs (778, 3, 10)``, ``posedirs (778, 3, 135)``, ``J_regressor
+    (16, 778)`` (dense), ``weights (778, 16)``, ``kintree_table (2, 16)``, ``f (1538, 3)`` (int64),
+    ``hands_components (45, 45)`` and ``hands_mean (45,)``. Raises :class:`MANOFileError` naming file and key.
+    """
     path = Path(path)
     if not path.is_file():
         raise MANOFileError(f"{path}: MANO model file not found")
-    raw: dict
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -149,32 +222,31 @@ def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     elif path.suffix == ".pkl":
         try:
             with path.open("rb") as f:
-                loaded = _RestrictedUnpickler(f, path).load()
+                raw = _RestrictedUnpickler(f, path).load()
         except MANOFileError:
             raise
-        except Exception as err:  # noqa: BLE001 - truncated or corrupt pickles raise many types
+        except Exception as err:  # noqa: BLE001 - truncated or corrupt pickles raise many exception types
             raise MANOFileError(f"{path}: not a readable MANO pickle: {type(err).__name__}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise MANOFileError(f"{path}: expected a dict of arrays, got {type(loaded).__name__}")
-        raw = loaded
+        if not isinstance(raw, dict):
+            raise MANOFileError(f"{path}: expected a dict of arrays, got {type(raw).__name__}")
     else:
         raise MANOFileError(f"{path}: unknown MANO file type {path.suffix!r} (expected .pkl or .npz)")
-    arrays = {k: _to_array(raw[k], k, path) for k in EXPECTED_SHAPES if k in raw}
-    return _validate(arrays, path)
+    return validate_model({k: _to_array(raw[k], k, path) for k in EXPECTED_SHAPES if k in raw}, path)
 
 
 def synthetic_model(seed: int = 0, side: str = "right") -> dict[str, np.ndarray]:
     """The procedural MANO-format hand (deterministic for a seed); ``side`` 'left' mirrors the right hand."""
-    if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    _check_side(side)
     model = mano_synthetic.build_right(seed)
     return mano_synthetic.mirror(model) if side == "left" else model
 
 
 def write_model(model: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write MANO arrays as ``.npz`` atomically."""
+    """Validate MANO arrays and write them as an ``.npz`` atomically (``f`` as uint32, like the official files)."""
+    arrays = validate_model(model, path)
+    arrays["f"] = arrays["f"].astype(np.uint32)
     with atomic.atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **model)
+        np.savez(f, **arrays)
 
 
 def cache_root() -> Path:
@@ -185,20 +257,24 @@ def cache_root() -> Path:
 
 
 def synthetic_model_dir() -> Path:
-    """Folder with the synthetic ``MANO_RIGHT.npz`` and ``MANO_LEFT.npz``, built once per machine."""
-    folder = cache_root() / f"mano-synthetic-v{mano_synthetic.VERSION}"
-    for side in ("right", "left"):
-        target = folder / f"MANO_{side.upper()}.npz"
-        if not target.exists():
-            log.info("building the synthetic MANO %s hand into %s", side, target)
-            write_model(synthetic_model(side=side), target)  # atomic: concurrent builders write identical files
+    """Folder with the synthetic ``MANO_RIGHT.npz`` and ``MANO_LEFT.npz``, built once per machine and version.
+
+    ``<cache_root>/mano/synthetic-v<VERSION>/``. Writes are atomic, so processes that race build identical files
+    and the last rename wins; a reader never sees half a file.
+    """
+    folder = cache_root() / "mano" / f"synthetic-v{mano_synthetic.VERSION}"
+    targets = {side: folder / f"MANO_{side.upper()}.npz" for side in ("right", "left")}
+    if not all(target.exists() for target in targets.values()):
+        log.info("building the synthetic MANO hands into %s", folder)
+        right = mano_synthetic.build_right()
+        write_model(right, targets["right"])
+        write_model(mano_synthetic.mirror(right), targets["left"])
     return folder
 
 
 def model_path(mano_path: str | os.PathLike, side: str = "right") -> Path:
     """Resolve a MANO location: "" = the synthetic hand; a folder = its MANO_{RIGHT,LEFT}.{pkl,npz}; a file."""
-    if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    _check_side(side)
     if str(mano_path) == "":
         return synthetic_model_dir() / f"MANO_{side.upper()}.npz"
     path = Path(mano_path)
@@ -207,40 +283,48 @@ def model_path(mano_path: str | os.PathLike, side: str = "right") -> Path:
             candidate = path / f"MANO_{side.upper()}{ext}"
             if candidate.exists():
                 return candidate
-        raise MANOFileError(f"{path}: no MANO_{side.upper()}.pkl or .npz in this folder")
+        raise MANOFileError(f"{path}: no MANO_{side.upper()}.pkl or MANO_{side.upper()}.npz in this folder")
     if not path.exists():
         raise MANOFileError(f"{path}: MANO model file not found")
     return path
 
 
+def _check_side(side: str) -> None:
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+
+
 @dataclass
 class ManoOutput:
-    vertices: torch.Tensor  # (N, 778, 3) metres
-    joints: torch.Tensor  # (N, 21, 3) metres, MANO-21 order
+    vertices: torch.Tensor  # (..., 778, 3) metres
+    joints: torch.Tensor  # (..., 21, 3) metres, MANO-21 order
 
 
 class Mano(torch.nn.Module):
     """``smplx.MANO`` (45-D axis-angle hand pose relative to the mean pose) with 21 joints, fp32 inside.
 
-    ``Mano(model, side)``: ``model`` is a dict of MANO arrays, a model file path, or "" for the synthetic hand.
+    ``Mano(model, side)``: ``model`` is a dict of MANO arrays, a model file or folder, or "" for the synthetic
+    hand. Attributes: ``faces`` (long buffer ``(1538, 3)``, not saved in state dicts), ``side``.
     """
 
     def __init__(self, model: dict[str, np.ndarray] | str | os.PathLike = "", side: str = "right") -> None:
         super().__init__()
         import smplx  # heavy; keep `import hmh.mano` light
 
-        arrays = model if isinstance(model, dict) else load_model_file(model_path(model, side))
+        _check_side(side)
+        if isinstance(model, dict):
+            arrays = validate_model(model, "<MANO arrays>")
+        else:
+            arrays = load_model_file(model_path(model, side))
         self.side = side
-        struct = smplx.utils.Struct(**{k: np.asarray(v) for k, v in arrays.items()})
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # smplx prints a shape-space note and warns about deprecated APIs
             self.layer = smplx.MANO(
-                model_path="", data_struct=struct, is_rhand=side == "right", use_pca=False,
+                model_path="", data_struct=smplx.utils.Struct(**arrays), is_rhand=side == "right", use_pca=False,
                 flat_hand_mean=False, num_betas=10, batch_size=1, create_global_orient=False,
-                create_hand_pose=False, create_betas=False, create_transl=False,
-            )
-        self.layer.requires_grad_(False)  # a fixed model: nothing in it is trained
-        self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["f"], dtype=np.int64)), persistent=False)
+                create_hand_pose=False, create_betas=False, create_transl=False, create_body_pose=False,
+            )  # no parameters: everything is passed to forward
+        self.register_buffer("faces", torch.as_tensor(arrays["f"]), persistent=False)
 
     def forward(
         self,
@@ -249,24 +333,31 @@ class Mano(torch.nn.Module):
         betas: torch.Tensor,
         transl: torch.Tensor | None = None,
     ) -> ManoOutput:
-        """``global_orient (N, 3)``, ``hand_pose (N, 45)``, ``betas (N, 10)``, ``transl (N, 3)`` -> ManoOutput."""
-        n = global_orient.shape[0]
-        for name, value, width in (("global_orient", global_orient, 3), ("hand_pose", hand_pose, 45),
-                                   ("betas", betas, 10)) + ((("transl", transl, 3),) if transl is not None else ()):
-            if value.shape != (n, width):
-                raise ValueError(f"Mano.forward: {name} must have shape ({n}, {width}), got {tuple(value.shape)}")
+        """``global_orient (..., 3)``, ``hand_pose (..., 45)``, ``betas (..., 10)``, ``transl (..., 3)`` or None.
+
+        Any leading shape (shared by all inputs, empty allowed). Returns vertices ``(..., 778, 3)`` and joints
+        ``(..., 21, 3)`` in the dtype of ``global_orient``; computed in fp32 with autocast off.
+        """
+        lead = global_orient.shape[:-1]
+        inputs = {"global_orient": (global_orient, 3), "hand_pose": (hand_pose, 45), "betas": (betas, 10)}
+        if transl is not None:
+            inputs["transl"] = (transl, 3)
+        for name, (value, width) in inputs.items():
+            if value.shape != (*lead, width):
+                raise ValueError(f"Mano.forward: {name} must have shape {(*lead, width)}, got {tuple(value.shape)}")
+        flat = {name: value.reshape(-1, width).float() for name, (value, width) in inputs.items()}  # (N, width)
+        n = flat["global_orient"].shape[0]
         dtype = global_orient.dtype
         if n == 0:
-            empty = global_orient.new_zeros((0, NUM_VERTS, 3))
-            return ManoOutput(vertices=empty, joints=global_orient.new_zeros((0, NUM_JOINTS, 3)))
+            vertices = global_orient.new_zeros((*lead, NUM_VERTS, 3))
+            return ManoOutput(vertices=vertices, joints=global_orient.new_zeros((*lead, NUM_JOINTS, 3)))
         with torch.autocast(device_type=global_orient.device.type, enabled=False):
-            out = self.layer(
-                global_orient=global_orient.float(), hand_pose=hand_pose.float(), betas=betas.float(),
-                transl=None if transl is None else transl.float(),
-            )
+            out = self.layer(**flat)
         vertices = out.vertices  # (N, 778, 3)
-        joints16 = out.joints[:, :16]  # (N, 16, 3) MANO order
         joints = vertices.new_empty((n, NUM_JOINTS, 3))
-        joints[:, _MANO16_TO_21] = joints16
+        joints[:, MANO16_TO_21] = out.joints[:, :16]
         joints[:, _TIP_SLOTS] = vertices[:, list(FINGERTIP_VERTEX_IDS)]
-        return ManoOutput(vertices=vertices.to(dtype), joints=joints.to(dtype))
+        return ManoOutput(
+            vertices=vertices.reshape(*lead, NUM_VERTS, 3).to(dtype),  # (..., 778, 3)
+            joints=joints.reshape(*lead, NUM_JOINTS, 3).to(dtype),  # (..., 21, 3)
+        )

@@ -3,312 +3,343 @@
 Users without the official ``MANO_RIGHT.pkl`` still get a model that ``smplx.MANO`` loads unchanged.
 
 Topology: one disk-like surface whose only boundary is a 16-vertex wrist opening (so F = 2V - 2 - 16 = 1538):
-wrist ring (16) -> transition band -> 8 palm rings of 32 -> four 8-vertex finger tubes (the top palm ring splits
-into four 8-loops joined by web triangles) with 14 rings each -> one-vertex fan caps; the thumb grows from the
-6-vertex hole left by removing one palm vertex on the radial, palmar side (a 6-vertex tube of 9 rings + cap).
-Frame as MANO's right hand: wrist near (0.095, 0.006, 0.006) m, fingers towards -x, thumb towards +z, palm -y.
-Joints are centroids of vertex rings, so ``J_regressor`` is convex and exact. Vertex ids are permuted so that the
-fingertips sit at 745 (thumb), 317 (index), 445 (middle), 556 (ring), 673 (pinky). The vertex order is fixed: do
-not change the construction without bumping ``VERSION`` (tip ids and cached files depend on it).
+wrist ring (16) -> transition band -> 9 palm rings of 32 -> the last palm ring splits into four 8-vertex loops
+joined by web quads -> 8-vertex finger tubes -> 2-vertex ridge caps. The thumb grows from an 8-vertex hole left
+by removing three quads on the radial (+z) edge of the palm. Frame as MANO's right hand: wrist near
+(0.096, 0.006, 0.006) m, fingers towards -x, thumb towards +z, palm facing -y. Joints are placed on an
+anatomical skeleton; ``J_regressor`` reproduces them as convex vertex combinations (:mod:`hmh.mano_rig`).
+Vertex ids are permuted so that the fingertips sit at 745 (thumb), 317 (index), 445 (middle), 556 (ring) and
+673 (pinky), and vertices next to them at 744/320/444/443/554/671 (smplx and manopth conventions). The vertex order
+is part of the format: change the construction only together with ``VERSION`` (cached files depend on it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-VERSION = 1
-FINGER_RINGS = 14  # rings per long finger (8 vertices each)
-THUMB_RINGS = 9  # rings of the thumb tube (6 vertices each)
-PALM_RINGS = 8
-WRIST = np.array([0.095, 0.006, 0.006])
-TIP_IDS = (745, 317, 445, 556, 673)  # thumb, index, middle, ring, pinky
-# long fingers, radial (thumb side, +z) to ulnar: lateral centre (m), length MCP->tip (m), MANO joint ids
-_FINGERS = {
-    "index": (0.027, 0.072, (1, 2, 3)),
-    "middle": (0.009, 0.078, (4, 5, 6)),
-    "ring": (-0.009, 0.073, (10, 11, 12)),
-    "pinky": (-0.027, 0.058, (7, 8, 9)),
-}
-_THUMB_JOINTS = (13, 14, 15)
-_SEGMENTS = (0.45, 0.30, 0.25)  # phalanx length fractions
+from hmh import mano_rig
+
+VERSION = 2
+NUM_VERTS = 778
+# Skeleton of the right hand (m): per chain the three MANO joints then the fingertip. Close to MANO's template.
+WRIST = np.array([0.0957, 0.0064, 0.0062])
+CHAINS: dict[str, np.ndarray] = {
+    "index": np.array([[0.0076, 0.0012, 0.0269], [-0.0251, 0.0052, 0.0291], [-0.0473, 0.0039, 0.0288],
+                       [-0.0705, 0.0025, 0.0285]]),
+    "middle": np.array([[0.0016, 0.0014, 0.0026], [-0.0311, 0.0027, 0.0019], [-0.0553, 0.0026, -0.0017],
+                        [-0.0800, 0.0015, -0.0050]]),
+    "pinky": np.array([[0.0218, -0.0032, -0.0387], [0.0020, -0.0027, -0.0482], [-0.0143, -0.0035, -0.0553],
+                       [-0.0335, -0.0045, -0.0625]]),
+    "ring": np.array([[0.0114, 0.0001, -0.0197], [-0.0186, 0.0009, -0.0237], [-0.0434, 0.0019, -0.0279],
+                      [-0.0665, 0.0010, -0.0320]]),
+    "thumb": np.array([[0.0690, -0.0050, 0.0300], [0.0480, -0.0110, 0.0550], [0.0330, -0.0140, 0.0740],
+                       [0.0140, -0.0170, 0.0930]]),
+}  # MANO joint order: wrist, index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3
+FINGERS = ("pinky", "ring", "middle", "index")  # palm columns from the ulnar (-z) to the radial (+z) side
+RADII = {"index": (0.0092, 0.0072), "middle": (0.0095, 0.0074), "ring": (0.0088, 0.0069),
+         "pinky": (0.0077, 0.0061), "thumb": (0.0112, 0.0084)}  # finger half-width at base and tip (m)
+RINGS = {"index": 11, "middle": 12, "ring": 11, "pinky": 10, "thumb": 14}  # 8-vertex rings per finger
+PALM_RINGS = 9
+THUMB_HOLE_RINGS = (1, 4)  # palm rings bounding the thumb hole
+SPLIT = 0.012  # the palm splits into fingers this far beyond the MCP joints (m)
+TIP_IDS = {"thumb": (745, 744), "index": (317, 320), "middle": (445, 444, 443), "ring": (556, 554),
+           "pinky": (673, 671)}  # (tip, other cap vertex, a last-ring vertex)
 KINTREE_PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
 
 
-class _Mesh:
+@dataclass
+class HandMesh:
+    """The right-hand surface in construction order, before vertex ids are permuted."""
+
+    verts: np.ndarray  # (V, 3)
+    faces: np.ndarray  # (F, 3) consistently wound, normals outwards
+    region: np.ndarray  # (V,) 0 palm, else 1 + index in mano_rig.REGIONS
+    caps: dict[str, tuple[int, int, int]]  # finger -> (tip vertex, other cap vertex, dorsal last-ring vertex)
+
+
+def joints16() -> np.ndarray:
+    """``(16, 3)`` skeleton joints in MANO order."""
+    chains = [CHAINS[name][:3] for name in ("index", "middle", "pinky", "ring", "thumb")]
+    return np.concatenate([WRIST[None], *chains])
+
+
+class _Builder:
     def __init__(self) -> None:
         self.verts: list[np.ndarray] = []
+        self.region: list[int] = []
         self.faces: list[tuple[int, int, int]] = []
+        self.caps: dict[str, tuple[int, int, int]] = {}
 
-    def add(self, points: np.ndarray) -> np.ndarray:
+    def add(self, points: np.ndarray, region: int) -> np.ndarray:
+        points = np.atleast_2d(points)
         start = len(self.verts)
-        self.verts.extend(np.atleast_2d(points))
+        self.verts.extend(points)
+        self.region.extend([region] * len(points))
         return np.arange(start, len(self.verts))
 
-    def band(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Triangulate between two closed rings of equal length."""
+    def band(self, a: np.ndarray, b: np.ndarray, skip: tuple[int, ...] = ()) -> None:
+        """Triangulate between two closed rings of equal length (quad ``i`` joins a[i], a[i+1], b[i+1], b[i])."""
         n = len(a)
         for i in range(n):
-            j = (i + 1) % n
-            self.faces += [(a[i], b[i], a[j]), (a[j], b[i], b[j])]
+            if i not in skip:
+                j = (i + 1) % n
+                self.quad(a[i], a[j], b[j], b[i])
 
-    def fan(self, ring: np.ndarray, apex: int) -> None:
-        n = len(ring)
-        self.faces += [(ring[i], ring[(i + 1) % n], apex) for i in range(n)]
-
-
-def _to_mano(u: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Hand-local (u along the hand from the wrist, w lateral towards the thumb, y dorsal) -> MANO frame."""
-    return np.stack([WRIST[0] - u, WRIST[1] + y, WRIST[2] + w], axis=-1)
+    def quad(self, a: int, b: int, c: int, d: int) -> None:
+        self.faces += [(a, b, c), (a, c, d)]
 
 
-def _ring(center_u: float, center_w: float, center_y: float, half_w: float, half_y: float, n: int,
-          phase: float = 0.5) -> np.ndarray:
-    angles = 2 * np.pi * (np.arange(n) + phase) / n
-    return _to_mano(np.full(n, center_u), center_w + half_w * np.cos(angles), center_y + half_y * np.sin(angles))
+def _frame(direction: np.ndarray, up_hint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lateral and dorsal unit vectors orthogonal to ``direction``."""
+    up = up_hint - (up_hint @ direction) * direction
+    up /= np.linalg.norm(up)
+    return np.cross(up, direction), up
 
 
-def _orient_consistently(faces: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """Flip faces so shared edges run in opposite directions, then make normals point outwards."""
+def _ellipse(center, direction, up_hint, half_w, half_h, angles) -> np.ndarray:
+    lat, up = _frame(direction, up_hint)
+    return center + half_w * np.cos(angles)[:, None] * lat + half_h * np.sin(angles)[:, None] * up
+
+
+def _polyline(points: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Point and smoothed unit tangent at arc length ``s`` along a polyline."""
+    seg = np.diff(points, axis=0)
+    length = np.linalg.norm(seg, axis=1)
+    dirs = seg / length[:, None]
+    ends = np.cumsum(length)
+    i = min(int(np.searchsorted(ends, s)), len(seg) - 1)
+    start = ends[i] - length[i]
+    point = points[i] + dirs[i] * (s - start)
+    tangent = dirs[i].copy()
+    blend = 0.004  # tangents turn smoothly within 4 mm of a joint
+    if i > 0 and s - start < blend:
+        tangent += dirs[i - 1] * (1 - (s - start) / blend)
+    if i + 1 < len(seg) and ends[i] - s < blend:
+        tangent += dirs[i + 1] * (1 - (ends[i] - s) / blend)
+    return point, tangent / np.linalg.norm(tangent)
+
+
+def _finger_tube(b: _Builder, name: str, base: np.ndarray, centre_line: np.ndarray, up_hint: np.ndarray) -> None:
+    """Rings of 8 along ``centre_line`` (starting at the centre of the loop ``base``) to a ridge cap at the tip.
+
+    The first rings morph from the loop's own shape to an elliptic cross-section; the radius tapers, swells
+    slightly at the knuckles and rounds off at the tip.
+    """
+    verts = np.array(b.verts)
+    start_dir = _polyline(centre_line, 0.0)[1]
+    lat, up = _frame(start_dir, up_hint)
+    rel = verts[base] - centre_line[0]
+    base_offsets = rel - np.outer(rel @ start_dir, start_dir)  # (8, 3) the loop's shape around the axis
+    base_angles = np.unwrap(np.arctan2(rel @ up, rel @ lat))
+    sense = np.sign(base_angles[1] - base_angles[0])  # finger loops turn clockwise (-1) seen from the tip
+    region = 1 + mano_rig.REGIONS.index(name)
+    r_base, r_tip = RADII[name]
+    total = float(np.linalg.norm(np.diff(centre_line, axis=0), axis=1).sum())
+    joints_s = np.cumsum(np.linalg.norm(np.diff(centre_line, axis=0), axis=1))[:-1]
+    n_rings = RINGS[name]
+    end = total - 0.3 * r_tip
+    rings = [base]
+    for i in range(1, n_rings + 1):
+        s = end * (i / n_rings) ** 0.93  # slightly denser towards the tip
+        centre, direction = _polyline(centre_line, s)
+        radius = r_base + (r_tip - r_base) * s / total
+        radius *= 1.0 + 0.07 * np.exp(-(((s - joints_s[:, None]) / 0.004) ** 2)).sum()
+        round_from = total - r_tip
+        if s > round_from:
+            radius *= np.sqrt(max(1.0 - ((s - round_from) / r_tip) ** 2, 0.0))
+        morph = _smoothstep(s / 0.014)
+        even = base_angles[0] + sense * (np.arange(8) * np.pi / 4 - np.pi / 8 * i / n_rings)
+        tube = _ellipse(centre, direction, up_hint, radius, 0.85 * radius, base_angles + (even - base_angles) * morph)
+        loop = centre + base_offsets
+        rings.append(b.add(loop + (tube - loop) * morph, region))
+    for ring_a, ring_b in zip(rings[:-1], rings[1:], strict=True):
+        b.band(ring_a, ring_b)
+    tip, direction = _polyline(centre_line, total)
+    ring = rings[-1]
+    ring_pts = np.array(b.verts)[ring]
+    towards = ring_pts[2] - ring_pts[6]  # the cap's ridge runs across the ring (vertex 2 side to vertex 6 side)
+    towards /= np.linalg.norm(towards)
+    cap_a = b.add(tip + 0.2 * r_tip * towards, region)[0]
+    cap_b = b.add(tip - 0.15 * r_tip * direction - 0.35 * r_tip * towards, region)[0]
+    b.faces += [(ring[k], ring[k + 1], cap_a) for k in range(4)]
+    b.faces += [(ring[k], ring[(k + 1) % 8], cap_b) for k in range(4, 8)]
+    b.faces += [(ring[4], cap_b, cap_a), (ring[0], cap_a, cap_b)]
+    b.caps[name] = (int(cap_a), int(cap_b), int(ring[2]))
+
+
+def _smoothstep(x: float) -> float:
+    x = min(max(x, 0.0), 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _superellipse(angle: np.ndarray, half_w: float, top: float, bottom: float, power: float = 3.0) -> np.ndarray:
+    """(z, y) offsets on a rounded-box cross-section."""
+    c, s = np.cos(angle), np.sin(angle)
+    z = half_w * np.sign(c) * np.abs(c) ** (2 / power)
+    y = np.where(s > 0, top, bottom) * np.sign(s) * np.abs(s) ** (2 / power)
+    return np.stack([z, y], axis=-1)
+
+
+def _ring_angles(n: int) -> np.ndarray:
+    """Ring index -> angle around the axis: the dorsal half from the ulnar side, then the palmar half back."""
+    return np.pi - np.pi / n - np.arange(n) * 2 * np.pi / n
+
+
+def _split_ring() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Positions (32, 3) of the last palm ring and each finger's loop (8 palm ring indices)."""
+    points = np.zeros((32, 3))
+    loops = {}
+    for g, name in enumerate(FINGERS):
+        mcp, pip = CHAINS[name][0], CHAINS[name][1]
+        direction = (pip - mcp) / np.linalg.norm(pip - mcp)
+        centre = mcp + SPLIT * direction
+        radius = RADII[name][0] * 1.03
+        ring = _ellipse(centre, direction, np.array([0.0, 1.0, 0.0]), radius, 0.85 * radius, _ring_angles(8))
+        loop = np.array([4 * g, 4 * g + 1, 4 * g + 2, 4 * g + 3, 31 - (4 * g + 3), 31 - (4 * g + 2),
+                         31 - (4 * g + 1), 31 - 4 * g])
+        points[loop] = ring
+        loops[name] = loop
+    return points, loops
+
+
+def _palm(b: _Builder) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Wrist ring, transition band, palm rings (with the thumb hole left open) and web quads."""
+    wrist_centre = np.array([0.104, 0.0050, 0.0040])
+    zy = _superellipse(_ring_angles(16), 0.028, 0.016, 0.019, power=2.4)
+    wrist = b.add(np.column_stack([np.full(16, wrist_centre[0]), wrist_centre[1] + zy[:, 1],
+                                   wrist_centre[2] + zy[:, 0]]), 0)
+    split, loops = _split_ring()
+    rings = []
+    for k in range(PALM_RINGS):
+        t = k / (PALM_RINGS - 1)
+        smooth = _smoothstep(t)
+        half_w = 0.031 + 0.016 * smooth
+        top = 0.0145 - 0.0035 * t
+        bottom = 0.0185 - 0.0065 * t
+        thenar = 1.0 + 0.25 * np.exp(-(((t - 0.3) / 0.25) ** 2))  # bulge of the palm's thumb side
+        zy = _superellipse(_ring_angles(32), half_w, top, bottom)
+        zy[:, 1] = np.where((zy[:, 1] < 0) & (zy[:, 0] > 0), zy[:, 1] * thenar, zy[:, 1])
+        centre_z = 0.0045 - 0.0115 * smooth
+        centre_y = 0.0045 - 0.0045 * t
+        x = 0.0905 + (split[:, 0] - 0.0905) * t
+        ellipse = np.column_stack([x, centre_y + zy[:, 1], centre_z + zy[:, 0]])
+        weight = t**3
+        rings.append(b.add(ellipse + (split - ellipse) * weight, 0))
+    for i in range(16):  # transition band 16 -> 32
+        w0, w1 = wrist[i], wrist[(i + 1) % 16]
+        p0, p1, p2 = rings[0][2 * i], rings[0][2 * i + 1], rings[0][(2 * i + 2) % 32]
+        b.faces += [(w0, p0, p1), (w0, p1, w1), (w1, p1, p2)]
+    first, last = THUMB_HOLE_RINGS
+    for k in range(PALM_RINGS - 1):
+        b.band(rings[k], rings[k + 1], skip=(15,) if first <= k < last else ())
+    top = rings[-1]
+    for g in range(3):  # web quads between neighbouring fingers
+        b.quad(top[4 * g + 3], top[4 * g + 4], top[31 - (4 * g + 4)], top[31 - (4 * g + 3)])
+    return rings, {name: top[loop] for name, loop in loops.items()}
+
+
+def _thumb(b: _Builder, palm_rings: list[np.ndarray]) -> None:
+    first, last = THUMB_HOLE_RINGS
+    hole = np.array([palm_rings[k][15] for k in range(first, last + 1)]
+                    + [palm_rings[k][16] for k in range(last, first - 1, -1)])
+    verts = np.array(b.verts)
+    centre = verts[hole].mean(axis=0)
+    centre_line = np.concatenate([centre[None], CHAINS["thumb"][1:]])
+    _finger_tube(b, "thumb", hole, centre_line, np.array([0.0, 1.0, 0.6]))
+
+
+def build_mesh() -> HandMesh:
+    """The right-hand surface (construction order)."""
+    b = _Builder()
+    palm_rings, loops = _palm(b)
+    verts = np.array(b.verts)
+    for name in ("index", "middle", "ring", "pinky"):
+        centre_line = np.concatenate([verts[loops[name]].mean(axis=0)[None], CHAINS[name][1:]])
+        _finger_tube(b, name, loops[name], centre_line, np.array([0.0, 1.0, 0.0]))
+    _thumb(b, palm_rings)
+    verts = np.array(b.verts)
+    faces = _orient_outwards(np.array(b.faces, dtype=np.int64), verts)
+    return HandMesh(verts=verts, faces=faces, region=np.array(b.region), caps=b.caps)
+
+
+def _orient_outwards(faces: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Flip faces so every shared edge runs both ways (one orientation), then make normals point outwards."""
     faces = faces.copy()
     edge_faces: dict[tuple[int, int], list[int]] = {}
-    for fi, f in enumerate(faces):
+    for fi, face in enumerate(faces):
         for k in range(3):
-            a, b = int(f[k]), int(f[(k + 1) % 3])
-            edge_faces.setdefault((min(a, b), max(a, b)), []).append(fi)
-    done = np.zeros(len(faces), bool)
+            a, c = int(face[k]), int(face[(k + 1) % 3])
+            edge_faces.setdefault((min(a, c), max(a, c)), []).append(fi)
+    done = np.zeros(len(faces), dtype=bool)
     done[0] = True
     stack = [0]
     while stack:
         fi = stack.pop()
-        f = faces[fi]
+        face = faces[fi]
         for k in range(3):
-            a, b = int(f[k]), int(f[(k + 1) % 3])
-            for fj in edge_faces[(min(a, b), max(a, b))]:
-                if done[fj]:
-                    continue
-                g = list(faces[fj])
-                if any(g[m] == a and g[(m + 1) % 3] == b for m in range(3)):
-                    faces[fj] = faces[fj][::-1]
-                done[fj] = True
-                stack.append(fj)
-    v = verts[faces]  # (F, 3, 3)
-    signed_volume = np.einsum("fi,fi->f", v[:, 0] - WRIST, np.cross(v[:, 1] - WRIST, v[:, 2] - WRIST)).sum()
+            a, c = int(face[k]), int(face[(k + 1) % 3])
+            for fj in edge_faces[(min(a, c), max(a, c))]:
+                if not done[fj]:
+                    other = list(faces[fj])
+                    if any(other[m] == a and other[(m + 1) % 3] == c for m in range(3)):
+                        faces[fj] = faces[fj][::-1]
+                    done[fj] = True
+                    stack.append(fj)
+    tri = verts[faces] - WRIST  # (F, 3, 3)
+    signed_volume = np.einsum("fi,fi->f", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()
     return faces if signed_volume > 0 else faces[:, ::-1].copy()
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
-def _pose_prior(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Samples of 15 finger joints' axis-angle (MANO order, right hand): correlated curl, MCP spread, thumb."""
-    poses = np.zeros((n, 15, 3))
-    curl_all = rng.uniform(-0.2, 1.0, size=(n, 1))
-    for base in (0, 3, 9, 6):  # index, middle, ring, pinky (MANO joint ids 1-12 minus one)
-        curl = 0.6 * curl_all + 0.4 * rng.uniform(-0.2, 1.4, size=(n, 1))
-        for j in range(3):
-            poses[:, base + j, 2] = curl[:, 0] * (1.0, 1.2, 0.8)[j] + 0.08 * rng.normal(size=n)
-        poses[:, base, 1] = 0.15 * rng.normal(size=n)  # MCP abduction
-    opposition = rng.uniform(-0.3, 1.0, size=n)
-    poses[:, 12] = np.stack([0.6 * opposition, -0.2 * opposition, 0.3 * opposition], -1)
-    poses[:, 13, 1] = -0.5 * opposition + 0.1 * rng.normal(size=n)
-    poses[:, 14, 1] = -0.4 * opposition + 0.1 * rng.normal(size=n)
-    return poses.reshape(n, 45)
+def _permutation(mesh: HandMesh) -> np.ndarray:
+    """``new_id[old_id]``: caps to their conventional ids, every other vertex keeps construction order."""
+    fixed = {}
+    for name, ids in TIP_IDS.items():
+        fixed.update(zip(mesh.caps[name], ids, strict=False))
+    free = iter(sorted(set(range(len(mesh.verts))) - set(fixed.values())))
+    return np.array([fixed[v] if v in fixed else next(free) for v in range(len(mesh.verts))])
 
 
 def build_right(seed: int = 0) -> dict[str, np.ndarray]:
-    """The right hand as MANO arrays (see module docstring)."""
+    """The right hand as MANO arrays (see the module docstring); ``seed`` drives shape fields and the pose prior."""
+    mesh = build_mesh()
+    if len(mesh.verts) != NUM_VERTS:
+        raise RuntimeError(f"synthetic hand has {len(mesh.verts)} vertices, expected {NUM_VERTS}")
+    new_id = _permutation(mesh)
+    order = np.argsort(new_id)  # old id of each new id
+    verts = mesh.verts[order]
+    region = mesh.region[order]
+    faces = new_id[mesh.faces]
     rng = np.random.default_rng(seed)
-    mesh = _Mesh()
-    palm_u = np.linspace(0.012, 0.085, PALM_RINGS)
-    half_w = np.linspace(0.034, 0.044, PALM_RINGS)
-    half_y = np.linspace(0.016, 0.013, PALM_RINGS)
-    wrist_ring = mesh.add(_ring(0.0, 0.0, 0.0, 0.028, 0.016, 16))
-    palm = [mesh.add(_ring(u, 0.0, 0.0, hw, hy, 32)) for u, hw, hy in zip(palm_u, half_w, half_y, strict=True)]
-    for i in range(16):  # transition band 16 -> 32
-        a, b = wrist_ring[i], wrist_ring[(i + 1) % 16]
-        p0, p1, p2 = palm[0][2 * i], palm[0][2 * i + 1], palm[0][(2 * i + 2) % 32]
-        mesh.faces += [(a, p0, p1), (a, p1, b), (b, p1, p2)]
-    for r in range(PALM_RINGS - 1):
-        mesh.band(palm[r], palm[r + 1])
-    top = palm[-1]
-    # Split the top ring (dorsal j=0..15 from +w to -w, palmar j'=31-j) into four 8-loops.
-    joint_rings: dict[int, np.ndarray] = {0: wrist_ring}
-    tips: dict[str, int] = {}
-    finger_vertices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    order = list(_FINGERS)
-    for k, name in enumerate(order):
-        center_w, length, joint_ids = _FINGERS[name]
-        dorsal = [top[4 * k + m] for m in range(4)]
-        palmar = [top[31 - (4 * k + 3 - m)] for m in range(4)]
-        loop = np.array(dorsal + palmar)
-        base_u = palm_u[-1]
-        radius = 0.0085 if name != "pinky" else 0.0075
-        rings = [loop]
-        axial = np.linspace(0.0, length, FINGER_RINGS + 1)[1:]
-        for s in axial:
-            taper = 1.0 - 0.25 * s / length
-            rings.append(mesh.add(_ring(base_u + s, center_w, 0.0, radius * taper, radius * taper * 0.9, 8, 0.5)))
-        for r in range(len(rings) - 1):
-            mesh.band(rings[r], rings[r + 1])
-        tip = int(mesh.add(_to_mano(np.array([base_u + length + 0.006]), np.array([center_w]), np.array([0.0])))[0])
-        mesh.fan(rings[-1], tip)
-        tips[name] = tip
-        joint_rings[joint_ids[0]] = loop
-        bounds = np.cumsum(_SEGMENTS)[:2] * length
-        for joint, s in zip(joint_ids[1:], bounds, strict=True):
-            joint_rings[joint] = rings[1 + int(np.argmin(np.abs(axial - s)))]
-        finger_vertices[name] = (np.concatenate(rings[1:] + [np.array([tip])]), np.array([base_u, center_w, length]))
-    for k in range(3):  # web triangles between neighbouring fingers
-        d0, d1 = top[4 * k + 3], top[4 * k + 4]
-        p1, p0 = top[31 - (4 * k + 4)], top[31 - (4 * k + 3)]
-        mesh.faces += [(d0, d1, p1), (d0, p1, p0)]
-    # Thumb: remove a radial palmar vertex of palm ring 2 and grow a 6-vertex tube from its hole.
-    hole_vertex = int(palm[2][30])
-    incident = [f for f in mesh.faces if hole_vertex in f]
-    mesh.faces = [f for f in mesh.faces if hole_vertex not in f]
-    nxt = {}
-    for f in incident:
-        others = [v for v in f if v != hole_vertex]
-        nxt[others[0]] = others[1] if f[(f.index(hole_vertex) + 1) % 3] == others[0] else others[0]
-    hole = [next(iter(nxt))]
-    edges = [tuple(v for v in f if v != hole_vertex) for f in incident]
-    while len(hole) < len(edges):
-        last = hole[-1]
-        for a, b in edges:
-            cand = b if a == last else a if b == last else None
-            if cand is not None and cand not in hole:
-                hole.append(cand)
-                break
-    hole = np.array(hole)
-    verts = np.array(mesh.verts)
-    hole_center = verts[hole].mean(0)
-    thumb_dir = np.array([-0.55, -0.35, 0.76])
-    thumb_dir /= np.linalg.norm(thumb_dir)
-    thumb_len = 0.085
-    side = np.cross(thumb_dir, [0.0, 1.0, 0.0])
-    side /= np.linalg.norm(side)
-    up = np.cross(side, thumb_dir)
-    rel = verts[hole] - hole_center
-    hole_angles = np.arctan2(rel @ up, rel @ side)
-    thumb_rings = [hole]
-    thumb_axial = np.linspace(0.0, thumb_len, THUMB_RINGS + 1)[1:]
-    for s in thumb_axial:
-        radius = 0.0115 * (1.0 - 0.3 * s / thumb_len)
-        center = hole_center + thumb_dir * s
-        ring = center + radius * (np.cos(hole_angles)[:, None] * side + np.sin(hole_angles)[:, None] * up)
-        thumb_rings.append(mesh.add(ring))
-    for r in range(len(thumb_rings) - 1):
-        mesh.band(thumb_rings[r], thumb_rings[r + 1])
-    thumb_tip = int(mesh.add(hole_center + thumb_dir * (thumb_len + 0.006))[0])
-    mesh.fan(thumb_rings[-1], thumb_tip)
-    tips["thumb"] = thumb_tip
-    joint_rings[13] = hole
-    for joint, frac in zip(_THUMB_JOINTS[1:], (0.40, 0.72), strict=True):
-        joint_rings[joint] = thumb_rings[1 + int(np.argmin(np.abs(thumb_axial - frac * thumb_len)))]
-
-    # Drop the removed vertex and renumber so the tips land on their ids.
-    verts = np.array(mesh.verts)
-    faces = np.array(mesh.faces, dtype=np.int64)
-    keep = np.setdiff1d(np.arange(len(verts)), [hole_vertex])
-    tip_old = [tips[n] for n in ("thumb", "index", "middle", "ring", "pinky")]
-    rest = [v for v in keep if v not in tip_old]
-    new_of_old = np.full(len(verts), -1)
-    free = iter([i for i in range(len(keep)) if i not in TIP_IDS])
-    for v in rest:
-        new_of_old[v] = next(free)
-    for v, new in zip(tip_old, TIP_IDS, strict=True):
-        new_of_old[v] = new
-    v_template = np.zeros((len(keep), 3))
-    v_template[new_of_old[keep]] = verts[keep]
-    faces = new_of_old[faces]
-    faces = _orient_consistently(faces, v_template)
-    joint_rings = {j: new_of_old[r] for j, r in joint_rings.items()}
-    finger_vertices = {n: (new_of_old[v], meta) for n, (v, meta) in finger_vertices.items()}
-    thumb_vertices = new_of_old[np.concatenate(thumb_rings[1:] + [np.array([thumb_tip])])]
-
-    num_v = len(v_template)
-    j_regressor = np.zeros((16, num_v))
-    for joint, ring in joint_rings.items():
-        j_regressor[joint, ring] = 1.0 / len(ring)
-    joints = j_regressor @ v_template
-    weights = _skinning_weights(v_template, joints, finger_vertices, thumb_vertices)
+    joints = joints16()
+    tips = np.array([verts[TIP_IDS[name][0]] for name in mano_rig.REGIONS])
+    weights = mano_rig.skinning_weights(verts, region, joints, tips)
     return {
-        "v_template": v_template,
+        "v_template": verts,
         "f": faces.astype(np.uint32),
-        "J_regressor": j_regressor,
+        "J_regressor": mano_rig.joint_regressor(verts, joints),
         "weights": weights,
         "kintree_table": np.stack([np.where(KINTREE_PARENTS < 0, 4294967295, KINTREE_PARENTS), np.arange(16)]),
-        "shapedirs": _shapedirs(v_template, rng),
-        "posedirs": np.zeros((num_v, 3, 135)),
-        **_pose_pca(rng),
+        "shapedirs": mano_rig.shapedirs(verts, region, joints, tips, rng),
+        "posedirs": mano_rig.posedirs(verts, faces, joints, weights),
+        **mano_rig.pose_pca(joints, tips, rng),
     }
 
 
-def _chain_weights(
-    pos: np.ndarray, chain: tuple[int, ...], joints: np.ndarray, parent: int, blend: float
-) -> np.ndarray:
-    """Weights (len(pos), 16) blending along a chain of joints by the projection on each bone."""
-    w = np.zeros((len(pos), 16))
-    current = np.ones(len(pos))  # share not yet given to a bone closer to the wrist
-    owners = [parent, *chain]
-    for idx, joint in enumerate(chain):
-        bone_end = chain[idx + 1] if idx + 1 < len(chain) else None
-        axis = joints[bone_end] - joints[joint] if bone_end is not None else joints[joint] - joints[chain[idx - 1]]
-        axis = axis / np.linalg.norm(axis)
-        t = _smoothstep(((pos - joints[joint]) @ axis) / blend + 0.5)
-        w[:, owners[idx]] += current * (1 - t)
-        current = current * t
-    w[:, owners[-1]] += current
-    return w / w.sum(1, keepdims=True)
-
-
-def _skinning_weights(verts: np.ndarray, joints: np.ndarray, fingers: dict, thumb_vertices: np.ndarray) -> np.ndarray:
-    weights = np.zeros((len(verts), 16))
-    weights[:, 0] = 1.0
-    for name, (ids, _meta) in fingers.items():
-        chain = _FINGERS[name][2]
-        weights[ids] = _chain_weights(verts[ids], chain, joints, 0, blend=0.008)
-    weights[thumb_vertices] = _chain_weights(verts[thumb_vertices], _THUMB_JOINTS, joints, 0, blend=0.012)
-    return weights
-
-
-def _shapedirs(verts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(V, 3, 10): size, finger length, palm width, thickness, palm length, then smooth random fields."""
-    centered = verts - WRIST
-    dirs = np.zeros((len(verts), 3, 10))
-    dirs[:, :, 0] = 0.06 * centered
-    along = np.clip(-centered[:, 0] - 0.085, 0.0, None)  # distance past the knuckles
-    dirs[:, 0, 1] = -0.15 * along
-    dirs[:, 2, 2] = 0.08 * centered[:, 2]
-    dirs[:, 1, 3] = 0.12 * (centered[:, 1] - 0.0)
-    dirs[:, 0, 4] = -0.06 * np.clip(-centered[:, 0], 0.0, 0.085)
-    for c in range(5, 10):
-        freq = rng.normal(scale=25.0, size=(3, 3))
-        phase = rng.uniform(0, 2 * np.pi, size=3)
-        dirs[:, :, c] = 0.0015 * np.sin(centered @ freq + phase)
-    return dirs
-
-
-def _pose_pca(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """hands_mean (45,) and hands_components (45, 45): rows are principal directions scaled by their std."""
-    samples = _pose_prior(rng, 20000)
-    mean = samples.mean(0)
-    _, sing, vt = np.linalg.svd(samples - mean, full_matrices=False)
-    std = sing / np.sqrt(len(samples) - 1)
-    return {"hands_mean": mean, "hands_components": vt * np.maximum(std, 1e-3)[:, None]}
-
-
 def mirror(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Left hand from a right hand: negate x, reverse face winding, mirror pose-space arrays."""
+    """Left hand from a right hand: negate x, reverse the face winding, mirror the pose-space arrays.
+
+    A rotation mirrors as ``M R M`` with ``M = diag(-1, 1, 1)``: axis-angle ``(x, y, z) -> (x, -y, -z)``, and each
+    pose feature ``(R - I)[r, c]`` picks up the sign ``m[r] * m[c]``.
+    """
     flip = np.array([-1.0, 1.0, 1.0])
     pose_sign = np.tile([1.0, -1.0, -1.0], 15)
-    pose_feature_sign = np.tile(np.outer(flip, flip).reshape(9), 15)
+    feature_sign = np.tile(np.outer(flip, flip).reshape(9), 15)
     out = dict(model)
     out["v_template"] = model["v_template"] * flip
     out["shapedirs"] = model["shapedirs"] * flip[None, :, None]
-    out["posedirs"] = model["posedirs"] * flip[None, :, None] * pose_feature_sign[None, None, :]
+    out["posedirs"] = model["posedirs"] * flip[None, :, None] * feature_sign[None, None, :]
     out["f"] = model["f"][:, ::-1].copy()
     out["hands_mean"] = model["hands_mean"] * pose_sign
     out["hands_components"] = model["hands_components"] * pose_sign[None, :]

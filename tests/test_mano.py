@@ -1,24 +1,21 @@
-"""MANO layer: synthetic hand, safe official-format loading, 21-joint wrapper, CLI."""
+"""MANO layer: the synthetic hand, smplx compatibility, the 21-joint wrapper, index tables, the cache."""
 
 from __future__ import annotations
 
-import contextlib
-import copyreg
-import io
-import pickle
-import sys
-import types
+import threading
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse
 import smplx
 import torch
 
 from hmh import mano
-from hmh.cli import main
+
+TIP_SLOTS = [4, 8, 12, 16, 20]  # thumb, index, middle, ring, pinky tips in MANO-21 order
+MIRROR = torch.tensor([1.0, -1.0, -1.0])  # axis-angle of a mirrored rotation
+FLIP_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
 @pytest.fixture(scope="module")
@@ -31,193 +28,224 @@ def layer(right) -> mano.Mano:
     return mano.Mano(right, side="right")
 
 
-def test_synthetic_model_has_mano_layout_and_manifold_topology(right) -> None:
+def _edges(faces: np.ndarray) -> Counter:
+    return Counter((int(f[k]), int(f[(k + 1) % 3])) for f in faces for k in range(3))
+
+
+def _closed(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Close the wrist opening with a fan around its centroid (same orientation as the surface)."""
+    edges = _edges(faces)
+    boundary = [(a, b) for (a, b) in edges if (b, a) not in edges]
+    centre = len(verts)
+    return np.vstack([verts, verts[[a for a, _ in boundary]].mean(0)]), np.vstack(
+        [faces, [(b, a, centre) for a, b in boundary]]
+    )
+
+
+def _winding_number(verts: np.ndarray, faces: np.ndarray, point: np.ndarray) -> float:
+    """Generalised winding number (Van Oosterom-Strackee solid angles): 1 inside a closed outward surface."""
+    a, b, c = (verts[faces[:, k]] - point for k in range(3))
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    num = np.einsum("ij,ij->i", a, np.cross(b, c))
+    den = la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", b, c) * la
+    den += np.einsum("ij,ij->i", c, a) * lb
+    return float(2 * np.arctan2(num, den).sum() / (4 * np.pi))
+
+
+def test_synthetic_hand_is_one_consistently_wound_surface_with_a_16_vertex_wrist_opening(right) -> None:
     for key, shape in mano.EXPECTED_SHAPES.items():
         assert right[key].shape == shape, key
     faces = right["f"]
-    directed = Counter((int(a), int(b)) for f in faces for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])))
-    assert max(directed.values()) == 1  # consistently wound: no edge runs twice the same way
-    undirected = Counter((min(a, b), max(a, b)) for a, b in directed.elements())
-    boundary = [e for e, n in undirected.items() if n == 1]
-    assert len(boundary) == 16 and max(undirected.values()) == 2  # one 16-vertex wrist opening, edge-manifold
-    assert np.allclose(right["weights"].sum(1), 1.0) and right["weights"].min() >= 0
-    assert np.allclose(right["J_regressor"].sum(1), 1.0) and right["J_regressor"].min() >= 0
+    directed = _edges(faces)
+    assert max(directed.values()) == 1  # consistent winding: no edge is traversed twice in one direction
+    boundary = [(a, b) for (a, b) in directed if (b, a) not in directed]
+    assert len(boundary) == 16  # every other edge is shared by exactly two faces: edge-manifold
+    successor = dict(boundary)
+    loop, vertex = [], boundary[0][0]
+    while vertex not in loop:
+        loop.append(vertex)
+        vertex = successor[vertex]
+    assert len(loop) == 16  # a single wrist loop
+    undirected = {tuple(sorted(e)) for e in directed}
+    assert mano.NUM_VERTS - len(undirected) + len(faces) == 1  # Euler characteristic of a disk
+    assert len(np.unique(faces)) == mano.NUM_VERTS
+    closed_v, closed_f = _closed(right["v_template"], faces)
+    tri = closed_v[closed_f]
+    volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
+    assert 1.5e-4 < volume < 6e-4  # outward normals; a hand's volume is ~300-500 ml
+
+
+def test_skeleton_joints_lie_inside_the_hand(right) -> None:
+    closed_v, closed_f = _closed(right["v_template"], right["f"])
+    joints = right["J_regressor"] @ right["v_template"]
+    winding = [_winding_number(closed_v, closed_f, j) for j in joints]
+    np.testing.assert_allclose(winding, 1.0, atol=1e-3)
+    assert _winding_number(closed_v, closed_f, joints[0] + [0.0, 0.2, 0.0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rig_arrays_are_sensible(right) -> None:
+    weights, regressor = right["weights"], right["J_regressor"]
+    assert weights.min() >= 0 and np.allclose(weights.sum(1), 1.0)
+    assert regressor.min() >= 0 and np.allclose(regressor.sum(1), 1.0)  # convex: joints stay inside the hull
+    joints = regressor @ right["v_template"]
+    for j in range(16):
+        used = right["v_template"][regressor[j] > 0]
+        reach = np.linalg.norm(used - joints[j], axis=1).max()
+        assert reach < (0.035 if j == 0 else 0.025), j  # a local patch of surface (the wrist is wide)
+    for tip, joint in zip(mano.FINGERTIP_VERTEX_IDS, (15, 3, 6, 12, 9), strict=True):
+        assert weights[tip, joint] > 0.99  # a fingertip follows its distal phalanx
+    assert right["kintree_table"][0, 0] == 4294967295 and np.array_equal(right["kintree_table"][1], np.arange(16))
+    comps = right["hands_components"]
+    gram = comps @ comps.T
+    np.testing.assert_allclose(gram, np.diag(np.diag(gram)), atol=1e-10)  # PCA rows are orthogonal
+    assert np.all(np.diff(np.diag(gram)) <= 0)  # sorted by variance
+    assert 0 < np.abs(right["posedirs"]).max() < 0.002  # small knuckle correctives
+
+
+def test_fingertip_ids_sit_on_the_fingertips(right) -> None:
+    verts = right["v_template"]
+    joints = right["J_regressor"] @ verts
+    for name, tip, distal in zip(("thumb", "index", "middle", "ring", "pinky"), mano.FINGERTIP_VERTEX_IDS,
+                                 (15, 3, 6, 12, 9), strict=True):
+        reach = np.linalg.norm(verts - joints[distal], axis=1)
+        finger = right["weights"][:, distal] > 0.5
+        assert reach[tip] > 0.97 * reach[finger].max(), name  # the farthest point of the distal phalanx
+    for near, tip in ((744, 745), (320, 317), (444, 445), (443, 445), (554, 556), (671, 673)):
+        assert np.linalg.norm(verts[near] - verts[tip]) < 0.008  # smplx / manopth tip ids land on tips too
 
 
 def test_synthetic_model_loads_in_smplx_directly(right) -> None:
-    layer = smplx.MANO(model_path="", data_struct=smplx.utils.Struct(**right), use_pca=False, flat_hand_mean=True,
-                       num_betas=10)
-    out = layer(global_orient=torch.zeros(1, 3), hand_pose=torch.zeros(1, 45), betas=torch.zeros(1, 10))
-    assert out.vertices.shape == (1, 778, 3)
+    struct_layer = smplx.MANO(model_path="", data_struct=smplx.utils.Struct(**right), use_pca=False,
+                              flat_hand_mean=True, num_betas=10)
+    file_layer = smplx.MANO(str(mano.synthetic_model_dir()), is_rhand=True, ext="npz", use_pca=False,
+                            flat_hand_mean=True, num_betas=10)
     template_joints = right["J_regressor"] @ right["v_template"]
-    np.testing.assert_allclose(out.joints[0, :16].detach().numpy(), template_joints, atol=1e-6)
+    for smplx_layer in (struct_layer, file_layer):
+        out = smplx_layer(global_orient=torch.zeros(1, 3), hand_pose=torch.zeros(1, 45), betas=torch.zeros(1, 10))
+        np.testing.assert_allclose(out.joints[0, :16].detach().numpy(), template_joints, atol=1e-6)
+        np.testing.assert_allclose(out.vertices[0].detach().numpy(), right["v_template"], atol=1e-6)
 
 
-def test_zero_pose_flat_hand_reproduces_template_joints(layer, right) -> None:
+def test_flat_pose_reproduces_the_template_and_its_joints(layer, right) -> None:
     flat = -torch.as_tensor(right["hands_mean"], dtype=torch.float32)[None]  # relative pose of the flat hand
     out = layer(torch.zeros(1, 3), flat, torch.zeros(1, 10))
     template_joints = right["J_regressor"] @ right["v_template"]
-    order = [0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3]  # MANO-16 -> MANO-21 slots
-    np.testing.assert_allclose(out.joints[0, order].numpy(), template_joints, atol=1e-5)
-    np.testing.assert_allclose(out.vertices[0].numpy(), right["v_template"], atol=1e-5)
+    np.testing.assert_allclose(out.joints[0, mano.MANO16_TO_21].numpy(), template_joints, atol=1e-6)
+    np.testing.assert_allclose(out.joints[0, TIP_SLOTS].numpy(), right["v_template"][list(mano.FINGERTIP_VERTEX_IDS)],
+                               atol=1e-6)
+    np.testing.assert_allclose(out.vertices[0].numpy(), right["v_template"], atol=1e-6)
 
 
 def test_fingertip_joints_equal_their_vertices(layer) -> None:
     gen = torch.Generator().manual_seed(0)
     out = layer(0.3 * torch.randn(4, 3, generator=gen), 0.3 * torch.randn(4, 45, generator=gen),
                 torch.randn(4, 10, generator=gen))
-    tips = out.joints[:, [4, 8, 12, 16, 20]]
-    assert torch.equal(tips, out.vertices[:, list(mano.FINGERTIP_VERTEX_IDS)])
+    assert torch.equal(out.joints[:, TIP_SLOTS], out.vertices[:, list(mano.FINGERTIP_VERTEX_IDS)])
     assert out.joints.shape == (4, 21, 3) and out.joints.dtype == torch.float32
 
 
-def test_mean_pose_curls_fingers_towards_the_palm(layer) -> None:
+def test_mean_pose_is_a_gently_curled_hand(layer, right) -> None:
     out = layer(torch.zeros(1, 3), torch.zeros(1, 45), torch.zeros(1, 10))
     tips_y = out.joints[0, [8, 12, 16, 20], 1]
     knuckles_y = out.joints[0, [5, 9, 13, 17], 1]
-    assert torch.all(tips_y < knuckles_y - 0.02)  # palm faces -y: a relaxed hand curls its fingers that way
+    assert torch.all(tips_y < knuckles_y - 0.01)  # palm faces -y: a relaxed hand curls its fingers that way
+    angles = np.linalg.norm(right["hands_mean"].reshape(15, 3), axis=1)
+    assert 0.1 < angles.mean() < 0.5 and angles.max() < 0.8  # relaxed, not a fist
 
 
-def test_left_hand_mirrors_right(layer) -> None:
+def test_left_hand_mirrors_right(layer, right) -> None:
+    left_arrays = mano.load_model_file(mano.model_path("", "left"))
+    np.testing.assert_allclose(left_arrays["v_template"], right["v_template"] * [-1, 1, 1])
+    np.testing.assert_array_equal(left_arrays["f"], right["f"][:, ::-1])  # winding reversed: normals stay outwards
     left = mano.Mano("", side="left")
-    pose = 0.2 * torch.randn(2, 45, generator=torch.Generator().manual_seed(1))
-    orient = 0.2 * torch.randn(2, 3, generator=torch.Generator().manual_seed(2))
-    mirror_pose = torch.tensor([1.0, -1.0, -1.0])
-    out_r = layer(orient, pose, torch.zeros(2, 10))
-    out_l = left(orient * mirror_pose, (pose.view(2, 15, 3) * mirror_pose).view(2, 45), torch.zeros(2, 10))
-    flip = torch.tensor([-1.0, 1.0, 1.0])
-    torch.testing.assert_close(out_l.vertices, out_r.vertices * flip, atol=1e-5, rtol=0)
+    gen = torch.Generator().manual_seed(1)
+    pose, orient, betas = 0.4 * torch.randn(3, 45, generator=gen), torch.randn(3, 3, generator=gen), torch.randn(3, 10)
+    out_r = layer(orient, pose, betas)
+    out_l = left(orient * MIRROR, (pose.view(3, 15, 3) * MIRROR).view(3, 45), betas)
+    torch.testing.assert_close(out_l.vertices, out_r.vertices * FLIP_X, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out_l.joints, out_r.joints * FLIP_X, atol=1e-6, rtol=0)
 
 
-def test_synthetic_model_is_deterministic_and_cached() -> None:
-    a, b = mano.synthetic_model(seed=0), mano.synthetic_model(seed=0)
+def test_synthetic_model_is_deterministic_and_seeded() -> None:
+    a, b, c = mano.synthetic_model(seed=0), mano.synthetic_model(seed=0), mano.synthetic_model(seed=1)
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    folder = mano.synthetic_model_dir()
-    stamp = (folder / "MANO_RIGHT.npz").stat().st_mtime_ns
-    assert mano.synthetic_model_dir() == folder and (folder / "MANO_RIGHT.npz").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(a["v_template"], c["v_template"])  # the mesh never depends on the seed
+    assert not np.array_equal(a["shapedirs"], c["shapedirs"])
 
 
-def test_wrapper_checks_shapes_and_keeps_dtype(layer) -> None:
+def test_cache_is_built_once_and_survives_racing_builders(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HMH_CACHE_DIR", str(tmp_path))
+    folders, errors = [], []
+
+    def build() -> None:
+        try:
+            folders.append(mano.synthetic_model_dir())
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(folders)) == 1 and folders[0].is_relative_to(tmp_path / "mano")
+    assert sorted(p.name for p in folders[0].iterdir()) == ["MANO_LEFT.npz", "MANO_RIGHT.npz"]  # no temp files
+    stamp = (folders[0] / "MANO_RIGHT.npz").stat().st_mtime_ns
+    assert mano.synthetic_model_dir() == folders[0] and (folders[0] / "MANO_RIGHT.npz").stat().st_mtime_ns == stamp
+    reloaded = mano.load_model_file(folders[0] / "MANO_LEFT.npz")
+    np.testing.assert_array_equal(reloaded["posedirs"], mano.synthetic_model(side="left")["posedirs"])
+
+
+def test_wrapper_shapes_dtypes_and_precision(layer) -> None:
     with pytest.raises(ValueError, match="hand_pose"):
         layer(torch.zeros(2, 3), torch.zeros(2, 44), torch.zeros(2, 10))
-    out = layer(torch.zeros(1, 3, dtype=torch.float64), torch.zeros(1, 45, dtype=torch.float64),
-                torch.zeros(1, 10, dtype=torch.float64))
-    assert out.joints.dtype == torch.float64
-    assert layer(torch.zeros(0, 3), torch.zeros(0, 45), torch.zeros(0, 10)).vertices.shape == (0, 778, 3)
+    with pytest.raises(ValueError, match="transl"):
+        layer(torch.zeros(2, 3), torch.zeros(2, 45), torch.zeros(2, 10), transl=torch.zeros(3, 3))
+    gen = torch.Generator().manual_seed(3)
+    pose, orient = torch.randn(2, 3, 45, generator=gen), torch.randn(2, 3, 3, generator=gen)
+    betas = torch.zeros(2, 3, 10)
+    out = layer(orient, pose, betas, transl=torch.ones(2, 3, 3))
+    assert out.vertices.shape == (2, 3, 778, 3) and out.joints.shape == (2, 3, 21, 3)
+    flat = layer(orient.reshape(6, 3), pose.reshape(6, 45), betas.reshape(6, 10))
+    torch.testing.assert_close(out.joints.reshape(6, 21, 3), flat.joints + 1.0)
+    double = layer(orient.double(), pose.double(), betas.double())
+    assert double.joints.dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = layer(orient, pose, betas)
+    assert auto.vertices.dtype == torch.float32  # fp32 inside, autocast or not
+    torch.testing.assert_close(auto.joints, double.joints.float(), atol=1e-6, rtol=0)
+    empty = layer(torch.zeros(0, 3), torch.zeros(0, 45), torch.zeros(0, 10))
+    assert empty.vertices.shape == (0, 778, 3) and empty.joints.shape == (0, 21, 3)
+    assert layer.faces.dtype == torch.long and layer.faces.shape == (1538, 3) and layer.side == "right"
+    assert list(layer.parameters()) == []  # a fixed model: nothing for an optimizer to pick up
+    assert "faces" not in layer.state_dict() and "layer.shapedirs" in layer.state_dict()
 
 
-def test_index_tables_are_inverse_permutations() -> None:
-    idx = np.arange(21)
-    assert np.array_equal(idx[mano.MANO21_TO_INTERHAND][mano.INTERHAND_TO_MANO21], idx)
-    assert mano.MANO21_TO_INTERHAND[20] == 0  # InterHand's wrist (last) is MANO-21's first joint
-    assert mano.INTERHAND_TO_MANO21[4] == 0  # MANO-21 thumb tip is InterHand's first joint
+def test_index_tables() -> None:
+    expected = [4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17, 0]
+    np.testing.assert_array_equal(mano.MANO21_TO_INTERHAND, expected)
+    mano21 = np.arange(21)
+    interhand = mano21[mano.MANO21_TO_INTERHAND]
+    np.testing.assert_array_equal(interhand[mano.INTERHAND_TO_MANO21], mano21)
+    assert mano.INTERHAND_TO_MANO21.dtype == np.int64 and mano.MANO21_TO_INTERHAND.dtype == np.int64
+    np.testing.assert_array_equal(mano.MANO21_PARENTS[[1, 2, 3, 4]], [0, 1, 2, 3])  # thumb chain from the wrist
+    assert all(mano.MANO21_PARENTS[1:] < np.arange(1, 21))
+    mano16 = ["wrist", "index1", "index2", "index3", "middle1", "middle2", "middle3", "pinky1", "pinky2",
+              "pinky3", "ring1", "ring2", "ring3", "thumb1", "thumb2", "thumb3"]
+    assert [mano.MANO21_NAMES[i] for i in mano.MANO16_TO_21] == mano16
 
 
-def _official_pickle(model: dict[str, np.ndarray], path: Path) -> None:
-    """Write a pickle in the official layout: chumpy Ch objects, sparse J_regressor, protocol 2."""
-    ch_module = types.ModuleType("chumpy.ch")
-
-    class Ch:
-        def __reduce_ex__(self, protocol):  # what Python 2 wrote for chumpy objects
-            return (copyreg._reconstructor, (Ch, object, None), {"x": self.x, "_dirty_vars": set()})
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    ch_module.Ch = Ch
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"] = types.ModuleType("chumpy")
-    sys.modules["chumpy.ch"] = ch_module
-    try:
-        payload = {}
-        for key, value in model.items():
-            if key in ("v_template", "shapedirs", "posedirs", "weights"):
-                obj = Ch()
-                obj.x = value
-                payload[key] = obj
-            elif key == "J_regressor":
-                payload[key] = scipy.sparse.csc_matrix(value)
-            else:
-                payload[key] = value
-        payload["bs_style"] = "lbs"
-        path.write_bytes(pickle.dumps(payload, protocol=2))
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-def test_official_layout_pickle_loads_without_chumpy(right, tmp_path: Path) -> None:
-    path = tmp_path / "MANO_RIGHT.pkl"
-    _official_pickle(right, path)
-    assert "chumpy" not in sys.modules
-    loaded = mano.load_model_file(path)
-    for key in mano.EXPECTED_SHAPES:
-        np.testing.assert_array_equal(loaded[key], right[key], err_msg=key)
-    out = tmp_path / "converted.npz"
-    assert main(["mano", "convert", str(path), str(out)]) == 0
-    np.testing.assert_array_equal(mano.load_model_file(out)["J_regressor"], right["J_regressor"])
-
-
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (eval, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
-
-
-def test_malicious_pickle_is_refused_without_side_effect(tmp_path: Path) -> None:
-    marker = tmp_path / "marker.txt"
-    path = tmp_path / "MANO_RIGHT.pkl"
-    path.write_bytes(pickle.dumps({"v_template": _Exploit(marker)}, protocol=2))
-    with pytest.raises(mano.MANOFileError, match=r"refusing to load global (builtins|__builtin__)\.eval"):
-        mano.load_model_file(path)
-    assert not marker.exists()
-    path.write_bytes(pickle.dumps({"x": _OsSystem()}, protocol=2))
-    with pytest.raises(mano.MANOFileError, match="refusing"):
-        mano.load_model_file(path)
-    assert not (tmp_path / "os-marker").exists()
-
-
-class _OsSystem:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch os-marker",))
-
-
-def test_bad_files_name_the_file_and_key(right, tmp_path: Path) -> None:
-    missing = dict(right)
-    del missing["weights"]
-    path = tmp_path / "missing.npz"
-    np.savez(path, **missing)
-    with pytest.raises(mano.MANOFileError, match=r"missing\.npz.*'weights'"):
-        mano.load_model_file(path)
-    wrong = dict(right, shapedirs=right["shapedirs"][:, :, :5])
-    np.savez(tmp_path / "wrong.npz", **wrong)
-    with pytest.raises(mano.MANOFileError, match=r"'shapedirs' has shape \(778, 3, 5\)"):
-        mano.load_model_file(tmp_path / "wrong.npz")
-    good = tmp_path / "good.npz"
-    mano.write_model(right, good)
-    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:1000])
-    with pytest.raises(mano.MANOFileError, match="truncated.npz"):
-        mano.load_model_file(tmp_path / "truncated.npz")
-    (tmp_path / "truncated.pkl").write_bytes(pickle.dumps({"a": np.zeros(100)}, protocol=2)[:50])
-    with pytest.raises(mano.MANOFileError, match="truncated.pkl"):
-        mano.load_model_file(tmp_path / "truncated.pkl")
-    with pytest.raises(mano.MANOFileError, match="not found"):
-        mano.load_model_file(tmp_path / "absent.pkl")
-
-
-def test_cli_build_and_show(tmp_path: Path) -> None:
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["mano", "build", "--out", str(tmp_path / "models")]) == 0
-        assert main(["mano", "show", str(tmp_path / "models"), "--out", str(tmp_path / "hand.obj"),
-                     "--pose", "random"]) == 0
-    assert {p.name for p in (tmp_path / "models").iterdir()} == {"MANO_RIGHT.npz", "MANO_LEFT.npz"}
-    lines = (tmp_path / "hand.obj").read_text().splitlines()
-    assert sum(line.startswith("v ") for line in lines) == 778 and sum(line.startswith("f ") for line in lines) == 1538
-    with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert main(["mano", "show", str(tmp_path / "nowhere.npz"), "--out", str(tmp_path / "x.obj")]) == 2
-    assert "nowhere.npz" in err.getvalue()
+def test_model_path_resolution(tmp_path: Path) -> None:
+    assert mano.model_path("", "left") == mano.synthetic_model_dir() / "MANO_LEFT.npz"
+    folder = tmp_path / "models"
+    folder.mkdir()
+    with pytest.raises(mano.MANOFileError, match=r"models: no MANO_RIGHT\.pkl"):
+        mano.model_path(folder, "right")
+    (folder / "MANO_RIGHT.npz").write_bytes(b"")
+    assert mano.model_path(folder, "right") == folder / "MANO_RIGHT.npz"
+    (folder / "MANO_RIGHT.pkl").write_bytes(b"")
+    assert mano.model_path(str(folder), "right") == folder / "MANO_RIGHT.pkl"  # the official file wins
+    with pytest.raises(mano.MANOFileError, match="absent.npz: MANO model file not found"):
+        mano.model_path(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match="side"):
+        mano.model_path("", "both")

@@ -5,27 +5,51 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+SYNTHETIC = ("", "synthetic")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("mano", help="MANO model files: build the synthetic hand, convert, export a mesh")
+    parser = subparsers.add_parser(
+        "mano",
+        help="MANO hand model files: build the synthetic hand, convert the official pickle, export a mesh",
+        description="MANO hand model files. Without the official MANO_RIGHT.pkl / MANO_LEFT.pkl (mano.is.tue.mpg.de),"
+        " hmh uses a procedurally built hand in the same format.",
+    )
     verbs = parser.add_subparsers(dest="mano_command", metavar="VERB", required=True)
 
-    build = verbs.add_parser("build", help="write the synthetic MANO_RIGHT.npz and MANO_LEFT.npz")
-    build.add_argument("--out", required=True, type=Path, help="output folder")
-    build.add_argument("--seed", type=int, default=0, help="builder seed (default 0: the cached hand)")
+    build = verbs.add_parser(
+        "build",
+        help="write the synthetic MANO_RIGHT.npz and MANO_LEFT.npz",
+        description="Build the synthetic MANO-format hand (778 vertices, MANO's skeleton, shape and pose spaces) "
+        "and write MANO_RIGHT.npz and MANO_LEFT.npz into a folder usable as model.mano_path.",
+    )
+    build.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    build.add_argument("--seed", type=int, default=0, help="seed of shape fields and pose prior (0: the usual hand)")
     build.set_defaults(func=_build)
 
-    convert = verbs.add_parser("convert", help="convert an official MANO .pkl to .npz without chumpy")
+    convert = verbs.add_parser(
+        "convert",
+        help="convert an official MANO .pkl to .npz without chumpy",
+        description="Read an official MANO pickle (chumpy objects, sparse J_regressor) safely, without chumpy: only "
+        "numpy and scipy.sparse data is accepted, any other content is refused. Writes a plain .npz.",
+    )
     convert.add_argument("source", type=Path, help="official MANO_RIGHT.pkl or MANO_LEFT.pkl")
-    convert.add_argument("out", type=Path, help="output .npz")
+    convert.add_argument("out", type=Path, help="output .npz (keep the MANO_RIGHT/MANO_LEFT name for smplx)")
     convert.set_defaults(func=_convert)
 
-    show = verbs.add_parser("show", help="export a posed mesh as Wavefront OBJ for a look")
-    show.add_argument("model", help="MANO file or folder ('' = the synthetic hand)")
+    show = verbs.add_parser(
+        "show",
+        help="export a posed hand mesh as Wavefront OBJ",
+        description="Pose a MANO model and write the mesh as OBJ (open it in any mesh viewer).",
+    )
+    show.add_argument("model", help="MANO file or folder; '' or 'synthetic' for the synthetic hand")
     show.add_argument("--out", required=True, type=Path, help="output .obj")
-    show.add_argument("--side", choices=("right", "left"), default="right")
-    show.add_argument("--pose", choices=("mean", "flat", "random"), default="mean",
-                      help="mean: MANO's mean (relaxed) pose; flat: the template; random: a PCA pose sample")
+    show.add_argument("--side", choices=("right", "left"), default="right", help="hand side when MODEL is a folder")
+    show.add_argument(
+        "--pose", choices=("mean", "flat", "random"), default="mean",
+        help="mean: MANO's mean (relaxed) pose, the zero of hmh's pose vectors; flat: the template; "
+        "random: a sample of the PCA pose space (default: mean)",
+    )
     show.add_argument("--seed", type=int, default=0, help="seed for --pose random")
     show.set_defaults(func=_show)
 
@@ -54,18 +78,21 @@ def _show(args: argparse.Namespace) -> int:
 
     from hmh import atomic, mano
 
-    arrays = mano.load_model_file(mano.model_path(args.model, args.side))
+    path = mano.model_path("" if args.model in SYNTHETIC else args.model, args.side)
+    arrays = mano.load_model_file(path)
     layer = mano.Mano(arrays, side=args.side)
     hand_pose = torch.zeros(1, 45)
     if args.pose == "flat":
         hand_pose -= torch.as_tensor(arrays["hands_mean"], dtype=torch.float32)
-    elif args.pose == "random":
-        coeffs = torch.as_tensor(np.random.default_rng(args.seed).normal(size=45), dtype=torch.float32)
-        hand_pose += coeffs @ torch.as_tensor(arrays["hands_components"], dtype=torch.float32)
+    elif args.pose == "random":  # hands_components rows are scaled by their std: unit normal coefficients
+        coeffs = np.random.default_rng(args.seed).normal(size=45) @ arrays["hands_components"]
+        hand_pose += torch.as_tensor(coeffs, dtype=torch.float32)
     with torch.no_grad():
         out = layer(torch.zeros(1, 3), hand_pose, torch.zeros(1, 10))
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in out.vertices[0].tolist()]
+    lines = [f"# {path} ({args.side}, pose {args.pose})"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in out.vertices[0].tolist()]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in layer.faces.tolist()]
     atomic.write_text(args.out, "\n".join(lines) + "\n")
-    print(f"wrote {args.out} ({len(out.vertices[0])} vertices, {len(layer.faces)} faces, pose {args.pose})")
+    print(f"wrote {args.out}: {path.name} {args.side} hand, pose {args.pose}, "
+          f"{len(out.vertices[0])} vertices, {len(layer.faces)} faces")
     return 0

@@ -19,6 +19,7 @@ SKIN_TONES_SRGB = np.array(
 )
 
 
+LOW_RES = 32  # side of the smooth background layers before upsampling
 LINEAR_LEVELS = 4096  # linear-light quantisation before sRGB encoding: finer than one 8-bit sRGB step
 
 
@@ -59,28 +60,27 @@ def sample_light(rng: np.random.Generator) -> np.ndarray:
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    base = rng.uniform(0, 255)
-    return tuple(int(np.clip(base + rng.normal(0, 60), 0, 255)) for _ in range(3))
+    return tuple(np.clip(rng.uniform(0, 255) + rng.normal(0, 60, 3), 0, 255).astype(int).tolist())
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Smooth colour noise ``(size, size, 3)`` in [-0.5, 0.5]: a random ``cells x cells`` grid, upsampled."""
     grid = Image.fromarray((rng.uniform(size=(cells, cells, 3)) * 255).astype(np.uint8))
-    smooth = grid.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
-    return np.asarray(smooth, dtype=np.float32) / 255.0 - 0.5
+    return np.asarray(grid.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0 - 0.5
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A procedural background ``(S, S, 3)`` in linear light: gradient, smooth noise and clutter shapes."""
-    ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    ramp = np.linspace(0.0, 1.0, LOW_RES, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = np.cos(angle) * ramp[None, :, None] + np.sin(angle) * ramp[:, None, None]  # (S, S, 1)
+    ramp = np.cos(angle) * ramp[None, :, None] + np.sin(angle) * ramp[:, None, None]  # (L, L, 1)
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     c0, c1 = np.array(_random_colour(rng), np.float32), np.array(_random_colour(rng), np.float32)
-    srgb = c0 * (1.0 - ramp) + c1 * ramp  # (S, S, 3) 0..255
+    srgb = c0 * (1.0 - ramp) + c1 * ramp  # (L, L, 3) 0..255
     for cells in (4, 12):
-        srgb += _smooth_noise(rng, size, cells) * np.float32(rng.uniform(0, 90))
-    image = Image.fromarray(np.clip(srgb, 0, 255).astype(np.uint8))
+        srgb += _smooth_noise(rng, LOW_RES, cells) * np.float32(rng.uniform(0, 90))
+    low = Image.fromarray(np.clip(srgb, 0, 255).astype(np.uint8))
+    image = low.resize((size, size), Image.Resampling.BICUBIC)  # smooth layers are built small, then upsampled
     draw = ImageDraw.Draw(image)
     for _ in range(rng.integers(0, 9)):
         box = np.sort(rng.uniform(-0.2, 1.2, (2, 2)) * size, axis=0)  # rows: (x0, y0), (x1, y1)

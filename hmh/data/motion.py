@@ -16,18 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
-from hmh.geometry import axis_angle_to_matrix, matrix_to_axis_angle, slerp_axis_angle
+from hmh.geometry import slerp_axis_angle
 
 FPS = 30.0
 NUM_KEYFRAMES = 5
 MIDDLE = NUM_KEYFRAMES // 2
-PCA_COMPONENTS = 12  # finger articulation uses the leading pose PCA components
-POSE_SCALE = 0.9  # radians of joint rotation (summed over the hand) per unit of the first PCA coefficient
+MAX_COMPONENT_STD = 1.2  # radians; a PCA row's norm is its std (MANO convention), capped for safety
 
-# regime: (probability, wrist speed m/s, angular speed rad/s, PCA coefficient rate per second), ranges (lo, hi)
+# regime: (probability, wrist speed m/s, angular speed rad/s, PCA coefficient rate in std per second), (lo, hi)
 REGIMES = {
-    "still": (0.25, (0.0, 0.03), (0.0, 0.15), (0.0, 0.1)),
+    "still": (0.25, (0.0, 0.01), (0.0, 0.05), (0.0, 0.05)),
     "moderate": (0.40, (0.05, 0.35), (0.3, 2.0), (0.3, 3.0)),
     "fast": (0.35, (0.25, 0.9), (1.0, 4.0), (1.0, 7.0)),
 }
@@ -73,32 +73,13 @@ def subframe_times(num_subframes: int) -> np.ndarray:
     return np.linspace(0.0, NUM_KEYFRAMES - 1.0, num_subframes)
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random rotation as axis-angle ``(3,)``."""
-    quat = rng.normal(size=4)
-    quat /= np.linalg.norm(quat)
-    return matrix_to_axis_angle(_quat_matrix(quat)).numpy()
-
-
-def _quat_matrix(quat: np.ndarray) -> torch.Tensor:
-    w, x, y, z = quat
-    return torch.tensor(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ],
-        dtype=torch.float64,
-    )
-
-
 def _random_vector(rng: np.random.Generator, magnitude: float, dim: int = 3) -> np.ndarray:
     direction = rng.normal(size=dim)
     return direction / np.linalg.norm(direction) * magnitude
 
 
 def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarray) -> Clip:
-    """Draw one clip. ``hands_components (45, 45)``: MANO pose PCA rows (any scale: rows are normalised here)."""
+    """Draw one clip. ``hands_components (P, 45)``: MANO pose PCA rows, each a principal direction times its std."""
     names = list(REGIMES)
     regime = names[rng.choice(len(names), p=[REGIMES[n][0] for n in names])]
     _, speed, spin, rate = REGIMES[regime]
@@ -111,20 +92,17 @@ def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarra
 
     omega = _random_vector(rng, rng.uniform(*spin))
     alpha = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(omega) / duration)
-    delta = torch.from_numpy(omega * t + 0.5 * alpha * t**2)  # (K, 3) world-frame rotation from the middle
-    middle = axis_angle_to_matrix(torch.from_numpy(random_rotation(rng)))  # (3, 3)
-    orient = matrix_to_axis_angle(axis_angle_to_matrix(delta) @ middle).numpy()  # (K, 3)
+    delta = Rotation.from_rotvec(omega * t + 0.5 * alpha * t**2)  # K world-frame rotations from the middle
+    orient = (delta * Rotation.random(random_state=rng)).as_rotvec()  # (K, 3): delta after a uniform rotation
 
-    basis = hands_components[:PCA_COMPONENTS]
-    basis = basis / np.linalg.norm(basis, axis=1, keepdims=True)  # (P, 45) unit rows
-    scale = POSE_SCALE * 0.8 ** np.arange(PCA_COMPONENTS)  # (P,) spread of each coefficient
-    coeff_mid = rng.normal(size=PCA_COMPONENTS) * scale
-    coeff_rate = _random_vector(rng, rng.uniform(*rate), PCA_COMPONENTS) * scale / POSE_SCALE
-    coeff_accel = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(coeff_rate) / duration, PCA_COMPONENTS)
-    coeffs = coeff_mid + coeff_rate * t + 0.5 * coeff_accel * scale / POSE_SCALE * t**2  # (K, P)
-    limit = 2.5 * scale
-    coeffs = limit * np.tanh(coeffs / limit)  # smooth bound: no implausible extremes
-    hand_pose = coeffs @ basis  # (K, 45)
+    std = np.minimum(np.linalg.norm(hands_components, axis=1), MAX_COMPONENT_STD)  # (P,) radians per component
+    basis = hands_components / np.maximum(np.linalg.norm(hands_components, axis=1, keepdims=True), 1e-12)  # (P, 45)
+    coeff_mid = rng.normal(size=len(std))  # in units of each component's std: the prior's own spread
+    coeff_rate = _random_vector(rng, rng.uniform(*rate), len(std))  # std units per second
+    coeff_accel = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(coeff_rate) / duration, len(std))
+    coeffs = coeff_mid + coeff_rate * t + 0.5 * coeff_accel * t**2  # (K, P)
+    coeffs = 2.5 * np.tanh(coeffs / 2.5)  # smoothly bounded to 2.5 std: no implausible extremes
+    hand_pose = (coeffs * std) @ basis  # (K, 45) relative to the mean pose
 
     betas = np.clip(rng.normal(size=10) * 0.8, -2.5, 2.5)
     return Clip(side=side, regime=regime, betas=betas, orient=orient, hand_pose=hand_pose, wrist=wrist)
@@ -133,8 +111,8 @@ def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarra
 def interpolate(keyframes: np.ndarray, times: np.ndarray, rotation: bool) -> np.ndarray:
     """Piecewise interpolation of ``keyframes (K, ..., 3)`` at ``times (F,)`` in keyframe units -> ``(F, ..., 3)``.
 
-    ``rotation``: the last axis holds axis-angle rotations, slerped; otherwise linear. Times on a keyframe return
-    that keyframe exactly.
+    ``rotation``: the last axis holds axis-angle rotations, slerped (:func:`hmh.geometry.slerp_axis_angle`) between
+    neighbouring keyframes; otherwise linear. Times on a keyframe return that keyframe exactly.
     """
     lower = np.clip(np.floor(times).astype(np.int64), 0, len(keyframes) - 2)  # (F,)
     frac = times - lower  # (F,) in [0, 1]

@@ -9,11 +9,13 @@ Conventions (the dataset's): camera-space vertices in metres, OpenCV axes (+x ri
 pixel ``(u, v) = (fx x / z + cx, fy y / z + cy)`` with integer coordinates at pixel centres and row 0 at the top.
 Faces must wind counter-clockwise seen from outside (:func:`orient_outward`); open boundaries (MANO's wrist) are
 capped with a fan, so the mesh is closed and back faces are culled (a third fewer triangles to set up).
-Shading: diffuse + a little Blinn-Phong specular from a per-mesh key light, a fill light and ambient, in linear
-light, into a half-float target. Anti-aliasing: optional MSAA and, cheaper (what the generator uses), sub-pixel
-jitter of the principal point across the averaged sub-frames (the accumulation-buffer technique: a pixel then
-integrates over its area, as a sensor does). Outputs are premultiplied by alpha (coverage), ready for
-``mean_rgb + (1 - mean_alpha) * background`` compositing.
+Shading (per vertex: llvmpipe's cost grows with the number of interpolated values, and the mesh is dense at these
+image sizes): diffuse + a little Blinn-Phong specular from a per-mesh key light, a fill light and ambient, in
+linear light, stored as its square root in an 8-bit target (twice as fast to write and to average on llvmpipe as
+half floats, and within 0.3% of them); the averaging pass decodes before it sums. Anti-aliasing: optional MSAA
+and, cheaper (what the generator uses), sub-pixel jitter of the principal point across the averaged sub-frames
+(the accumulation-buffer technique: a pixel then integrates over its area, as a sensor does). Outputs are
+premultiplied by alpha (coverage), ready for ``mean_rgb + (1 - mean_alpha) * background`` compositing.
 """
 
 from __future__ import annotations
@@ -45,10 +47,7 @@ uniform vec2 atlas;           // width, height in pixels
 uniform float tile_size;      // S
 uniform int frames_per_image;
 uniform vec2 depth;           // clip z = depth.x * z + depth.y
-out vec3 v_pos;
-out vec3 v_normal;
-flat out vec4 v_albedo;
-flat out vec4 v_light;
+out vec3 v_colour;
 
 void main() {
     int m = gl_InstanceID;
@@ -65,30 +64,25 @@ void main() {
     gl_ClipDistance[1] = (t.x + tile_size) * z - xz;
     gl_ClipDistance[2] = yz - (atlas.y - t.y - tile_size) * z;
     gl_ClipDistance[3] = (atlas.y - t.y) * z - yz;
-    v_pos = pos;
-    v_normal = texelFetch(normals, ivec2(gl_VertexID, m), 0).xyz;
-    v_albedo = albedo[m];
-    v_light = light[m];
+    vec3 n = normalize(texelFetch(normals, ivec2(gl_VertexID, m), 0).xyz);
+    vec3 view = normalize(-pos);
+    vec4 a = albedo[m];
+    vec3 l = normalize(light[m].xyz);
+    vec3 fill = normalize(vec3(-l.x, 0.3, -0.6));
+    float diffuse = 0.8 * max(dot(n, l), 0.0) + 0.25 * max(dot(n, fill), 0.0);
+    float wrap = 0.5 + 0.5 * max(dot(n, view), 0.0);  // soft view-dependent ambient
+    float specular = a.w * pow(max(dot(n, normalize(l + view)), 0.0), 24.0);
+    v_colour = sqrt(a.rgb * (light[m].w * wrap + diffuse) + vec3(specular));  // 8-bit target: store sqrt
 }
 """
 
 _FRAGMENT_SHADER = """
 #version 330
-in vec3 v_pos;
-in vec3 v_normal;
-flat in vec4 v_albedo;
-flat in vec4 v_light;
+in vec3 v_colour;
 out vec4 frag;
 
 void main() {
-    vec3 n = normalize(v_normal);
-    vec3 view = normalize(-v_pos);
-    vec3 l = normalize(v_light.xyz);
-    vec3 fill = normalize(vec3(-l.x, 0.3, -0.6));
-    float diffuse = 0.8 * max(dot(n, l), 0.0) + 0.25 * max(dot(n, fill), 0.0);
-    float wrap = 0.5 + 0.5 * max(dot(n, view), 0.0);  // soft view-dependent ambient
-    float specular = v_albedo.w * pow(max(dot(n, normalize(l + view)), 0.0), 24.0);
-    frag = vec4(sqrt(v_albedo.rgb * (v_light.w * wrap + diffuse) + vec3(specular)), 1.0);  // 8-bit target
+    frag = vec4(v_colour, 1.0);
 }
 """
 

@@ -3,7 +3,7 @@
 A chunk's output depends only on (seed, split, clip indices, size, sub-frames): clip ``i`` draws everything from
 ``default_rng([seed, split_code, 1, i])``, capture ``c``'s camera rig from ``default_rng([seed, split_code, 0, c])``,
 and a chunk always renders the same images in the same atlas slots, so any number of worker processes gives
-identical files. MANO runs in float32 on the CPU with one thread (batch-composition independent results).
+identical files. MANO runs in float32 on the CPU with one thread.
 """
 
 from __future__ import annotations
@@ -161,15 +161,16 @@ def _pose_side(models: _Models, side: str, clips: list[motion.Clip], times: np.n
     the wrist path of the clip *not* yet added (transl = 0).
     """
     mean = models.mean[side]
-    k, f = motion.NUM_KEYFRAMES, len(times)
-    orient, hand_pose, betas = [], [], []
-    for clip in clips:
-        full = (clip.hand_pose + mean).reshape(k, 15, 3)  # absolute finger rotations, slerped
-        sub_pose = motion.interpolate(full, times, rotation=True).reshape(f, 45) - mean
-        orient += [clip.orient, motion.interpolate(clip.orient, times, rotation=True)]
-        hand_pose += [clip.hand_pose, sub_pose]
-        betas.append(np.repeat(clip.betas[None], k + f, axis=0))
-    to_t = lambda arrays: torch.from_numpy(np.concatenate(arrays)).float()  # noqa: E731
+    k, f, c = motion.NUM_KEYFRAMES, len(times), len(clips)
+    orient = np.stack([clip.orient for clip in clips], axis=1)  # (K, C, 3)
+    pose = np.stack([clip.hand_pose for clip in clips], axis=1)  # (K, C, 45) relative to the mean
+    rotations = np.concatenate([orient[:, :, None], (pose + mean).reshape(k, c, 15, 3)], axis=2)  # (K, C, 16, 3)
+    sub = motion.interpolate(rotations, times, rotation=True)  # (F, C, 16, 3) slerped absolute rotations
+    sub_pose = sub[:, :, 1:].reshape(f, c, 45) - mean  # (F, C, 45)
+    orient = np.concatenate([orient, sub[:, :, 0]]).transpose(1, 0, 2)  # (C, K + F, 3)
+    hand_pose = np.concatenate([pose, sub_pose]).transpose(1, 0, 2)  # (C, K + F, 45)
+    betas = np.repeat(np.stack([clip.betas for clip in clips])[:, None], k + f, axis=1)  # (C, K + F, 10)
+    to_t = lambda array: torch.from_numpy(array.reshape(c * (k + f), -1)).float()  # noqa: E731
     with torch.no_grad():
         out = models.mano[side](to_t(orient), to_t(hand_pose), to_t(betas))
     joints = out.joints.double().numpy().reshape(len(clips), k + f, 21, 3)
@@ -177,47 +178,57 @@ def _pose_side(models: _Models, side: str, clips: list[motion.Clip], times: np.n
     return [(joints[i, :k], joints[i, 0, 0], verts[i, k:]) for i in range(len(clips))]
 
 
-def render_chunk(task: ChunkTask) -> list[ClipRecord]:
-    """Generate clips ``task.first ..`` of the chunk, write their JPEGs under ``task.out``, return their records."""
-    from hmh.mano import MANO21_TO_INTERHAND
-
-    models = _models(task.size, task.subframes)
-    times = motion.subframe_times(task.subframes)
+def _sample_clips(task: ChunkTask, models: _Models) -> tuple[list[np.random.Generator], list[motion.Clip]]:
+    """Each clip's generator (it draws everything else about the clip later) and its motion."""
     rngs, clips = [], []
     for index in range(task.first, task.first + task.count):
         rng = np.random.default_rng([task.seed, task.split_code, 1, index])
         side = SIDES[int(rng.uniform() < 0.5)]
         clips.append(motion.sample_clip(rng, side, models.components[side]))
         rngs.append(rng)
+    return rngs, clips
+
+
+def _place(task: ChunkTask, index: int, clip: motion.Clip, posed, rng: np.random.Generator):
+    """Centre clip ``index``'s motion on its capture's origin; returns its record (no views yet), the world
+    sub-frame vertices ``(F, V, 3)`` metres, its rig and its capture-local clip number."""
+    from hmh.mano import MANO21_TO_INTERHAND
+
+    joints, rest_wrist, sub_verts = posed
+    rel = joints - joints[:, :1] + clip.wrist[:, None]  # (K, 21, 3) wrist path around the placement
+    offset = -(rel.reshape(-1, 3).min(0) + rel.reshape(-1, 3).max(0)) / 2 + rng.normal(0.0, 0.01, 3)
+    wrist = clip.wrist + offset  # (K, 3) world wrist positions
+    world = joints - joints[:, :1] + wrist[:, None]  # (K, 21, 3) metres, MANO-21
+    sub_wrist = motion.interpolate(wrist, motion.subframe_times(task.subframes), rotation=False)  # (F, 3)
+    capture, local = divmod(index, task.clips_per_capture)
+    record = ClipRecord(
+        clip=index, capture=capture, seq_name=f"{local:04d}_synthetic_{clip.side}", side=clip.side,
+        regime=clip.regime, world_mm=world[:, MANO21_TO_INTERHAND] * 1000.0,
+        pose=np.concatenate([clip.orient, clip.hand_pose], axis=1), shape=clip.betas, trans=wrist - rest_wrist,
+    )
+    rig = sample_rig(task.seed, task.split_code, capture, task.cameras_per_capture, task.size)
+    return record, sub_verts - rest_wrist + sub_wrist[:, None], rig, local
+
+
+def render_chunk(task: ChunkTask) -> list[ClipRecord]:
+    """Generate clips ``task.first ..`` of the chunk, write their JPEGs under ``task.out``, return their records."""
+    models = _models(task.size, task.subframes)
+    times = motion.subframe_times(task.subframes)
+    rngs, clips = _sample_clips(task, models)
     posed = [None] * len(clips)
     for side in SIDES:
         ids = [i for i, clip in enumerate(clips) if clip.side == side]
-        if not ids:
-            continue
-        for i, result in zip(ids, _pose_side(models, side, [clips[i] for i in ids], times), strict=True):
-            posed[i] = result
+        if ids:
+            for i, result in zip(ids, _pose_side(models, side, [clips[i] for i in ids], times), strict=True):
+                posed[i] = result
 
     records, jobs = [], {side: [] for side in SIDES}
     for i, (clip, rng) in enumerate(zip(clips, rngs, strict=True)):
         index = task.first + i
-        joints, rest_wrist, sub_verts = posed[i]
-        rel = joints - joints[:, :1] + clip.wrist[:, None]  # (K, 21, 3) wrist path around the placement
-        offset = -(rel.reshape(-1, 3).min(0) + rel.reshape(-1, 3).max(0)) / 2 + rng.normal(0.0, 0.01, 3)
-        wrist = clip.wrist + offset  # (K, 3) world wrist positions
-        world = joints - joints[:, :1] + wrist[:, None]  # (K, 21, 3) metres, MANO-21
-        sub_wrist = motion.interpolate(wrist, times, rotation=False)  # (F, 3)
-        sub_world = sub_verts - rest_wrist + sub_wrist[:, None]  # (F, V, 3)
-        capture, local = divmod(index, task.clips_per_capture)
-        rig = sample_rig(task.seed, task.split_code, capture, task.cameras_per_capture, task.size)
+        record, sub_world, rig, local = _place(task, index, clip, posed[i], rng)
+        albedo = np.tile(sample_albedo(rng), (task.subframes, 1))  # (F, 4)
         views = min(task.views_per_clip, task.num_images - index * task.views_per_clip)
-        record = ClipRecord(
-            clip=index, capture=capture, seq_name=f"{local:04d}_synthetic_{clip.side}", side=clip.side,
-            regime=clip.regime, world_mm=world[:, MANO21_TO_INTERHAND] * 1000.0,
-            pose=np.concatenate([clip.orient, clip.hand_pose], axis=1), shape=clip.betas,
-            trans=wrist - rest_wrist,
-        )
-        albedo = sample_albedo(rng)
-        for cam in _choose_views(rng, world * 1000.0, rig, task.size, views):
+        for cam in _choose_views(rng, record.world_mm, rig, task.size, views):
             uv, z = project(record.world_mm, rig, cam)  # (K, 21, 2), (K, 21)
             valid = _inside(uv, z, task.size)
             record.cameras.append(rig.names[cam])
@@ -226,19 +237,22 @@ def render_chunk(task: ChunkTask) -> list[ClipRecord]:
             cam_verts = (sub_world * 1000.0 - rig.campos[cam]) @ rig.camrot[cam].T / 1000.0  # (F, V, 3) metres
             intr = np.tile(np.concatenate([rig.focal[cam], rig.princpt[cam]]), (task.subframes, 1))  # (F, 4)
             intr[:, 2:] += _jitter(rng, task.subframes)
-            light = np.tile(sample_light(rng), (task.subframes, 1))
-            frame = local * motion.NUM_KEYFRAMES + motion.MIDDLE
-            path = Path(task.out) / f"Capture{capture}" / record.seq_name / f"cam{rig.names[cam]}" / f"image{frame}.jpg"
-            jobs[clip.side].append((rng, path, cam_verts, intr, np.tile(albedo, (task.subframes, 1)), light))
+            light = np.tile(sample_light(rng), (task.subframes, 1))  # (F, 4)
+            frame = local * motion.NUM_KEYFRAMES + motion.MIDDLE  # the blurred image is named by its middle frame
+            name = f"Capture{record.capture}/{record.seq_name}/cam{rig.names[cam]}/image{frame}.jpg"
+            jobs[clip.side].append((rng, Path(task.out) / name, cam_verts, intr, albedo, light))
         records.append(record)
-
     for side in SIDES:
-        if not jobs[side]:
-            continue
-        verts, intr, albedo, light = (np.concatenate([job[j] for job in jobs[side]]) for j in (2, 3, 4, 5))
-        renders = models.renderers[side].render(verts, intr, albedo, light)
-        for b, (rng, path, *_) in enumerate(jobs[side]):
-            jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], background(rng, task.size))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(jpeg)
+        if jobs[side]:
+            _write_images(models.renderers[side], jobs[side], task.size)
     return records
+
+
+def _write_images(renderer: MeshRenderer, jobs: list[tuple], size: int) -> None:
+    """Render every job's F sub-frames in one call, then photograph and write each image."""
+    verts, intr, albedo, light = (np.concatenate([job[j] for job in jobs]) for j in (2, 3, 4, 5))  # (B * F, ...)
+    renders = renderer.render(verts, intr, albedo, light)
+    for b, (rng, path, *_) in enumerate(jobs):
+        jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], background(rng, size))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg)

@@ -50,8 +50,10 @@ import yaml
 import hmh
 from hmh.config import DataConfig
 from hmh.data import motion
+from hmh.data.render import MAX_SIDE
 from hmh.data.synth_worker import ChunkTask, ClipRecord, render_chunk, sample_rig, worker_init
 from hmh.errors import HmhError
+from hmh.mano import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,10 @@ class SynthArgs:
             raise SyntheticDataError("nothing to generate: --train and --test are both 0")
         if not 32 <= self.size <= MAX_SIZE:
             raise SyntheticDataError(f"--size must be between 32 and {MAX_SIZE} pixels, got {self.size}")
-        if self.subframes < 1 or self.subframes % 2 == 0 or self.subframes * self.size > 16384:
+        if self.subframes < 1 or self.subframes % 2 == 0 or self.subframes * self.size > MAX_SIDE:
             raise SyntheticDataError(
                 f"--subframes must be odd (the middle sub-frame is the current frame), >= 1 and at most "
-                f"16384 / size; got {self.subframes} at size {self.size}"
+                f"{MAX_SIDE} / size; got {self.subframes} at size {self.size}"
             )
         if not 0 <= self.seed < 2**63:
             raise SyntheticDataError(f"--seed must be a non-negative integer, got {self.seed}")
@@ -107,8 +109,6 @@ def synthetic_dataset_dir(cfg: DataConfig, progress: bool = True) -> Path:
     args = SynthArgs(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_size, cfg.synthetic_subframes,
                      cfg.synthetic_seed)
     args.validate()
-    from hmh.mano import cache_root
-
     out = cache_root() / f"blurhand-synth-{args.digest()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
@@ -156,8 +156,9 @@ def build_dataset(
     """Write the dataset to ``out`` (via ``out.partial``, renamed when complete) and return ``out``.
 
     An existing complete dataset with the same arguments is kept as is; any other existing ``out`` is an error.
-    A leftover ``out.partial`` (an interrupted build) is removed first. ``workers``: processes (default: up to 2,
-    inline for small builds); the files do not depend on it.
+    A build writes into ``out.partial`` and renames it when complete; a failed build removes it, and a leftover one
+    (a killed build) is removed first. ``workers``: processes (default: up to 2, inline for small builds); the
+    files do not depend on it.
     """
     args = SynthArgs(train, test, size, subframes, seed)
     args.validate()
@@ -174,31 +175,38 @@ def build_dataset(
         log.info("removing the leftover of an interrupted build: %s", partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    counts = {}
-    for split_code, split in enumerate(SPLITS):
-        num = getattr(args, split)
-        records = _generate_split(partial, split, split_code, num, args, progress, workers)
-        counts[split] = _write_annotations(partial, split, records, args)
-    (partial / "dataset.yaml").write_text(_manifest(args, counts))
+    try:
+        records = _generate(partial, args, progress, workers)
+        counts = {split: _write_annotations(partial, split, records[split], args) for split in SPLITS}
+        (partial / "dataset.yaml").write_text(_manifest(args, counts))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # never leave a half dataset behind
+        raise
     os.replace(partial, out)
     log.info("synthetic dataset written: %s (%s)", out, counts)
     return out
 
 
-def _tasks(partial: Path, split: str, split_code: int, num: int, args: SynthArgs) -> list[ChunkTask]:
-    clips = math.ceil(num / VIEWS_PER_CLIP)
-    return [
-        ChunkTask(
-            out=str(partial / "blur_images" / split), split=split, split_code=split_code, first=first,
-            count=min(CHUNK_CLIPS, clips - first), num_images=num, size=args.size, subframes=args.subframes,
-            seed=args.seed, views_per_clip=VIEWS_PER_CLIP, clips_per_capture=CLIPS_PER_CAPTURE,
-            cameras_per_capture=CAMERAS_PER_CAPTURE,
-        )
-        for first in range(0, clips, CHUNK_CLIPS)
-    ]
+def _tasks(partial: Path, args: SynthArgs) -> list[ChunkTask]:
+    """Work units of both splits, in order: chunks of ``CHUNK_CLIPS`` clips."""
+    tasks = []
+    for split_code, split in enumerate(SPLITS):
+        num = getattr(args, split)
+        clips = math.ceil(num / VIEWS_PER_CLIP)
+        tasks += [
+            ChunkTask(
+                out=str(partial / "blur_images" / split), split=split, split_code=split_code, first=first,
+                count=min(CHUNK_CLIPS, clips - first), num_images=num, size=args.size, subframes=args.subframes,
+                seed=args.seed, views_per_clip=VIEWS_PER_CLIP, clips_per_capture=CLIPS_PER_CAPTURE,
+                cameras_per_capture=CAMERAS_PER_CAPTURE,
+            )
+            for first in range(0, clips, CHUNK_CLIPS)
+        ]
+    return tasks
 
 
 def _run(tasks: list[ChunkTask], workers: int | None) -> Iterator[list[ClipRecord]]:
+    """Each task's records, in task order: inline, or on a pool of ``workers`` spawned processes."""
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1
     if workers <= 1:
@@ -215,14 +223,14 @@ def _run(tasks: list[ChunkTask], workers: int | None) -> Iterator[list[ClipRecor
         yield from pool.imap(render_chunk, tasks)
 
 
-def _generate_split(partial, split, split_code, num, args, progress, workers) -> list[ClipRecord]:
+def _generate(partial: Path, args: SynthArgs, progress: bool, workers: int | None) -> dict[str, list[ClipRecord]]:
     from tqdm import tqdm
 
-    tasks = _tasks(partial, split, split_code, num, args)
-    records = []
-    with tqdm(total=num, desc=f"synth {split}", unit="img", disable=not progress or num == 0) as bar:
-        for chunk in _run(tasks, workers):
-            records += chunk
+    tasks = _tasks(partial, args)
+    records = {split: [] for split in SPLITS}
+    with tqdm(total=args.train + args.test, desc="synth", unit="img", disable=not progress) as bar:
+        for task, chunk in zip(tasks, _run(tasks, workers), strict=True):
+            records[task.split] += chunk
             bar.update(sum(len(r.cameras) for r in chunk))
     return records
 

@@ -1,0 +1,125 @@
+"""Selection (reward) model: scores each of the generator's K hypotheses against the image.
+
+- Its own backbone + Unfolder give ``F_R (B, T, J, E)`` (+ ``pe_T + pe_J``): the cross-attention keys/values.
+- Query ``F_Q`` per hypothesis and token (t, j), the Model-Specific Feature ``h(H^k) (+) g(F_J^k)``: ``h`` maps the
+  hypothesis' frame pose ``theta_t^k (48)`` to ``J`` tokens of width ``E - E/2`` (``E`` without MSF), ``g`` maps the
+  generator's refined ``F_J^k`` token-wise to ``E/2``; concatenated, ``+ pe_T + pe_J``. ``msf=False`` (the
+  "w/o MSF" ablation) uses ``h`` alone.
+- Pre-norm transformer decoder blocks: self-attention within one hypothesis' ``T*J`` tokens, cross-attention to
+  ``F_R`` of the same image (row ``b*K + k`` attends to image ``b``'s context, expanded, never tiled).
+- Mean over the tokens, reward MLP -> ``f^k (2)``; reward ``r^k = sigmoid(f^k[1] - f^k[0])``.
+There is no hypothesis embedding, so permuting the K hypotheses permutes the rewards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hmh.config import ModelConfig, SelectionConfig
+from hmh.metrics import Aggregate, aggregate
+from hmh.models.backbone import Backbone
+from hmh.models.generator import NUM_JOINTS, GeneratorOutput
+from hmh.models.unfolder import Unfolder
+
+POSE_DIM = 48
+
+
+@dataclass
+class SelectorOutput:
+    """``logits (B, K, 2)`` = ``f^k``; ``reward (B, K)`` = ``sigmoid(f1 - f0)``; ``unfolder_joints_2d (B, T, J, 2)``
+    the selector's own Unfolder joints (crop pixels, for its auxiliary loss)."""
+
+    logits: torch.Tensor
+    reward: torch.Tensor
+    unfolder_joints_2d: torch.Tensor
+
+
+def _mlp(din: int, dhidden: int, dout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(din, dhidden), nn.GELU(), nn.Linear(dhidden, dout))
+
+
+class Selector(nn.Module):
+    """``Selector(model_cfg, selection_cfg)``; ``forward(image (B, 3, S, S), gen_out)`` -> :class:`SelectorOutput`.
+
+    The generator's outputs are detached: the selector never trains the generator. ``query_input_dim`` is the
+    per-token input width of the query: 48 (pose) + E (``F_J^k``) with MSF, 48 without.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, selection_cfg: SelectionConfig) -> None:
+        super().__init__()
+        e, t = model_cfg.embed_dim, model_cfg.num_frames
+        self.msf = selection_cfg.msf
+        self.image_size = model_cfg.image_size
+        self.backbone = Backbone(model_cfg.backbone, model_cfg.pretrained)
+        self.unfolder = Unfolder(self.backbone.channels, e, t, NUM_JOINTS)
+        pose_width = e - e // 2 if self.msf else e
+        self.pose_query = _mlp(POSE_DIM, e, NUM_JOINTS * pose_width)  # h
+        self.feature_query = _mlp(e, e, e // 2) if self.msf else None  # g
+        self.query_input_dim = POSE_DIM + (e if self.msf else 0)
+        self.pe_t = nn.Parameter(torch.randn(t, e))  # (T, E)
+        self.pe_j = nn.Parameter(torch.randn(NUM_JOINTS, e))  # (J, E)
+        self.blocks = nn.ModuleList(
+            nn.TransformerDecoderLayer(e, model_cfg.num_heads, dim_feedforward=round(e * model_cfg.mlp_ratio),
+                                       dropout=model_cfg.dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+            for _ in range(selection_cfg.decoder_blocks)
+        )
+        self.norm = nn.LayerNorm(e)
+        self.head = _mlp(e, e, 2)
+
+    def forward(self, image: torch.Tensor, gen_out: GeneratorOutput) -> SelectorOutput:
+        pose = gen_out.pose.detach()  # (B, K, T, 48)
+        b, k, t, _ = pose.shape
+        if image.dim() != 4 or image.shape[0] != b or image.shape[2:] != (self.image_size, self.image_size):
+            raise ValueError(f"Selector: image must be (B={b}, 3, {self.image_size}, {self.image_size}), "
+                             f"got {tuple(image.shape)}")
+        unfolded = self.unfolder(self.backbone(image))
+        pos = self.pe_t[:, None, :] + self.pe_j[None, :, :]  # (T, J, E)
+        context = unfolded.features + pos  # (B, T, J, E) = F_R
+        e = context.shape[-1]
+        context = context[:, None].expand(b, k, t, NUM_JOINTS, e).reshape(b * k, t * NUM_JOINTS, e)  # (B*K, T*J, E)
+
+        query = self.pose_query(pose.to(context.dtype)).reshape(b, k, t, NUM_JOINTS, -1)  # (B, K, T, J, E')
+        if self.feature_query is not None:
+            feat = self.feature_query(gen_out.features.detach().to(context.dtype))  # (B, K, T, J, E/2)
+            query = torch.cat([query, feat], dim=-1)  # (B, K, T, J, E)
+        x = (query + pos).reshape(b * k, t * NUM_JOINTS, e)  # (B*K, T*J, E): row b*K + k
+        for block in self.blocks:
+            x = block(x, context)
+        logits = self.head(self.norm(x).mean(dim=1)).reshape(b, k, 2).float()  # (B, K, 2)
+        reward = torch.sigmoid(logits[..., 1] - logits[..., 0])  # (B, K)
+        return SelectorOutput(logits, reward, unfolded.joints_2d)
+
+    @torch.no_grad()
+    def init_from_generator(self, generator: nn.Module) -> int:
+        """Copy ``generator.backbone`` and ``generator.unfolder`` weights (and BatchNorm statistics) into this
+        selector's own ones. Returns the number of tensors copied. Raises ValueError naming the first mismatch."""
+        copied = 0
+        for name in ("backbone", "unfolder"):
+            mine, theirs = getattr(self, name).state_dict(), getattr(generator, name).state_dict()
+            if mine.keys() != theirs.keys():
+                raise ValueError(f"init_from_generator: {name} layouts differ (different model.backbone?)")
+            for key, value in theirs.items():
+                if mine[key].shape != value.shape:
+                    raise ValueError(f"init_from_generator: {name}.{key} has shape {tuple(value.shape)} in the "
+                                     f"generator, {tuple(mine[key].shape)} here")
+                mine[key].copy_(value)
+                copied += 1
+        return copied
+
+
+def select_top_n(reward: torch.Tensor, top_n: int) -> torch.Tensor:
+    """Indices ``(B, n)`` of the ``top_n`` highest rewards of ``reward (B, K)``, best first (ties: lower index)."""
+    if not 1 <= top_n <= reward.shape[-1]:
+        raise ValueError(f"selection.top_n={top_n} must be in [1, K={reward.shape[-1]}]")
+    return torch.sort(reward, dim=-1, descending=True, stable=True).indices[:, :top_n]
+
+
+def final_prediction(gen_out: GeneratorOutput, reward: torch.Tensor, top_n: int) -> Aggregate:
+    """The method's final output: the ``top_n`` hypotheses by ``reward (B, K)``, each one's past/future aligned to
+    the top-1, averaged per frame. Returns :class:`hmh.metrics.Aggregate` with ``joints (B, T, J, 3)`` and
+    ``verts (B, T, V, 3)`` (wrist-relative), ``indices (B, n)``, ``swapped (B, n)``."""
+    return aggregate(gen_out.joints, reward, top_n, gen_out.vertices)
