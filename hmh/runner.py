@@ -1,0 +1,307 @@
+"""A whole two-stage training run on one process (``hmh train``), built from reusable per-epoch pieces.
+
+``run_training(cfg, out_dir)`` resolves the data (``data.root`` or the cached synthetic dataset), trains the
+generation stage, reloads its best checkpoint, trains the selection stage, reloads its best checkpoint and
+evaluates on the test split. Layout of ``out_dir``::
+
+    config.yaml                         the resolved config
+    checkpoints/{stage}_{last,best}.pt  per epoch; best by the stage's validation objective (hmh.loop.OBJECTIVES)
+    tensorboard/                        scalars (losses, lr, every metric) and hypothesis images per epoch
+    metrics.json, metrics.md            the test split's metric table (+ the best validation metrics)
+
+Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`build_datasets`,
+:func:`make_loader`, :func:`run_epoch` and :func:`epoch_line`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.tensorboard import SummaryWriter
+
+from hmh import atomic
+from hmh.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from hmh.config import Config, save_config
+from hmh.loop import (
+    OBJECTIVES,
+    autocast,
+    build_models,
+    evaluate,
+    init_selector_from_generator,
+    make_optimizer,
+    make_scheduler,
+    resolve_device,
+    seed_everything,
+    to_device,
+    train_one_epoch,
+)
+from hmh.report import metric_table, write_metrics
+from hmh.visualize import hypothesis_grid
+
+__all__ = [
+    "EpochResult",
+    "RunPaths",
+    "RunResult",
+    "build_datasets",
+    "data_root",
+    "epoch_line",
+    "log_hypothesis_images",
+    "make_loader",
+    "run_epoch",
+    "run_training",
+]
+
+log = logging.getLogger(__name__)
+
+SPLIT_SEED = 0  # fixed, so every run and trial validates on the same held-out captures
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run writes (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def checkpoint(self, stage: str, kind: str) -> Path:
+        """``checkpoints/{stage}_{kind}.pt``, ``kind`` "last" or "best"."""
+        return self.root / "checkpoints" / f"{stage}_{kind}.pt"
+
+
+def data_root(cfg: Config, progress: bool = True) -> Path:
+    """``data.root``, or the synthetic dataset for ``cfg.data`` (built into the cache on first use)."""
+    if cfg.data.root:
+        return Path(cfg.data.root)
+    # Load torchvision (and through it triton's LLVM) before a small synthetic build renders in this process:
+    # Mesa's llvmpipe (EGL) loaded first makes the later triton import crash with a segmentation fault.
+    import torchvision  # noqa: F401
+
+    from hmh.data.synthetic import synthetic_dataset_dir
+
+    return synthetic_dataset_dir(cfg.data, progress=progress)
+
+
+def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> dict:
+    """BlurHandDatasets: ``train`` (the training split minus the held-out captures, augmented), ``val`` (the
+    held-out ``data.val_fraction``; omitted when 0) and ``test``. Sizes capped by ``data.max_*_samples``."""
+    from hmh.data.blurhand import BlurHandDataset
+
+    d, m = cfg.data, cfg.model
+    common = dict(image_size=m.image_size, mano_path=m.mano_path, skip_bad_images=d.skip_bad_images, seed=SPLIT_SEED)
+    held_out = d.val_fraction > 0
+    datasets: dict[str, Dataset] = {}
+    if "train" in splits:
+        datasets["train"] = BlurHandDataset(
+            root, "train", augment=d.augment, max_samples=d.max_train_samples, val_fraction=d.val_fraction,
+            subset="train" if held_out else "all", **common,
+        )
+    if "val" in splits and held_out:
+        datasets["val"] = BlurHandDataset(
+            root, "train", augment=False, max_samples=d.max_eval_samples, val_fraction=d.val_fraction, subset="val",
+            **common,
+        )
+    if "test" in splits:
+        datasets["test"] = BlurHandDataset(root, "test", augment=False, max_samples=d.max_eval_samples, **common)
+    return datasets
+
+
+def make_loader(dataset: Dataset, cfg: Config, *, train: bool, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Shuffled, last-partial-batch-dropping loader for training (``train.batch_size``); ordered for evaluation
+    (``train.eval_batch_size``). ``seed`` fixes the shuffling and the workers' augmentation RNG."""
+    batch_size = cfg.train.batch_size if train else cfg.train.eval_batch_size
+    workers = cfg.data.loader_workers
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed) if train else None,
+    )
+
+
+@dataclass
+class EpochResult:
+    """One epoch: training means (``train_one_epoch``), validation metrics (empty without a validation loader)
+    and the stage's objective (NaN without validation)."""
+
+    stage: str
+    epoch: int
+    train: dict[str, float]
+    val: dict[str, float]
+    objective: float
+    seconds: float
+
+    def flat(self) -> dict[str, float]:
+        """``{"train/...": v, "val/...": v, "objective": v, "epoch": n}`` for reports and checkpoints."""
+        out = {f"train/{k}": v for k, v in self.train.items()}
+        out.update({f"val/{k}": v for k, v in self.val.items()})
+        out.update(objective=self.objective, epoch=float(self.epoch + 1))
+        return out
+
+
+@torch.no_grad()
+def log_hypothesis_images(
+    writer: SummaryWriter, tag: str, generator, selector, batch: dict, cfg: Config, device: torch.device, step: int
+) -> None:
+    """TensorBoard image of a fixed batch: inputs with every hypothesis' 2D joints, the selected top-n
+    highlighted (hmh.visualize)."""
+    generator.eval()
+    if selector is not None:
+        selector.eval()
+    moved = to_device(batch, device)
+    with autocast(cfg, device):
+        out = generator(moved["image"])
+        scores = None if selector is None else selector(moved["image"], out).reward
+    grid = hypothesis_grid(batch, out.joints_2d.float().cpu(), None if scores is None else scores.float().cpu(),
+                           cfg.selection.top_n)
+    writer.add_image(tag, grid, step)
+
+
+def run_epoch(
+    stage: str, generator, selector, train_loader, val_loader, optimizer, scheduler, cfg: Config,
+    device: torch.device, epoch: int, writer: SummaryWriter | None = None, *, image_batch: dict | None = None,
+    progress: bool = False,
+) -> EpochResult:
+    """``train_one_epoch`` + validation (``evaluate``; the selector is used in the selection stage only) +
+    TensorBoard epoch scalars ``{stage}/train/...``, ``{stage}/val/...`` and images at step ``epoch + 1``."""
+    start = time.perf_counter()
+    train = train_one_epoch(stage, generator, selector, train_loader, optimizer, scheduler, cfg, device, epoch,
+                            writer, progress=progress)
+    scorer = selector if stage == "selection" else None
+    val = {} if val_loader is None else evaluate(generator, scorer, val_loader, cfg, device, progress=progress)
+    objective = val.get(OBJECTIVES[stage], math.nan)
+    result = EpochResult(stage, epoch, train, val, objective, time.perf_counter() - start)
+    if writer is not None:
+        for key, value in result.flat().items():
+            if key != "epoch":
+                writer.add_scalar(f"{stage}/{key}", value, epoch + 1)
+        if image_batch is not None:
+            log_hypothesis_images(writer, f"{stage}/hypotheses", generator, scorer, image_batch, cfg, device,
+                                  epoch + 1)
+        writer.flush()
+    return result
+
+
+def epoch_line(result: EpochResult, epochs: int) -> str:
+    """One console line: losses, lr, throughput and the main validation metrics (mm)."""
+    t = result.train
+    terms = ", ".join(f"{k[5:]} {v:.4g}" for k, v in t.items() if k.startswith("loss/") and k != "loss/total")
+    line = (f"{result.stage} {result.epoch + 1}/{epochs} | loss {t['loss/total']:.4g} ({terms}) | lr {t['lr']:.2e} | "
+            f"{t['samples_per_s']:.1f} samples/s")
+    shown = [("final", "final"), ("best_of_k", "best-of-K"), ("mean_of_k", "mean-of-K"), ("random_n", "random-n"),
+             ("hyp0", "hyp0")]
+    vals = [f"{name} {result.val[f'{key}/mpjpe_current']:.2f}" for key, name in shown
+            if f"{key}/mpjpe_current" in result.val]
+    if vals:
+        line += " | val MPJPE current: " + ", ".join(vals)
+    if "selection/precision" in result.val:
+        line += f", precision {result.val['selection/precision']:.3f}"
+    return line + f" | {result.seconds:.0f} s"
+
+
+def _is_better(value: float, best: float) -> bool:
+    return math.isnan(best) or (not math.isnan(value) and value < best)
+
+
+@dataclass
+class StageResult:
+    best: Path
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, device, paths: RunPaths, writer,
+               echo: Echo, progress: bool) -> StageResult:
+    """Train one stage for its epochs; write last/best checkpoints each epoch."""
+    epochs = cfg.train.generation_epochs if stage == "generation" else cfg.train.selection_epochs
+    model = generator if stage == "generation" else selector
+    optimizer = make_optimizer(stage, model, cfg)
+    scheduler = make_scheduler(stage, optimizer, cfg, len(loaders["train"]))
+    has_val = loaders.get("val") is not None
+    image_batch = next(iter(loaders["val"] if has_val else loaders["test"]))
+    best_value, history = math.nan, []
+    best_path, last_path = paths.checkpoint(stage, "best"), paths.checkpoint(stage, "last")
+    best_metrics: dict[str, float] = {}
+    for epoch in range(epochs):
+        result = run_epoch(stage, generator, selector, loaders["train"], loaders.get("val"), optimizer, scheduler, cfg,
+                           device, epoch, writer, image_batch=image_batch, progress=progress)
+        echo(epoch_line(result, epochs))
+        metrics = result.flat()
+        history.append(metrics)
+        save_checkpoint(last_path, generator=generator, selector=selector if stage == "selection" else None,
+                        optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, stage=stage, config=cfg,
+                        metrics=metrics)
+        if not has_val or _is_better(result.objective, best_value):
+            best_value, best_metrics = result.objective, metrics
+            with atomic.atomic_path(best_path) as tmp:
+                shutil.copyfile(last_path, tmp)
+    return StageResult(best_path, best_metrics, history)
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote, and its test metrics."""
+
+    paths: RunPaths
+    test_metrics: dict[str, float]
+    best_val: dict[str, dict[str, float]]
+    history: dict[str, list[dict[str, float]]]
+    metrics_json: Path
+    metrics_md: Path
+
+
+def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo = log.info,
+                 progress: bool = True) -> RunResult:
+    """Train generation then selection on this process and evaluate on the test split (module docstring)."""
+    paths = RunPaths(Path(out_dir or cfg.train.out_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.config)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    root = data_root(cfg, progress=progress)
+    datasets = build_datasets(cfg, root)
+    echo(f"data: {root} ({', '.join(f'{k} {len(v)}' for k, v in datasets.items())} samples); device: {device}")
+    pin = device.type == "cuda"
+    loaders = {name: make_loader(ds, cfg, train=name == "train", seed=cfg.train.seed, pin_memory=pin)
+               for name, ds in datasets.items()}
+    generator, selector = build_models(cfg)
+    generator, selector = generator.to(device), selector.to(device)
+    best_val: dict[str, dict[str, float]] = {}
+    history: dict[str, list[dict[str, float]]] = {}
+    with SummaryWriter(str(paths.tensorboard)) as writer:
+        gen = _run_stage("generation", cfg, generator, None, loaders, device, paths, writer, echo, progress)
+        best_val["generation"], history["generation"] = gen.best_metrics, gen.history
+        unwrap(generator).load_state_dict(load_checkpoint(gen.best, device)["model"]["generator"])
+        generator.requires_grad_(False)
+        scorer = None
+        if cfg.train.selection_epochs > 0:
+            if cfg.selection.init_from_generator:
+                init_selector_from_generator(selector, generator)
+            sel = _run_stage("selection", cfg, generator, selector, loaders, device, paths, writer, echo, progress)
+            best_val["selection"], history["selection"] = sel.best_metrics, sel.history
+            unwrap(selector).load_state_dict(load_checkpoint(sel.best, device)["model"]["selector"])
+            scorer = selector
+        test = evaluate(generator, scorer, loaders["test"], cfg, device, progress=progress)
+        for key, value in test.items():
+            writer.add_scalar(f"test/{key}", value, 0)
+    final_ckpt = paths.checkpoint("selection" if scorer is not None else "generation", "best")
+    json_path, md_path = write_metrics(
+        paths.root, test, f"test split ({len(datasets['test'])} samples) of {root}",
+        extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt), "config": str(paths.config)},
+    )
+    echo("test metrics (mm):\n" + metric_table(test))
+    return RunResult(paths, test, best_val, history, json_path, md_path)

@@ -1,0 +1,168 @@
+"""Training and evaluation loops on a tiny config and a tiny synthetic dataset (built once per session)."""
+
+import math
+
+import pytest
+import torch
+
+from hmh.config import load_config
+from hmh.loop import (
+    OBJECTIVES,
+    TrainingError,
+    build_models,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+    train_one_epoch,
+)
+from hmh.metrics import METRICS, REDUCTIONS
+from hmh.runner import build_datasets, data_root, make_loader
+from hmh.visualize import hypothesis_grid
+
+TINY = [
+    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
+    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
+    "data.synthetic_train=24", "data.synthetic_test=8", "data.synthetic_size=64", "data.synthetic_subframes=3",
+    "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
+    "optim.lr=0.001", "optim.selection_lr=0.001",
+]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("cpu", TINY)
+
+
+@pytest.fixture(scope="module")
+def datasets(cfg):
+    return build_datasets(cfg, data_root(cfg, progress=False))
+
+
+@pytest.fixture(scope="module")
+def batch(cfg, datasets):
+    return next(iter(make_loader(datasets["train"], cfg, train=True)))
+
+
+def fresh_models(cfg, seed=0):
+    seed_everything(seed)
+    return build_models(cfg)
+
+
+def test_generation_overfits_a_fixed_batch(cfg, batch):
+    generator, _ = fresh_models(cfg)
+    optimizer = make_optimizer("generation", generator, cfg)
+    losses = [train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, step)["loss/total"]
+              for step in range(8)]  # one step each: the loss before that step's update
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_selection_trains_selector_only_and_keeps_generator_frozen(cfg, batch):
+    generator, selector = fresh_models(cfg)
+    gen_state = {k: v.clone() for k, v in generator.state_dict().items()}  # includes BatchNorm running stats
+    sel_before = [p.detach().clone() for p in selector.parameters()]
+    optimizer = make_optimizer("selection", selector, cfg)
+    losses = [train_one_epoch("selection", generator, selector, [batch], optimizer, None, cfg, CPU, step)
+              ["loss/total"] for step in range(4)]
+    for key, value in generator.state_dict().items():
+        assert torch.equal(value, gen_state[key]), f"generator {key} changed in the selection stage"
+    assert any(not torch.equal(a, b) for a, b in zip(sel_before, selector.parameters(), strict=True))
+    assert not generator.training and selector.training
+    assert losses[-1] < losses[0], losses
+
+
+def test_training_is_reproducible_under_a_seed(cfg, batch):
+    results = []
+    for _ in range(2):
+        generator, _ = fresh_models(cfg, seed=3)
+        optimizer = make_optimizer("generation", generator, cfg)
+        stats = train_one_epoch("generation", generator, None, [batch] * 2, optimizer, None, cfg, CPU, 0)
+        results.append((stats["loss/total"], next(generator.parameters()).detach().clone()))
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_train_one_epoch_reports_and_logs(cfg, batch, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    generator, _ = fresh_models(cfg)
+    optimizer = make_optimizer("generation", generator, cfg)
+    scheduler = make_scheduler("generation", optimizer, cfg, steps_per_epoch=3)
+    with SummaryWriter(str(tmp_path)) as writer:
+        stats = train_one_epoch("generation", generator, None, [batch] * 3, optimizer, scheduler, cfg, CPU, 0, writer)
+    assert stats["steps"] == 3 and stats["samples"] == 3 * batch["image"].shape[0]
+    assert stats["samples_per_s"] > 0 and stats["grad_norm"] > 0
+    assert {"loss/total", "lr"} <= set(stats)
+    assert scheduler.last_epoch == 3
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def test_non_finite_loss_stops_with_a_clear_error(cfg, batch, monkeypatch):
+    import hmh.losses
+
+    generator, _ = fresh_models(cfg)
+    optimizer = make_optimizer("generation", generator, cfg)
+
+    def nan_loss(out, batch, loss_cfg):
+        return {"total": out.joints.sum() * float("nan"), "joint_3d": torch.tensor(float("nan"))}
+
+    monkeypatch.setattr(hmh.losses, "generation_loss", nan_loss)
+    with pytest.raises(TrainingError, match="generation epoch 2 step 0: non-finite loss"):
+        train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, 1)
+
+
+def test_schedules(cfg):
+    steps = 4
+    param = torch.nn.Parameter(torch.zeros(1))
+    gen_cfg = load_config("cpu", TINY + ["optim.milestones=[2, 3]", "optim.gamma=0.5", "optim.lr=1.0"])
+    opt = make_optimizer("generation", torch.nn.Linear(1, 1), gen_cfg)
+    sched = make_scheduler("generation", opt, gen_cfg, steps)
+    lrs = []
+    for _ in range(4 * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[: 2 * steps] == [1.0] * 2 * steps
+    assert lrs[2 * steps : 3 * steps] == [0.5] * steps
+    assert lrs[3 * steps :] == [0.25] * steps
+    sel_cfg = load_config("cpu", TINY + ["train.selection_epochs=2", "optim.selection_lr=2.0"])
+    opt = torch.optim.AdamW([param], lr=2.0)
+    sched = make_scheduler("selection", opt, sel_cfg, steps)
+    lrs = []
+    for _ in range(2 * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 2.0 and lrs[steps] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < 0.1
+    assert make_optimizer("selection", torch.nn.Linear(1, 1), sel_cfg).param_groups[0]["lr"] == 2.0
+
+
+def test_evaluate_returns_every_metric(cfg, datasets):
+    generator, selector = fresh_models(cfg)
+    loader = make_loader(datasets["val"], cfg, train=False)
+    with_sel = evaluate(generator, selector, loader, cfg, CPU)
+    expected = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {"selection/precision"}
+    assert set(with_sel) == expected
+    assert all(math.isfinite(v) for v in with_sel.values())
+    without = evaluate(generator, None, loader, cfg, CPU)
+    assert set(without) == {k for k in expected if not k.startswith(("final/", "selection/"))}
+    assert without["best_of_k/mpjpe_current"] == with_sel["best_of_k/mpjpe_current"]
+    assert without["best_of_k/mpjpe_current"] <= without["hyp0/mpjpe_current"]
+    assert set(OBJECTIVES.values()) <= set(with_sel)
+
+
+def test_hypothesis_grid(cfg, batch):
+    generator, selector = fresh_models(cfg)
+    generator.eval()
+    selector.eval()
+    with torch.no_grad():
+        out = generator(batch["image"])
+        scores = selector(batch["image"], out).reward
+    grid = hypothesis_grid(batch, out.joints_2d, scores, cfg.selection.top_n, max_samples=2, scale=2)
+    s = cfg.model.image_size
+    assert grid.shape == (3, 2 * 2 * s, 3 * 2 * s) and grid.dtype == torch.uint8
+    plain = hypothesis_grid(batch, out.joints_2d, None, cfg.selection.top_n, max_samples=2, scale=2)
+    assert not torch.equal(grid, plain)  # the selected hypothesis is highlighted

@@ -1,0 +1,105 @@
+"""``hmh train`` + ``hmh evaluate`` end to end on a tiny config and the tiny synthetic dataset."""
+
+import json
+
+import pytest
+import torch
+
+from hmh.checkpoint import load_checkpoint
+from hmh.cli import main
+from hmh.metrics import METRICS, REDUCTIONS
+
+TINY = [
+    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
+    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
+    "data.synthetic_train=24", "data.synthetic_test=8", "data.synthetic_size=64", "data.synthetic_subframes=3",
+    "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
+    "train.generation_epochs=2", "train.selection_epochs=1", "train.log_every=1",
+]
+ALL_KEYS = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {"selection/precision"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--config", "cpu", "--out", str(out), "--no-progress"]
+    for item in TINY:
+        args += ["--set", item]
+    return out, main(args)
+
+
+def test_train_writes_everything(trained, capsys):
+    out, code = trained
+    assert code == 0
+    for name in ("config.yaml", "metrics.json", "metrics.md"):
+        assert (out / name).is_file(), name
+    for stage in ("generation", "selection"):
+        for kind in ("last", "best"):
+            data = load_checkpoint(out / "checkpoints" / f"{stage}_{kind}.pt")
+            assert data["stage"] == stage
+            assert (data["model"]["selector"] is None) == (stage == "generation")
+    last = load_checkpoint(out / "checkpoints" / "generation_last.pt")
+    assert last["epoch"] == 2 and last["config"]["model"]["num_hypotheses"] == 2
+    assert "val/mean_of_k/mpjpe_current" in last["metrics"]
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["metrics"]) == ALL_KEYS
+    assert [len(report["history"][s]) for s in ("generation", "selection")] == [2, 1]
+    assert "final (selected top-n)" in (out / "metrics.md").read_text()
+
+
+def test_tensorboard_has_scalars_and_images(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = trained
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+    assert {"generation/train/loss/total", "generation/train/lr", "generation/val/best_of_k/mpjpe_current",
+            "selection/val/final/mpjpe_current", "selection/val/selection/precision", "test/final/mpvpe",
+            "train/generation/loss/total", "train/selection/lr"} <= scalars
+    assert {"generation/hypotheses", "selection/hypotheses"} <= images
+    assert len(acc.Scalars("generation/val/hyp0/mpjpe_current")) == 2
+
+
+def test_evaluate_reproduces_the_test_table(trained, tmp_path, capsys):
+    out, _ = trained
+    code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "selection_best.pt"), "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "final (selected top-n)" in printed and str(tmp_path / "metrics.md") in printed
+    got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    want = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert set(got) == ALL_KEYS
+    for key in ALL_KEYS:
+        assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+
+
+def test_evaluate_generation_checkpoint_has_no_final(trained, tmp_path):
+    out, _ = trained
+    code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "generation_best.pt"), "--out", str(tmp_path),
+                 "--split", "train", "--max-samples", "4", "--no-progress"])
+    assert code == 0
+    got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert set(got) == {k for k in ALL_KEYS if not k.startswith(("final/", "selection/"))}
+
+
+def test_evaluate_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "none.pt"
+    assert main(["evaluate", "--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: checkpoint file not found" in err and "Traceback" not in err
+
+
+def test_train_bad_override_names_the_key(tmp_path, capsys):
+    assert main(["train", "--config", "cpu", "--set", "model.num_hypotheses=0", "--out", str(tmp_path)]) == 2
+    assert "model.num_hypotheses" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_checkpoint_weights_are_the_trained_ones(trained):
+    out, _ = trained
+    best = load_checkpoint(out / "checkpoints" / "selection_best.pt")
+    gen_best = load_checkpoint(out / "checkpoints" / "generation_best.pt")
+    for key, value in gen_best["model"]["generator"].items():  # stage 2 keeps stage 1's best generator
+        assert torch.equal(value, best["model"]["generator"][key]), key
