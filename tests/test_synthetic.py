@@ -189,9 +189,13 @@ def test_interrupted_build_leaves_nothing_complete_and_reruns(dataset, tmp_path,
     out = tmp_path / "ds"
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_dataset(out, **ARGS, progress=False, workers=1)
-    assert not out.exists()
+    assert not out.exists() and not out.with_name("ds.partial").exists()
+    killed = out.with_name("ds.partial") / "annotations"  # what a killed (not failed) build leaves behind
+    killed.mkdir(parents=True)
+    (killed / "junk.json").write_text("{")
     monkeypatch.setattr(synth_worker, "finish_image", real)
     build_dataset(out, **ARGS, progress=False, workers=1)
+    assert not (out / "annotations" / "junk.json").exists()
     rel = Path("annotations/test/BlurHand_test_data.json")
     assert (out / rel).read_bytes() == (dataset / rel).read_bytes()
     assert not out.with_name("ds.partial").exists()
@@ -239,3 +243,23 @@ def test_cli_synth_and_preview(tmp_path, capsys):
     assert Image.open(sheet).size == (128, 128)
     assert (np.abs(pixels - [60, 220, 60]).sum(1) < 30).sum() > 10  # current-frame skeleton drawn
     assert main(["data", "preview", str(tmp_path / "nothing"), "--out", str(sheet)]) == 2
+
+
+def test_worker_processes_do_not_change_the_files(tmp_path):
+    small = dict(train=34, test=0, size=32, subframes=3, seed=5)  # 17 clips: 3 work units
+    inline = build_dataset(tmp_path / "one", **small, progress=False, workers=1)
+    pooled = build_dataset(tmp_path / "two", **small, progress=False, workers=2)
+    files = sorted(p.relative_to(inline) for p in inline.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file())
+    for rel in files:
+        assert (inline / rel).read_bytes() == (pooled / rel).read_bytes(), rel
+
+
+def test_joints_outside_the_image_are_invalid():
+    uv = np.array([[0.0, 0.0], [63.0, 63.0], [-0.1, 10.0], [10.0, 63.2], [30.0, 30.0]])
+    z = np.array([500.0, 500.0, 500.0, 500.0, -500.0])  # the last is behind the camera
+    valid = synth_worker._inside(uv, z, 64)
+    assert valid.tolist() == [True, True, False, False, False]
+    box = synth_worker._bbox(uv, valid, 64)
+    np.testing.assert_allclose(box, [0.0, 0.0, 63.0, 63.0])  # x1.2 around the two valid corners, clipped
+    assert synth_worker._bbox(uv, np.zeros(5, bool), 64).tolist() == [0.0, 0.0, 63.0, 63.0]

@@ -1,4 +1,4 @@
-"""``hmh data synth|preview``: build the synthetic BlurHand-format dataset, draw a contact sheet of a root."""
+"""``hmh data synth|preview|check``: build the synthetic BlurHand-format dataset, preview or validate a root."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hmh.config import DataConfig
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="datasets: synthesize, preview")
+    parser = subparsers.add_parser("data", help="datasets: synthesize, preview, check")
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _register_synth(commands)
     _register_preview(commands)
@@ -20,19 +20,18 @@ def register(subparsers) -> None:
 
 def _register_synth(commands) -> None:
     defaults = DataConfig()
-    parser = commands.add_parser(
-        "synth",
-        help="write a synthetic motion-blurred hand dataset in BlurHand's format",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = commands.add_parser("synth", help="write a synthetic motion-blurred hand dataset in BlurHand's format")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to create")
-    parser.add_argument("--train", type=int, default=defaults.synthetic_train, help="training images")
-    parser.add_argument("--test", type=int, default=defaults.synthetic_test, help="test images")
-    parser.add_argument("--size", type=int, default=defaults.synthetic_size, help="image side in pixels")
-    parser.add_argument(
-        "--subframes", type=int, default=defaults.synthetic_subframes, help="sub-frames averaged per image (odd)"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.synthetic_seed)
+    parser.add_argument("--train", type=int, default=defaults.synthetic_train,
+                        help=f"training images (default {defaults.synthetic_train})")
+    parser.add_argument("--test", type=int, default=defaults.synthetic_test,
+                        help=f"test images (default {defaults.synthetic_test})")
+    parser.add_argument("--size", type=int, default=defaults.synthetic_size,
+                        help=f"image side in pixels (default {defaults.synthetic_size})")
+    parser.add_argument("--subframes", type=int, default=defaults.synthetic_subframes,
+                        help=f"sub-frames averaged per image, odd (default {defaults.synthetic_subframes})")
+    parser.add_argument("--seed", type=int, default=defaults.synthetic_seed,
+                        help=f"(default {defaults.synthetic_seed})")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_synth)
@@ -45,8 +44,11 @@ def _cpu_seconds() -> float:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from hmh.data.synthetic import build_dataset
+    from hmh.data.synthetic import SynthArgs, build_dataset, is_complete
 
+    if is_complete(args.out, SynthArgs(args.train, args.test, args.size, args.subframes, args.seed)):
+        print(f"{args.out}: already built with these arguments")
+        return 0
     start, cpu = time.perf_counter(), _cpu_seconds()
     out = build_dataset(
         args.out, args.train, args.test, args.size, args.subframes, args.seed,
@@ -78,7 +80,7 @@ def run_preview(args: argparse.Namespace) -> int:
     sheet = contact_sheet(args.root, args.split, args.n, args.tile)
     with atomic_path(args.out) as tmp:
         sheet.save(tmp, format="PNG")
-    print(f"{args.out}: {args.n} samples of {args.root} ({args.split}); blue past, green current, red future")
+    print(f"{args.out}: {args.root} ({args.split}); joints: blue past, green current, red future")
     return 0
 
 

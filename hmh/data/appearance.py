@@ -12,13 +12,11 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-# sRGB skin tones from very light to very dark; a sample blends two neighbours
+# sRGB skin tones from very light to dark; a sample blends two neighbours
 SKIN_TONES_SRGB = np.array(
     [[255, 224, 196], [241, 194, 167], [224, 172, 140], [198, 134, 96], [161, 102, 70], [120, 75, 52], [92, 56, 40]],
     dtype=np.float64,
 )
-
-
 LOW_RES = 32  # side of the smooth background layers before upsampling
 LINEAR_LEVELS = 4096  # linear-light quantisation before sRGB encoding: finer than one 8-bit sRGB step
 
@@ -97,18 +95,15 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     return _DECODE[np.asarray(image)]
 
 
-def finish_image(
-    rng: np.random.Generator, rgb: np.ndarray, alpha: np.ndarray, back: np.ndarray, jpeg_quality: int | None = None
-) -> bytes:
+def finish_image(rng: np.random.Generator, rgb: np.ndarray, alpha: np.ndarray, back: np.ndarray) -> bytes:
     """Composite and photograph: ``rgb (S, S, 3)`` premultiplied linear render, ``alpha (S, S)``, ``back (S, S, 3)``.
 
-    Exposure gain, signal-dependent sensor noise, sRGB encoding, JPEG (quality drawn in 75-95 unless given).
+    Exposure gain, signal-dependent sensor noise, sRGB encoding, JPEG with a quality drawn in 75-95.
     """
     linear = (rgb + (1.0 - alpha[..., None]) * back) * np.float32(rng.uniform(0.75, 1.25))  # (S, S, 3)
     shot, read = np.float32(rng.uniform(0.0005, 0.004)), np.float32(rng.uniform(0.0003, 0.002))
     sigma = np.sqrt(shot * np.maximum(linear, 0.0) + read * read)
     srgb = encode_srgb8(linear + rng.standard_normal(linear.shape, dtype=np.float32) * sigma)
     buffer = io.BytesIO()
-    quality = int(rng.integers(75, 96)) if jpeg_quality is None else jpeg_quality
-    Image.fromarray(srgb).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(srgb).save(buffer, format="JPEG", quality=int(rng.integers(75, 96)))
     return buffer.getvalue()
