@@ -1,6 +1,6 @@
 # The two commands: `make demo` (the main job on embedded defaults) and `make test`.
 # Each bootstraps .venv on a fresh machine first (scripts/bootstrap.sh is idempotent and quick when done).
-.PHONY: demo test test-slow lint venv
+.PHONY: demo test test-slow test-ray lint venv
 
 PY := .venv/bin/python
 
@@ -15,6 +15,9 @@ test: venv  # pytest's exit 5 ("no tests collected") is not a failure
 
 test-slow: venv
 	$(PY) -m pytest -m slow
+
+test-ray: venv  # the Ray Train/Tune tests on one local cluster (several minutes on 2 cores)
+	$(PY) -m pytest -m ray
 
 lint: venv
 	.venv/bin/ruff check hmh tune tests

@@ -7,8 +7,10 @@ plain loop in this process with as many torch threads as the Ray workers hold CP
 ``search.num_workers`` workers (:func:`tune.worker.train_fn_per_worker`: ``prepare_model``,
 ``prepare_data_loader``, DDP when there is more than one worker). Throughput is the training loop's samples per
 second as ``train_one_epoch`` measures it (Ray: rank 0's rate times the number of workers, whose shards run in
-lockstep); the first epoch of each is warm-up, the median of the others counts. Prints both and the ratio
-(goal: >= 0.9). Defaults to one worker with all of this machine's CPUs less the driver's share.
+lockstep); the first epoch of each run is warm-up, the median of the others counts. The plain loop runs before
+and after Ray (both runs count), so a change in the machine's background load does not favour either side.
+Prints both and the ratio (goal: >= 0.9). Defaults to one worker with all of this machine's CPUs less the
+driver's share.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from hmh.config import Config, load_config
 from hmh.loop import build_models, make_optimizer, make_scheduler, resolve_device, seed_everything, train_one_epoch
 from hmh.runner import build_datasets, make_loader
-from tune.resources import DRIVER_CPUS, init_ray, scaling_config
+from tune.resources import DRIVER_CPUS, init_ray, scaling_config, worker_runtime_env
 from tune.train import prepare_config
 from tune.worker import StageSpec, train_fn_per_worker
 
@@ -55,6 +57,7 @@ def ray_rates(cfg: Config, epochs: int) -> list[float]:
         trainer = TorchTrainer(
             train_fn_per_worker, train_loop_config=spec.to_dict(), scaling_config=scaling_config(cfg.search),
             run_config=ray.train.RunConfig(name="bench", storage_path=storage,
+                                           worker_runtime_env=worker_runtime_env(cfg.search),
                                            failure_config=ray.train.FailureConfig(controller_failure_limit=1)),
         )
         result = trainer.fit()
@@ -64,8 +67,13 @@ def ray_rates(cfg: Config, epochs: int) -> list[float]:
     return [m["train/samples_per_s"] * cfg.search.num_workers for m in reports]
 
 
-def steady(rates: list[float]) -> float:
-    return statistics.median(rates[1:])
+def steady(*runs: list[float]) -> float:
+    """Median samples/s over the runs' epochs after each run's first."""
+    return statistics.median(rate for rates in runs for rate in rates[1:])
+
+
+def _rates(rates: list[float]) -> str:
+    return f"{steady(rates):.2f} samples/s (per epoch: {', '.join(f'{r:.2f}' for r in rates)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,14 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"config {args.config} {' '.join(args.overrides)}: generation stage, batch {cfg.train.batch_size}, "
           f"{args.epochs} epochs (first = warm-up); Ray: {cfg.search.num_workers} worker(s) x "
           f"{cfg.search.cpus_per_worker:g} CPU; plain loop: {threads} thread(s)", flush=True)
-    plain = plain_rates(cfg, args.epochs, threads)
-    print(f"plain hmh loop: {steady(plain):.2f} samples/s (per epoch: {', '.join(f'{r:.2f}' for r in plain)})",
-          flush=True)
+    before = plain_rates(cfg, args.epochs, threads)
+    print(f"plain hmh loop (before): {_rates(before)}", flush=True)
     init_ray(None)
     distributed = ray_rates(cfg, args.epochs)
-    print(f"Ray Train:      {steady(distributed):.2f} samples/s (per epoch: "
-          f"{', '.join(f'{r:.2f}' for r in distributed)})")
-    ratio = steady(distributed) / steady(plain)
+    print(f"Ray Train:               {_rates(distributed)}", flush=True)
+    after = plain_rates(cfg, args.epochs, threads)
+    print(f"plain hmh loop (after):  {_rates(after)}")
+    print(f"steady state: plain loop {steady(before, after):.2f} samples/s, Ray Train {steady(distributed):.2f} "
+          "samples/s")
+    ratio = steady(distributed) / steady(before, after)
     print(f"ratio Ray Train / plain loop: {ratio:.3f} (goal >= 0.9)")
     return 0
 

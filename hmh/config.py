@@ -132,6 +132,10 @@ class SearchConfig:
     storage_path: str = ""  # "" = results/; use shared storage (s3://, gs://, NFS) on multi-node clusters
     final_generation_epochs: int = 0  # final retrain budget; 0 = train.generation_epochs
     final_selection_epochs: int = 0
+    final_max_train_samples: int = 0  # training samples of the final retrain; 0 = all (trials: data.max_*)
+    final_retrain: bool = True  # retrain the best configuration and evaluate it on the test split
+    max_concurrent_trials: int = 0  # 0 = as many as the cluster's resources fit; set it for autoscaling clusters
+    controller_failure_limit: int = 5  # Train worker-group start failures (60 s timeouts each) before a run fails
 
 
 @dataclass
@@ -310,6 +314,9 @@ def validate(config: Config) -> Config:
         (se.max_failures >= 0, "search.max_failures", se.max_failures, ">= 0"),
         (se.final_generation_epochs >= 0, "search.final_generation_epochs", se.final_generation_epochs, ">= 0"),
         (se.final_selection_epochs >= 0, "search.final_selection_epochs", se.final_selection_epochs, ">= 0"),
+        (se.final_max_train_samples >= 0, "search.final_max_train_samples", se.final_max_train_samples, ">= 0"),
+        (se.max_concurrent_trials >= 0, "search.max_concurrent_trials", se.max_concurrent_trials, ">= 0"),
+        (se.controller_failure_limit >= 0, "search.controller_failure_limit", se.controller_failure_limit, ">= 0"),
     ]
     for name, value in dataclasses.asdict(lo).items():
         if name not in ("diversity_alpha", "jrc_alpha"):

@@ -1,0 +1,117 @@
+"""Plots of a search from its Parquet files and Optuna study: objective vs trial, MPJPE vs K, parameter
+importances. Matplotlib with the non-interactive Agg backend; every PNG is written atomically."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from hmh import atomic
+from hmh.results import OBJECTIVE, TRIALS_SCHEMA, ExperimentPaths, read_table
+
+__all__ = ["plot_importances", "plot_mpjpe_vs_k", "plot_objective", "write_plots"]
+
+log = logging.getLogger(__name__)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(6.4, 4.0), dpi=100)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def plot_objective(rows: list[dict], path: Path) -> Path:
+    """Objective per trial (creation order): completed trials filled, stopped/errored hollow, running best line."""
+    plt, fig, ax = _figure()
+    rows = sorted(rows, key=lambda r: r["trial_index"])
+    done = [r for r in rows if _finite(r["objective"]) and not r["stopped_early"] and r["status"] == "TERMINATED"]
+    other = [r for r in rows if _finite(r["objective"]) and r not in done]
+    ax.scatter([r["trial_index"] for r in done], [r["objective"] for r in done], label="completed")
+    ax.scatter([r["trial_index"] for r in other], [r["objective"] for r in other], facecolors="none",
+               edgecolors="tab:red", label="stopped early (mean of K)")
+    best, xs, ys = math.inf, [], []
+    for r in done:
+        best = min(best, r["objective"])
+        xs.append(r["trial_index"])
+        ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="tab:green", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{OBJECTIVE} (mm)")
+    ax.set_title("Objective vs trial")
+    _legend(ax)
+    return _save(plt, fig, path)
+
+
+def plot_mpjpe_vs_k(rows: list[dict], path: Path) -> Path:
+    """Best-of-K and selected (final) current-frame MPJPE on the validation split against K, one point per
+    trial with that metric."""
+    plt, fig, ax = _figure()
+    for column, label, marker in (("val/best_of_k/mpjpe_current", "best of K", "o"),
+                                  ("val/final/mpjpe_current", "final (selected)", "s"),
+                                  ("val/mean_of_k/mpjpe_current", "mean of K", "^")):
+        points = [(r["config/model.num_hypotheses"], r[column]) for r in rows if _finite(r[column])]
+        if points:
+            ax.scatter(*zip(*points, strict=True), label=label, marker=marker)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("K (hypotheses)")
+    ax.set_ylabel("MPJPE current (mm, validation)")
+    ax.set_title("MPJPE vs K")
+    _legend(ax)
+    return _save(plt, fig, path)
+
+
+def plot_importances(storage_url: str, study_name: str, path: Path) -> Path | None:
+    """Optuna's parameter importances of the study (None, with a log line, when it cannot compute them yet:
+    fewer than two finished trials or no parameter that varied)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        importances = optuna.importance.get_param_importances(study)
+    except (KeyError, ValueError, RuntimeError) as err:
+        log.info("parameter importances skipped: %s", err)
+        return None
+    if not importances:
+        log.info("parameter importances skipped: no parameter varied")
+        return None
+    plt, fig, ax = _figure()
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel("importance (Optuna)")
+    ax.set_title("Parameter importances")
+    return _save(plt, fig, path)
+
+
+def write_plots(root: str | Path, study_name: str) -> list[Path]:
+    """Every plot of the experiment in ``root`` into ``root/plots``; returns the files written."""
+    paths = ExperimentPaths(Path(root))
+    rows = read_table(paths.trials, TRIALS_SCHEMA)[0].to_pylist()
+    written = [plot_objective(rows, paths.plots / "objective_vs_trial.png"),
+               plot_mpjpe_vs_k(rows, paths.plots / "mpjpe_vs_k.png")]
+    if paths.optuna_db.is_file():
+        importance = plot_importances(paths.optuna_url, study_name, paths.plots / "param_importances.png")
+        if importance is not None:
+            written.append(importance)
+    return written

@@ -1,0 +1,181 @@
+"""``summary.md`` of a search, built from its Parquet files alone (``hmh results summarize`` reprints it).
+
+Sections: the trials (completed, stopped early by ASHA, errored), the best configuration, the final retrain's
+test-split table, and the comparison with the seed dissertation's Table 4.1 (final vs best-of-K, MPJPE and
+MPVPE) and Table 4.2 (best-of-K MPJPE vs K) in shape: the seed's numbers are on the real BlurHand test split at
+paper scale, so only the orderings carry over to a small or synthetic run, not the millimetres.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hmh import atomic
+from hmh.results import (
+    FINAL_SCHEMA,
+    METRICS,
+    OBJECTIVE,
+    TRIALS_SCHEMA,
+    ExperimentPaths,
+    ResultsError,
+    read_table,
+)
+
+__all__ = ["SEED_TABLE_4_1", "SEED_TABLE_4_2", "best_trial", "summarize", "write_summary"]
+
+# Seed dissertation, BlurHand test split, K = 16, n = 4 (mm): (MPJPE current, MPVPE).
+SEED_TABLE_4_1 = {"BlurHandNet (paper)": (16.80, 15.30), "seed, final (top-n aggregated)": (16.72, 15.22),
+                  "seed, best of K (oracle)": (14.12, 12.59)}
+# Seed Table 4.2: best-of-K MPJPE (current frame, mm) against K.
+SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
+REDUCTION_NAMES = {"best_of_k": "best of K (oracle)", "final": "final (selected top-n)", "mean_of_k": "mean of K",
+                   "random_n": "random top-n", "hyp0": "hypothesis 0"}
+MAX_TRIAL_ROWS = 30
+
+
+def _mm(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _completed(row: Mapping[str, Any]) -> bool:
+    return row["status"] == "TERMINATED" and row["epochs_done"] == row["epochs_total"]
+
+
+def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The completed trial (full budget, not stopped early) with the lowest objective, or None."""
+    done = [r for r in rows if _completed(r) and r["objective"] is not None]
+    return min(done, key=lambda r: r["objective"]) if done else None
+
+
+def _trial_table(rows: list[dict[str, Any]], searched: list[str]) -> list[str]:
+    header = ["trial", "status", "epochs", "objective (mm)", "from", "best-of-K (mm)", *searched]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ordered = sorted(rows, key=lambda r: (r["objective"] is None, not _completed(r), r["objective"] or 0.0))
+    for r in ordered[:MAX_TRIAL_ROWS]:
+        status = "stopped early" if r["stopped_early"] else r["status"].lower()
+        cells = [r["trial_id"], status, f"{r['epochs_done']}/{r['epochs_total']}", _mm(r["objective"]),
+                 r["objective_source"] or "-", _mm(r["val/best_of_k/mpjpe_current"]),
+                 *(_value(r[f"config/{k}"]) for k in searched)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(rows) > MAX_TRIAL_ROWS:
+        lines.append(f"\n({len(rows) - MAX_TRIAL_ROWS} more in trials.parquet)")
+    return lines
+
+
+def _final_table(final: list[dict[str, Any]]) -> list[str]:
+    lines = ["| method | MPJPE past | MPJPE current | MPJPE future | MPVPE |", "|---|---:|---:|---:|---:|"]
+    for r in final:
+        lines.append(f"| {REDUCTION_NAMES.get(r['reduction'], r['reduction'])} | "
+                     + " | ".join(_mm(r[m]) for m in METRICS) + " |")
+    return lines
+
+
+def _by_reduction(final: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["reduction"]: r for r in final}
+
+
+def _shape_4_1(final: list[dict[str, Any]]) -> list[str]:
+    got = _by_reduction(final)
+    lines = ["| method | MPJPE current | MPVPE | source |", "|---|---:|---:|---|"]
+    for name, (mpjpe, mpvpe) in SEED_TABLE_4_1.items():
+        lines.append(f"| {name} | {mpjpe:.2f} | {mpvpe:.2f} | seed Table 4.1 |")
+    for key in ("final", "best_of_k", "mean_of_k"):
+        if key in got:
+            lines.append(f"| this run, {REDUCTION_NAMES[key]} | {_mm(got[key]['mpjpe_current'])} | "
+                         f"{_mm(got[key]['mpvpe'])} | final.parquet |")
+    checks = []
+    if "final" in got and "best_of_k" in got:
+        ok = got["best_of_k"]["mpjpe_current"] <= got["final"]["mpjpe_current"]
+        checks.append(f"best of K <= final (as in the seed): {'yes' if ok else 'no'}")
+    if "final" in got and "random_n" in got:
+        ok = got["final"]["mpjpe_current"] <= got["random_n"]["mpjpe_current"]
+        checks.append(f"final (selected) <= random top-n (the selector helps): {'yes' if ok else 'no'}")
+    return lines + ([""] + [f"- {c}" for c in checks] if checks else [])
+
+
+def _lowest_best_of_k(rows: list[dict[str, Any]]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for r in rows:
+        if r["val/best_of_k/mpjpe_current"] is not None:
+            k = r["config/model.num_hypotheses"]
+            out[k] = min(out.get(k, math.inf), r["val/best_of_k/mpjpe_current"])
+    return out
+
+
+def _shape_4_2(rows: list[dict[str, Any]]) -> list[str]:
+    done = _lowest_best_of_k([r for r in rows if _completed(r)])
+    every = _lowest_best_of_k(rows)
+    lines = ["| K | seed: best of K (test, mm) | this search, completed trials (val, mm) | "
+             "this search, all trials incl. stopped early (val, mm) |", "|---:|---:|---:|---:|"]
+    for k in sorted(set(SEED_TABLE_4_2) | set(every)):
+        lines.append(f"| {k} | {_mm(SEED_TABLE_4_2.get(k))} | {_mm(done.get(k))} | {_mm(every.get(k))} |")
+    lines += ["", "(lowest best-of-K current-frame MPJPE among the trials with that K; a trial stopped early "
+              "reports it at the epoch it stopped)"]
+    if len(done) >= 2:
+        ks = sorted(done)
+        ok = all(done[a] >= done[b] for a, b in zip(ks, ks[1:], strict=False))
+        lines.append(f"\n- best of K falls as K grows (as in the seed), over completed trials: {'yes' if ok else 'no'}")
+    return lines
+
+
+def summarize(root: str | Path) -> str:
+    """The summary of the experiment in ``root`` as Markdown, from ``trials.parquet`` (and ``final.parquet``
+    when the final retrain has run)."""
+    paths = ExperimentPaths(Path(root))
+    table, meta = read_table(paths.trials, TRIALS_SCHEMA)
+    rows = table.to_pylist()
+    if not rows:
+        raise ResultsError(f"{paths.trials}: no trials recorded")
+    searched = list(meta.get("searched", []))
+    experiment = meta.get("experiment", paths.root.name)
+    completed = sum(_completed(r) for r in rows)
+    stopped = sum(bool(r["stopped_early"]) for r in rows)
+    errored = sum(r["status"] == "ERROR" for r in rows)
+    out = [f"# Search `{experiment}`", "",
+           f"Objective `{OBJECTIVE}` (mm, lower is better): the selected (final, top-n aggregated) current-frame "
+           "MPJPE on the validation split. A trial stopped during the generation stage has no selector yet and "
+           "reports the mean of all K hypotheses instead (`from` = mean_of_k).", "",
+           f"## Trials: {len(rows)} ({completed} completed, {stopped} stopped early by ASHA, {errored} errored)", "",
+           *_trial_table(rows, searched), ""]
+    best = best_trial(rows)
+    if best is None:
+        out += ["No trial completed its full budget yet.", ""]
+    else:
+        out += [f"## Best configuration: trial {best['trial_id']}, objective {_mm(best['objective'])} mm", "",
+                "| key | value |", "|---|---|", *(f"| {k} | {_value(best[f'config/{k}'])} |" for k in searched), ""]
+    if paths.final.is_file():
+        final_table, final_meta = read_table(paths.final, FINAL_SCHEMA)
+        final = final_table.to_pylist()
+        split = final[0]["split"] if final else "test"
+        samples = final[0]["samples"] if final else 0
+        out += [f"## Final retrain: {split} split ({samples} samples), trial {final_meta.get('best_trial_id', '?')}'s "
+                f"configuration with the full budget", "", *_final_table(final), ""]
+        precision = _by_reduction(final).get("final", {}).get("selection_precision")
+        if precision is not None:
+            out += [f"Selection precision (selected top-n among the true top-n): {precision:.3f}", ""]
+        if final_meta.get("checkpoint"):
+            out += [f"Checkpoint: `{final_meta['checkpoint']}`", ""]
+        out += ["## Compared with the seed, in shape", "", "Table 4.1 (final vs best of K):", "",
+                *_shape_4_1(final), ""]
+    else:
+        out += ["## Final retrain: not run yet (the search was interrupted or is still running)", ""]
+    out += ["Table 4.2 (best of K against K):", "", *_shape_4_2(rows), "",
+            "The seed's numbers are on the real BlurHand test split at paper scale (ResNet-50, 256 px, K = 16); "
+            "compare the orderings, not the millimetres.", ""]
+    return "\n".join(out)
+
+
+def write_summary(root: str | Path) -> Path:
+    """Write ``summary.md`` into ``root`` atomically and return its path."""
+    paths = ExperimentPaths(Path(root))
+    atomic.write_text(paths.summary, summarize(paths.root))
+    return paths.summary

@@ -1,0 +1,191 @@
+"""Ray Train + Tune end to end on one session-scoped local Ray cluster (2 CPUs), on a tiny config.
+
+- a 2-trial search completes with one trial stopped early by ASHA (and writes its result files);
+- a Train stage resumes from its checkpoint after one of its DDP workers is killed;
+- an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
+  best configuration.
+
+(Invalid configs and spaces are rejected before Ray starts: tests/test_search_space.py.)
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hmh.results import ExperimentPaths
+
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """\
+base: {demo}
+model: {{image_size: 64, embed_dim: 16, num_heads: 2, mht_blocks: 1, num_hypotheses: 2}}
+selection: {{top_n: 1, decoder_blocks: 1}}
+data: {{synthetic_train: 64, synthetic_test: 16, synthetic_size: 64, synthetic_subframes: 3, val_fraction: 0.25,
+        max_train_samples: 32, max_eval_samples: 8}}
+train: {{generation_epochs: 2, selection_epochs: 1, batch_size: 8, eval_batch_size: 8}}
+search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2, num_workers: 1,
+          cpus_per_worker: 1.0, max_failures: 1, final_retrain: false, final_generation_epochs: 1,
+          final_selection_epochs: 1, final_max_train_samples: 16, storage_path: {storage}}}
+"""
+# Trial 1 learns (lr 1e-3: the validation MPJPE drops ~15 mm in its first epoch on this config); trial 2 barely
+# moves (lr 1e-9), so ASHA's first rung must stop it.
+ORDERED_SPACE = """\
+parameters:
+  optim.lr: {type: loguniform, low: 1.0e-9, high: 1.0e-2}
+initial_points:
+  - {optim.lr: 1.0e-3}
+  - {optim.lr: 1.0e-9}
+"""
+SMALL_SPACE = """\
+parameters:
+  model.num_hypotheses: {type: categorical, values: [2, 3]}
+  selection.top_n: {type: int, low: 1, high: model.num_hypotheses}
+  optim.lr: {type: loguniform, low: 3.0e-4, high: 1.0e-3}
+"""
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray for every test here: 2 CPUs, dashboard on (Train's cleanup needs it), token auth on."""
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    import ray
+
+    from tune.resources import init_ray
+
+    assert not ray.is_initialized()
+    init_ray(None)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def write_experiment(tmp_path: Path, space: str) -> tuple[Path, Path]:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(demo=REPO / "tune" / "configs" / "demo.yaml", storage=tmp_path / "results"))
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(space)
+    return config, space_path
+
+
+def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path) -> None:
+    import optuna
+
+    from tune.search import load_experiment, run_search
+
+    config, space = write_experiment(tmp_path, ORDERED_SPACE)
+    exp = load_experiment(str(config), [], str(space))
+    assert run_search(exp) == 0
+    trials = pd.read_parquet(exp.paths.trials).sort_values("trial_index").reset_index(drop=True)
+    assert list(trials["status"]) == ["TERMINATED", "TERMINATED"]
+    assert list(trials["config/optim.lr"]) == [1e-3, 1e-9]
+    assert list(trials["stopped_early"]) == [False, True], trials[["objective", "epochs_done"]]
+    assert list(trials["epochs_done"]) == [3, 1] and list(trials["epochs_total"]) == [3, 3]
+    assert list(trials["objective_source"]) == ["final", "mean_of_k"]
+    assert trials["val/best_of_k/mpjpe_current"].notna().all()
+    assert trials.loc[0, "objective"] == trials.loc[0, "val/final/mpjpe_current"]
+    assert Path(trials.loc[0, "checkpoint_path"], "checkpoint.pt").is_file()
+
+    iterations = pd.read_parquet(exp.paths.iterations)
+    first = iterations[iterations["trial_id"] == trials.loc[0, "trial_id"]]
+    assert list(first["trial_epoch"]) == [1, 2, 3]
+    assert list(first["stage"]) == ["generation", "generation", "selection"]
+    assert first["objective"].notna().all() and first["train/loss/total"].notna().all()
+    for trial_id in trials["trial_id"]:
+        assert list((exp.paths.tensorboard / trial_id).glob("events.out.tfevents.*")), trial_id
+    study = optuna.load_study(study_name="tiny", storage=exp.paths.optuna_url)
+    assert len(study.trials) == 2
+    summary = exp.paths.summary.read_text()
+    assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
+    assert (exp.paths.plots / "objective_vs_trial.png").is_file()
+    assert not exp.paths.final.exists()  # search.final_retrain is off in this test
+
+
+def _kill_a_worker_after_first_checkpoint(run_dir: Path, killed: list[int], deadline: float) -> None:
+    from ray.util.state import list_actors
+
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    while time.time() < deadline:
+        if snapshot.is_file() and "generation-epoch001" in snapshot.read_text(errors="replace"):
+            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            if workers:
+                pid = int(workers[-1]["pid"])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.1)
+
+
+def test_stage_resumes_from_its_checkpoint_after_a_worker_is_killed(ray_address, tmp_path: Path) -> None:
+    from hmh.checkpoint import load_checkpoint
+    from hmh.config import load_config
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=4", "search.num_workers=2",
+                                              "search.cpus_per_worker=0.99"]), progress=False)
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    run_dir = Path(paths.train_storage, "killed-generation")
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                              args=(run_dir, killed, time.time() + 240), daemon=True)
+    killer.start()
+    result = run_stage(cfg, "generation", paths, "killed")
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
+    last = load_checkpoint(run_dir / "generation-epoch004" / "checkpoint.pt")
+    assert last["epoch"] == 4
+    assert last["metrics"]["restored_epoch"] >= 1  # the restarted group resumed from a checkpoint, not epoch 0
+    assert json.loads((run_dir / "hmh_stage.json").read_text())["checkpoint"] == result.checkpoint
+
+
+def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_address, tmp_path: Path) -> None:
+    from hmh.search_summary import summarize
+    from tune.search import load_experiment, run_search
+
+    config, space = write_experiment(tmp_path, SMALL_SPACE)
+    args = [sys.executable, "-m", "tune.search", "--config", str(config), "--space", str(space),
+            "--address", ray_address, "--set", "search.final_retrain=true"]
+    paths = ExperimentPaths.for_config(str(tmp_path / "results"), "tiny")
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                if paths.trials.is_file():
+                    statuses = pd.read_parquet(paths.trials)["status"]
+                    if (statuses == "TERMINATED").any():
+                        break
+                time.sleep(0.3)
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    before = pd.read_parquet(paths.trials)
+    finished = before[before["status"] == "TERMINATED"]
+    assert len(finished) == 1 and not paths.final.exists()
+    finished_id = finished["trial_id"].iloc[0]
+    iterations = pd.read_parquet(paths.iterations)
+    finished_epochs = list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"])
+
+    exp = load_experiment(str(config), ["search.final_retrain=true"], str(space), resume=True)
+    assert run_search(exp, resume=True) == 0
+    after = pd.read_parquet(paths.trials)
+    assert len(after) == 2 and set(after["status"]) == {"TERMINATED"}
+    again = after[after["trial_id"] == finished_id]
+    assert again["time_total_s"].iloc[0] == finished["time_total_s"].iloc[0]  # not rerun
+    iterations = pd.read_parquet(paths.iterations)
+    assert list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"]) == finished_epochs
+    final = pd.read_parquet(paths.final)
+    assert list(final["reduction"]) == ["best_of_k", "final", "mean_of_k", "random_n", "hyp0"]
+    assert final["mpjpe_current"].notna().all() and set(final["split"]) == {"test"}
+    assert "Final retrain: test split" in summarize(paths.root)

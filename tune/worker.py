@@ -1,0 +1,203 @@
+"""What runs on Ray's workers: ``train_fn_per_worker`` (one stage of hmh training on every Train worker) and
+``evaluate_checkpoint`` (a checkpoint's metric table on one split, run as a Ray task).
+
+Every epoch each rank trains on its shard (``prepare_data_loader`` adds a ``DistributedSampler``;
+``prepare_model`` wraps the trained model in DDP: gloo on CPU, NCCL on GPU), rank 0 evaluates on the validation
+split with the unwrapped models (no collective runs while the other ranks wait), then **every** rank calls
+``ray.train.report`` (a barrier): rank 0 with an hmh checkpoint (``checkpoint.pt``, :mod:`hmh.checkpoint`) and its
+metrics, the others with ``checkpoint=None``. A restarted worker group resumes from ``ray.train.get_checkpoint()``.
+
+Reported metrics (rank 0's reach Train and Tune): ``stage``, ``epoch`` (1-based, within the stage),
+``trial_epoch`` (1-based across both stages: ASHA's time axis), ``restored_epoch`` (the epoch this worker group
+resumed from, 0 when it started fresh), ``train/<key>`` (``hmh.loop.train_one_epoch``'s means),
+``val/<reduction>/<metric>`` (mm) and the objective ``val/objective_mpjpe_current`` with ``val/objective_source``
+(:data:`hmh.results.OBJECTIVE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from hmh.config import Config, from_dict
+from hmh.results import OBJECTIVE, OBJECTIVE_SOURCE
+
+__all__ = ["CHECKPOINT_FILE", "StageSpec", "evaluate_checkpoint", "stage_metrics", "train_fn_per_worker"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SOURCES = {"generation": "mean_of_k", "selection": "final"}
+
+
+@dataclass
+class StageSpec:
+    """One stage of one run, as ``train_loop_config`` (a plain dict on the wire: :meth:`to_dict`).
+
+    ``config``: the nested hmh config (``data.root`` absolute; this stage's epochs in ``train.*_epochs``).
+    ``epoch_offset``: epochs of earlier stages in this run (the selection stage: the generation epochs).
+    ``generator_checkpoint``: the selection stage's frozen generator, a Train checkpoint path (folder or URI).
+    ``tensorboard_dir``: where rank 0 writes TensorBoard events ("" = none).
+    """
+
+    config: dict
+    stage: str
+    epoch_offset: int = 0
+    generator_checkpoint: str = ""
+    tensorboard_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def epochs(self) -> int:
+        train = self.config["train"]
+        return int(train["generation_epochs"] if self.stage == "generation" else train["selection_epochs"])
+
+
+def stage_metrics(stage: str, epoch: int, spec: StageSpec, restored: int, train: dict[str, float],
+                  val: dict[str, float]) -> dict[str, Any]:
+    """The flat report of one epoch (module docstring); ``epoch`` counts from 0."""
+    metrics: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, "trial_epoch": spec.epoch_offset + epoch + 1,
+                               "restored_epoch": restored}
+    metrics.update({f"train/{k}": v for k, v in train.items()})
+    metrics.update({f"val/{k}": v for k, v in val.items()})
+    if val:
+        metrics[OBJECTIVE] = val.get(f"{SOURCES[stage]}/mpjpe_current", math.nan)
+        metrics[OBJECTIVE_SOURCE] = SOURCES[stage]
+    return metrics
+
+
+def _load_checkpoint_file(path: str, device: torch.device) -> dict:
+    """An hmh checkpoint from a Train checkpoint folder or URI."""
+    import ray.train
+
+    from hmh.checkpoint import load_checkpoint
+
+    with ray.train.Checkpoint(path).as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE, map_location=device)
+
+
+def _per_worker(cfg: Config, world: int) -> Config:
+    """``cfg`` with ``train.batch_size`` split across ``world`` workers (the global batch stays the config's)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=max(1, cfg.train.batch_size
+                                                                                          // world)))
+
+
+def train_fn_per_worker(config: dict) -> None:
+    """Train ``config`` (a :class:`StageSpec` dict) for its stage's epochs on this Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from hmh.checkpoint import save_checkpoint, unwrap
+    from hmh.loop import (
+        build_models,
+        evaluate,
+        init_selector_from_generator,
+        make_optimizer,
+        make_scheduler,
+        seed_everything,
+        train_one_epoch,
+    )
+    from hmh.runner import build_datasets, log_hypothesis_images, make_loader
+
+    spec = StageSpec(**config)
+    stage = spec.stage
+    cfg = from_dict(spec.config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    seed_everything(cfg.train.seed)
+    generator, selector = build_models(cfg)
+    datasets = build_datasets(cfg, cfg.data.root, splits=("train", "val") if rank == 0 else ("train",))
+    pin = device.type == "cuda"
+    train_loader = ray.train.torch.prepare_data_loader(
+        make_loader(datasets["train"], _per_worker(cfg, world), train=True, seed=cfg.train.seed, pin_memory=pin))
+    val_loader = make_loader(datasets["val"], cfg, train=False, pin_memory=pin) if "val" in datasets else None
+
+    checkpoint = ray.train.get_checkpoint()
+    state = _load_checkpoint_file(checkpoint.path, device) if checkpoint else None
+    if stage == "selection":
+        source = state or _load_checkpoint_file(spec.generator_checkpoint, device)
+        generator.load_state_dict(source["model"]["generator"])
+        generator.requires_grad_(False)
+        generator.to(device)
+        if state is None and cfg.selection.init_from_generator:
+            init_selector_from_generator(selector, generator)
+        model = ray.train.torch.prepare_model(selector)
+    else:
+        model = generator = ray.train.torch.prepare_model(generator)
+    optimizer = make_optimizer(stage, model, cfg)
+    scheduler = make_scheduler(stage, optimizer, cfg, len(train_loader))
+    start = 0
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"]["selector" if stage == "selection" else "generator"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["epoch"])
+        log.info("%s: resuming after epoch %d from %s", stage, start, checkpoint.path)
+
+    writer = SummaryWriter(spec.tensorboard_dir) if rank == 0 and spec.tensorboard_dir else None
+    image_batch = next(iter(val_loader)) if writer is not None and val_loader is not None else None
+    scorer = selector if stage == "selection" else None
+    try:
+        for epoch in range(start, spec.epochs):
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            train = train_one_epoch(stage, generator, model if stage == "selection" else None, train_loader,
+                                    optimizer, scheduler, cfg, device, epoch, writer)
+            plain_scorer = None if scorer is None else unwrap(scorer)
+            val = evaluate(unwrap(generator), plain_scorer, val_loader, cfg, device) if val_loader else {}
+            metrics = stage_metrics(stage, epoch, spec, start, train, val)
+            if rank != 0:
+                ray.train.report(metrics, checkpoint=None)
+                continue
+            if writer is not None:
+                step = metrics["trial_epoch"]
+                for key, value in metrics.items():
+                    if isinstance(value, float):
+                        writer.add_scalar(key, value, step)
+                if image_batch is not None:
+                    log_hypothesis_images(writer, f"{stage}/hypotheses", unwrap(generator), plain_scorer,
+                                          image_batch, cfg, device, step)
+                writer.flush()
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(Path(folder) / CHECKPOINT_FILE, generator=generator, selector=scorer,
+                                optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, stage=stage, config=cfg,
+                                metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                                 checkpoint_dir_name=f"{stage}-epoch{epoch + 1:03d}")
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def evaluate_checkpoint(checkpoint_path: str, split: str, max_samples: int) -> dict[str, Any]:
+    """The full metric table of a Train checkpoint's models on ``split`` of its config's ``data.root``
+    (``max_samples`` 0 = all). Returns ``{"metrics": {...}, "samples": n, "root": str}``."""
+    import ray.train
+
+    from hmh.checkpoint import models_from_checkpoint
+    from hmh.data.blurhand import BlurHandDataset
+    from hmh.loop import evaluate, resolve_device
+    from hmh.runner import make_loader
+
+    device = resolve_device("auto")
+    with ray.train.Checkpoint(checkpoint_path).as_directory() as folder:
+        loaded = models_from_checkpoint(Path(folder) / CHECKPOINT_FILE, device)
+    cfg = loaded.config
+    dataset = BlurHandDataset(cfg.data.root, split, image_size=cfg.model.image_size, augment=False,
+                              mano_path=cfg.model.mano_path, max_samples=max_samples,
+                              skip_bad_images=cfg.data.skip_bad_images)
+    loader = make_loader(dataset, cfg, train=False, pin_memory=device.type == "cuda")
+    metrics = evaluate(loaded.generator, loaded.selector, loader, cfg, device)
+    return {"metrics": metrics, "samples": len(dataset), "root": str(cfg.data.root)}
