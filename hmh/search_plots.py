@@ -57,7 +57,8 @@ def plot_objective(rows: list[dict], path: Path) -> Path:
         ys.append(best)
     if xs:
         ax.step(xs, ys, where="post", color="tab:green", label="best so far")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (creation order)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"{OBJECTIVE} (mm)")
     ax.set_title("Objective vs trial")
     _legend(ax)
@@ -68,6 +69,7 @@ def plot_mpjpe_vs_k(rows: list[dict], path: Path) -> Path:
     """Best-of-K and selected (final) current-frame MPJPE on the validation split against K, one point per
     trial with that metric."""
     plt, fig, ax = _figure()
+    ks = sorted({r["config/model.num_hypotheses"] for r in rows})
     for column, label, marker in (("val/best_of_k/mpjpe_current", "best of K", "o"),
                                   ("val/final/mpjpe_current", "final (selected)", "s"),
                                   ("val/mean_of_k/mpjpe_current", "mean of K", "^")):
@@ -75,6 +77,8 @@ def plot_mpjpe_vs_k(rows: list[dict], path: Path) -> Path:
         if points:
             ax.scatter(*zip(*points, strict=True), label=label, marker=marker)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel("K (hypotheses)")
     ax.set_ylabel("MPJPE current (mm, validation)")
     ax.set_title("MPJPE vs K")

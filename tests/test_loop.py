@@ -78,7 +78,7 @@ def test_training_is_reproducible_under_a_seed(cfg, batch):
     for _ in range(2):
         generator, _ = fresh_models(cfg, seed=3)
         optimizer = make_optimizer("generation", generator, cfg)
-        stats = train_one_epoch("generation", generator, None, [batch] * 2, optimizer, None, cfg, CPU, 0)
+        stats = train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, 0)
         results.append((stats["loss/total"], next(generator.parameters()).detach().clone()))
     assert results[0][0] == results[1][0]
     assert torch.equal(results[0][1], results[1][1])
@@ -89,13 +89,13 @@ def test_train_one_epoch_reports_and_logs(cfg, batch, tmp_path):
 
     generator, _ = fresh_models(cfg)
     optimizer = make_optimizer("generation", generator, cfg)
-    scheduler = make_scheduler("generation", optimizer, cfg, steps_per_epoch=3)
+    scheduler = make_scheduler("generation", optimizer, cfg, steps_per_epoch=2)
     with SummaryWriter(str(tmp_path)) as writer:
-        stats = train_one_epoch("generation", generator, None, [batch] * 3, optimizer, scheduler, cfg, CPU, 0, writer)
-    assert stats["steps"] == 3 and stats["samples"] == 3 * batch["image"].shape[0]
+        stats = train_one_epoch("generation", generator, None, [batch] * 2, optimizer, scheduler, cfg, CPU, 0, writer)
+    assert stats["steps"] == 2 and stats["samples"] == 2 * batch["image"].shape[0]
     assert stats["samples_per_s"] > 0 and stats["grad_norm"] > 0
     assert {"loss/total", "lr"} <= set(stats)
-    assert scheduler.last_epoch == 3
+    assert scheduler.last_epoch == 2
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
 
 
