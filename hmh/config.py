@@ -375,6 +375,23 @@ def flatten(config: Config) -> dict[str, Any]:
     return out
 
 
+def field_types() -> dict[str, Any]:
+    """``{"model.num_hypotheses": int, ...}``: every leaf of :class:`Config` with its annotated type."""
+    out: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if _is_dataclass_type(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                out[f"{prefix}{f.name}"] = tp
+
+    walk(Config, "")
+    return out
+
+
 def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 

@@ -36,7 +36,6 @@ Metric values are millimetres; a metric that was not measured is null.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import typing
@@ -49,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hmh import atomic
-from hmh.config import Config
+from hmh.config import field_types
 from hmh.errors import HmhError
 
 __all__ = [
@@ -88,19 +87,7 @@ def _arrow_type(tp: Any) -> pa.DataType:
 
 def config_columns() -> list[pa.Field]:
     """``config/<dotted key>`` fields for every leaf of :class:`Config`, typed from the dataclass annotations."""
-    fields: list[pa.Field] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-                walk(tp, f"{prefix}{f.name}.")
-            else:
-                fields.append(pa.field(f"config/{prefix}{f.name}", _arrow_type(tp)))
-
-    walk(Config, "")
-    return fields
+    return [pa.field(f"config/{key}", _arrow_type(tp)) for key, tp in field_types().items()]
 
 
 def _doubles(names: Iterable[str]) -> list[pa.Field]:

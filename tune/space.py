@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from hmh.config import Config, ConfigError, flatten, from_dict, to_dict
+from hmh.config import Config, ConfigError, field_types, flatten, from_dict, to_dict
 from hmh.errors import HmhError
 
 __all__ = ["DefineByRun", "Param", "SearchSpace", "SpaceError", "apply_params", "config_field_types",
@@ -59,19 +59,7 @@ def default_space_path() -> Path:
 
 def config_field_types() -> dict[str, Any]:
     """``{"model.num_hypotheses": int, ...}``: every leaf of :class:`Config` with its annotated type."""
-    out: dict[str, Any] = {}
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-                walk(tp, f"{prefix}{f.name}.")
-            else:
-                out[f"{prefix}{f.name}"] = tp
-
-    walk(Config, "")
-    return out
+    return field_types()
 
 
 def _nested(flat: dict[str, Any]) -> dict:
