@@ -3,7 +3,8 @@
 - a 2-trial search completes with one trial stopped early by ASHA (and writes its result files);
 - a Train stage resumes from its checkpoint after one of its DDP workers is killed;
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
-  best configuration.
+  best configuration;
+- a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials).
 
 (Invalid configs and spaces are rejected before Ray starts: tests/test_search_space.py.)
 """
@@ -144,6 +145,15 @@ def test_stage_resumes_from_its_checkpoint_after_a_worker_is_killed(ray_address,
     assert last["epoch"] == 4
     assert last["metrics"]["restored_epoch"] >= 1  # the restarted group resumed from a checkpoint, not epoch 0
     assert json.loads((run_dir / "hmh_stage.json").read_text())["checkpoint"] == result.checkpoint
+
+
+def test_a_second_local_ray_instance_is_refused(ray_address, tmp_path: Path) -> None:
+    config, space = write_experiment(tmp_path, ORDERED_SPACE)
+    proc = subprocess.run([sys.executable, "-m", "tune.search", "--config", str(config), "--space", str(space)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "already running on this machine" in proc.stderr and ray_address in proc.stderr
+    assert not (tmp_path / "results" / "tiny" / "experiment.yaml").exists()  # nothing recorded: it can start later
 
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_address, tmp_path: Path) -> None:

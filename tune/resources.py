@@ -39,10 +39,24 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     if address:
         context = ray.init(address=address, log_to_driver=True)
     else:
+        _refuse_second_local_instance()
         context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
     url = _url(context.dashboard_url or "")
     echo(f"Ray dashboard: {url or '(not available)'}")
     return url
+
+
+def _refuse_second_local_instance() -> None:
+    """Two Ray instances on one machine confuse Ray Train's placement-group cleanup (it finds the newest one), so
+    trials of the older one hang: join a running instance instead of starting a second."""
+    try:
+        from ray._private.services import find_gcs_addresses  # private, but the only way to see local instances
+    except ImportError:
+        return
+    running = sorted(find_gcs_addresses())
+    if running:
+        raise ClusterError(f"a Ray instance is already running on this machine (GCS {', '.join(running)}); join it "
+                           f"with --address {running[0]}, or stop it first (ray stop)")
 
 
 def _url(address: str) -> str:

@@ -178,10 +178,10 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
 
     base_cfg = prepare_config(exp.cfg, progress=sys.stderr.isatty())
     base = to_dict(base_cfg)
+    dashboard = init_ray(address, echo=echo)
     if not resume:
         save_config(exp.cfg, exp.paths.config)
         atomic.write_text(exp.paths.space, exp.space.to_yaml())
-    dashboard = init_ray(address, echo=echo)
     tune_path = f"{exp.paths.ray_storage}/{TUNE_NAME}"
     if resume and ray.tune.Tuner.can_restore(tune_path):
         echo(f"resuming the search in {tune_path}")
