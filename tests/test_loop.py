@@ -166,3 +166,15 @@ def test_hypothesis_grid(cfg, batch):
     assert grid.shape == (3, 2 * 2 * s, 3 * 2 * s) and grid.dtype == torch.uint8
     plain = hypothesis_grid(batch, out.joints_2d, None, cfg.selection.top_n, max_samples=2, scale=2)
     assert not torch.equal(grid, plain)  # the selected hypothesis is highlighted
+
+
+def test_amp_is_cuda_only(cfg):
+    from hmh.loop import amp_dtype, resolve_device
+
+    amp = load_config("cpu", TINY + ["train.amp=true"])
+    assert amp_dtype(amp, CPU) is None  # mixed precision never on a CPU
+    assert resolve_device("cpu") == CPU
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == CPU
+        with pytest.raises(TrainingError, match="train.device='cuda'"):
+            resolve_device("cuda")
