@@ -11,6 +11,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+from collections.abc import Callable
 
 import hmh
 from hmh import commands
@@ -30,17 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_reporting_errors(prog: str, run: Callable[[], int | None]) -> int:
+    """``run()`` as a command: an :class:`HmhError` becomes one line ``PROG: error: ...`` on stderr and exit status
+    2, Ctrl-C exit status 130. Shared by ``hmh`` and the ``python -m tune.*`` drivers."""
+    try:
+        return int(run() or 0)
+    except HmhError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except HmhError as err:
-        print(f"hmh {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"hmh {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(f"hmh {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

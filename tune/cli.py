@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hmh.errors import HmhError
+from hmh.cli import run_reporting_errors
 
 __all__ = ["add_config_args", "echo", "main", "repo_path"]
 
@@ -43,11 +42,4 @@ def main(prog: str, run: Callable[[argparse.Namespace], int], parser: argparse.A
     """Parse, set up logging, run; an :class:`HmhError` becomes one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(run(args) or 0)
-    except HmhError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(prog, lambda: run(args))
