@@ -3,10 +3,10 @@
 ``python -m tune.search --config tune/configs/demo.yaml [--space tune/spaces/X.yaml] [--address ...] [--resume]
 [--set k=v]``
 
-- Every trial is a driver (0.01 CPU) that runs both stages as Ray Train runs (:mod:`tune.train`), forwarding
-  each epoch's report to Tune. ``OptunaSearch`` (TPE, seeded by ``search.seed``, study in
-  ``results/<experiment>/optuna.db``) proposes configurations from the YAML space (:mod:`tune.space`); ASHA
-  stops poor trials at rungs of ``trial_epoch`` (both stages' epochs counted together).
+- Every trial is a driver (0.01 CPU, on the head node) that runs both stages as Ray Train runs
+  (:mod:`tune.train`), forwarding each epoch's report to Tune. ``OptunaSearch`` (TPE, seeded by
+  ``search.seed``, study in ``results/<experiment>/optuna.db``) proposes configurations from the YAML space
+  (:mod:`tune.space`); ASHA stops poor trials at rungs of ``trial_epoch`` (both stages' epochs counted together).
 - Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.OBJECTIVE`): the selected current-frame MPJPE on
   the validation split; during the generation stage the mean of all K stands in for the selector.
 - ``max_concurrent_trials`` comes from the cluster's resources and each trial's workers; Train runs get a finite
@@ -39,6 +39,7 @@ __all__ = ["Experiment", "driver", "final_config", "load_experiment", "run_searc
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "search"
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's resource of the head node (every cluster has exactly one)
 
 
 @dataclass
@@ -99,7 +100,9 @@ def _trainable(exp: Experiment, base: dict):
     from tune.resources import DRIVER_CPUS
 
     fn = ray.tune.with_parameters(driver, base=base, root=str(exp.paths.root), ray_root=exp.paths.ray_root)
-    return ray.tune.with_resources(fn, {"cpu": DRIVER_CPUS})
+    # Drivers stay on the head node, and with them the Train controllers (Ray puts those on the driver's node): a
+    # lost worker node then costs its Train workers a restart from their checkpoint, not the whole trial.
+    return ray.tune.with_resources(fn, {"cpu": DRIVER_CPUS, HEAD_NODE_RESOURCE: 0.001})
 
 
 def _tuner(exp: Experiment, base: dict, concurrent: int):
@@ -175,10 +178,12 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
     from hmh.search_plots import write_plots
     from tune.export import FINISHED
     from tune.resources import init_ray, max_concurrent_trials
+    from tune.storage import check_shared_storage
 
     base_cfg = prepare_config(exp.cfg, progress=sys.stderr.isatty())
     base = to_dict(base_cfg)
     dashboard = init_ray(address, echo=echo)
+    check_shared_storage(exp.cfg.search.storage_path)
     if not resume:
         save_config(exp.cfg, exp.paths.config)
         atomic.write_text(exp.paths.space, exp.space.to_yaml())

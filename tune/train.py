@@ -198,6 +198,7 @@ def check_same_config(path: Path, cfg: Config, what: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hmh.report import metric_table, write_metrics
     from tune.resources import init_ray
+    from tune.storage import check_shared_storage
 
     cfg = prepare_config(load_config(repo_path(args.config), args.overrides), progress=sys.stderr.isatty())
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
@@ -205,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     check_same_config(out / "config.yaml", cfg, f"run {args.name!r} of {paths.root}")
     save_config(cfg, out / "config.yaml")
     init_ray(args.address, echo=echo)
+    check_shared_storage(cfg.search.storage_path)
     tensorboard = paths.tensorboard / args.name
     result = run_two_stage(cfg, paths, args.name, tensorboard_dir=str(tensorboard), echo=echo)
     test = test_metrics(cfg, result.final.checkpoint)
