@@ -9,6 +9,7 @@ invalid values raise :class:`ConfigError` naming the dotted key and the value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -153,6 +154,10 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+# Numbers that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot ("1e-4", "3E-5").
+_YAML11_MISSED_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` converted to ``tp`` when lossless (int -> float), else raise naming ``key``."""
     origin = typing.get_origin(tp)
@@ -172,6 +177,8 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

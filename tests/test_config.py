@@ -105,3 +105,23 @@ def test_dict_and_flat_views() -> None:
     assert flat["model.num_hypotheses"] == config.model.num_hypotheses
     assert flat["optim.milestones"] == config.optim.milestones
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-4", 1e-4), ("3E-5", 3e-5), ("1.0e-3", 1e-3), ("2", 2.0),
+                                             ("2.5e+1", 25.0)])
+def test_exponent_floats_that_yaml_reads_as_strings_are_numbers(text: str, value: float, tmp_path: Path) -> None:
+    assert load_config("cpu", [f"optim.lr={text}"]).optim.lr == value
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"base: cpu\noptim: {{selection_lr: {text}}}\n")
+    assert load_config(str(path)).optim.selection_lr == value
+
+
+@pytest.mark.parametrize("text", ["fast", "1e-", "e5", "1e-4x"])
+def test_non_numeric_float_strings_are_rejected(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"optim.lr: expected a number, got '{text}'"):
+        load_config("cpu", [f"optim.lr={text}"])
+
+
+def test_exponent_strings_stay_invalid_for_integer_fields() -> None:
+    with pytest.raises(ConfigError, match="model.num_hypotheses: expected an integer"):
+        load_config("cpu", ["model.num_hypotheses=1e1"])
