@@ -190,7 +190,8 @@ def final_rows(metrics: Mapping[str, float], split: str, samples: int) -> list[d
 class ExperimentPaths:
     """Every path of one experiment (module docstring). ``ray_root`` is where Ray Tune and Ray Train persist
     (``search/``, ``train/``): ``root`` itself, or ``<storage URI>/<experiment>`` when ``search.storage_path`` is
-    a URI (s3://, gs://), in which case the exports stay in the local ``results/<experiment>``."""
+    a URI (s3://, gs://), in which case the exports are written to the local ``results/<experiment>`` and
+    :meth:`publish` copies them beside Ray's files on the storage."""
 
     root: Path
     ray_root: str = ""
@@ -222,6 +223,17 @@ class ExperimentPaths:
     def train_storage(self) -> str:
         """``storage_path`` of every Ray Train run (named ``<trial_id>-<stage>`` or ``final-<stage>``)."""
         return f"{self.ray_storage}/train"
+
+    def publish(self) -> None:
+        """With URI storage, copy ``root`` (the Parquet tables, summary, plots, study, configs) to ``ray_root``:
+        a cluster job's local folder goes away with the job. Nothing to do when ``root`` is the storage."""
+        if not self.ray_root or not self.root.is_dir():
+            return
+        import pyarrow.fs
+
+        storage, dest = pyarrow.fs.FileSystem.from_uri(self.ray_root)
+        pyarrow.fs.copy_files(str(self.root), dest, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                              destination_filesystem=storage)
 
     @property
     def optuna_url(self) -> str:

@@ -192,3 +192,20 @@ def test_iteration_row_keeps_known_columns_only(tmp_path: Path) -> None:
     assert "train/bogus" not in row and row["val/final/mpjpe_current"] is None
     table, _ = read_table(write_table(tmp_path / "i.parquet", [row], ITERATIONS_SCHEMA), ITERATIONS_SCHEMA)
     assert table.to_pylist()[0]["objective"] == 12.0
+
+
+def test_uri_storage_gets_the_exports_published_beside_rays_files(tmp_path: Path, monkeypatch) -> None:
+    """s3:// and gs:// go through pyarrow's filesystems; file:// takes the same path without a network."""
+    monkeypatch.chdir(tmp_path)
+    storage = tmp_path / "bucket"
+    paths = ExperimentPaths.for_config(f"file://{storage}", "demo")
+    assert paths.root == tmp_path / "results" / "demo" and paths.train_storage == f"file://{storage}/demo/train"
+    write_table(paths.trials, [], TRIALS_SCHEMA)
+    paths.plots.mkdir()
+    (paths.plots / "objective_vs_trial.png").write_bytes(b"png")
+    paths.publish()
+    assert read_table(storage / "demo" / "trials.parquet", TRIALS_SCHEMA)[0].num_rows == 0
+    assert (storage / "demo" / "plots" / "objective_vs_trial.png").read_bytes() == b"png"
+    local = ExperimentPaths.for_config(str(tmp_path / "nfs"), "demo")
+    local.publish()  # the storage is the local folder itself: nothing to copy, nothing created
+    assert not (tmp_path / "nfs").exists()

@@ -171,6 +171,7 @@ class ExportCallback(ray.tune.Callback):
         ordered = sorted(self._iterations.values(),
                          key=lambda r: (order.get(r["trial_id"], len(order)), r["trial_epoch"] or 0))
         write_table(self.paths.iterations, ordered, ITERATIONS_SCHEMA, {"experiment": self.experiment})
+        self.paths.publish()
         return rows
 
     def _epoch_line(self, number: int, trial, row: dict) -> str:

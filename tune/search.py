@@ -207,6 +207,7 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
     test = _final_retrain(exp, base_cfg, rows) if exp.cfg.search.final_retrain else None
     summary = write_summary(exp.paths.root)
     plots = write_plots(exp.paths.root, exp.cfg.search.experiment)
+    exp.paths.publish()
     if test is not None:
         echo(f"final retrain, test split ({test['samples']} samples), mm:\n{metric_table(test['metrics'])}")
     _where(exp.paths, summary, plots, dashboard)
