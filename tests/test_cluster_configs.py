@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from localports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -392,16 +392,6 @@ def test_submit_refuses_clearly(clean_env, args, extra_env, message):
     assert result.stdout == ""
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _kill_leftovers(marker: str) -> None:
     """SIGKILL any process this test started that outlived its `ray start --block` (found by the unique temp dir)."""
     for proc in Path("/proc").iterdir():
@@ -428,7 +418,7 @@ def test_submit_sends_a_job_to_a_token_auth_ray_head(clean_env):
     workdir = tempfile.mkdtemp(prefix="hmhsub", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     token = Path(workdir) / "token"
     token.write_text("hmh-test-" + os.urandom(16).hex())
-    gcs, dashboard, agent, client = _free_ports(4)
+    gcs, dashboard, agent, client = free_ports(4)
     env = dict(clean_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
     address = f"http://127.0.0.1:{dashboard}"
     head = subprocess.Popen(

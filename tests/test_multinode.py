@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from localports import free_ports
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -57,16 +57,6 @@ SPACE = """\
 parameters:
   optim.lr: {type: loguniform, low: 3.0e-4, high: 1.0e-3}
 """
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _session_id(pid: int) -> int | None:
@@ -128,14 +118,14 @@ class LocalCluster:
         self.env = dict(base_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token),
                         RAY_USAGE_STATS_ENABLED="0", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
         self.env[MARKER_ENV] = self.tag
-        self.gcs_port, self.dashboard_port = _free_ports(2)
+        self.gcs_port, self.dashboard_port = free_ports(2)
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: dict[str, subprocess.Popen] = {}
         self.logs = self.workdir / "logs"
         self.logs.mkdir()
 
     def _start(self, name: str, args: list[str]) -> None:
-        agent, agent_grpc, metrics, runtime_env, manager, objects = _free_ports(6)
+        agent, agent_grpc, metrics, runtime_env, manager, objects = free_ports(6)
         env = dict(self.env, **{NODE_ENV: f"{self.tag}-{name}"})
         command = [str(RAY), "start", "--block", f"--temp-dir={self.workdir}/{name}", "--disable-usage-stats",
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
@@ -146,7 +136,7 @@ class LocalCluster:
                                                 start_new_session=True)
 
     def start_head(self, num_cpus: int) -> None:
-        client = _free_ports(1)[0]
+        client = free_ports(1)[0]
         self._start("head", ["--head", f"--num-cpus={num_cpus}", "--num-gpus=0", f"--port={self.gcs_port}",
                              f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
                              f"--ray-client-server-port={client}"])
