@@ -1,6 +1,6 @@
 # The two commands: `make demo` (the main job on embedded defaults) and `make test`.
 # Each bootstraps .venv on a fresh machine first (scripts/bootstrap.sh is idempotent and quick when done).
-.PHONY: demo test test-slow test-ray lint venv
+.PHONY: demo test test-slow test-ray test-cluster lint venv
 
 PY := .venv/bin/python
 
@@ -10,14 +10,17 @@ venv:
 demo: venv
 	@scripts/demo.sh
 
-test: venv  # pytest's exit 5 ("no tests collected") is not a failure
+test: venv  # everything but `slow` (Ray and two-node cluster tests included); pytest's exit 5 ("no tests collected") is not a failure
 	$(PY) -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
 
 test-slow: venv
 	$(PY) -m pytest -m slow
 
-test-ray: venv  # the Ray Train/Tune tests on one local cluster (several minutes on 2 cores)
+test-ray: venv  # only the Ray tests: Train/Tune on a local Ray, and the two-node cluster tests
 	$(PY) -m pytest -m ray
+
+test-cluster: venv  # only the two-raylet cluster tests (placement on both nodes, node killed mid-trial)
+	$(PY) -m pytest -m cluster
 
 lint: venv
 	.venv/bin/ruff check hmh tune tests

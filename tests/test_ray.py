@@ -54,7 +54,7 @@ parameters:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_address():
     """One local Ray for every test here: 2 CPUs, dashboard on (Train's cleanup needs it), token auth on."""
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
