@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import pickle
@@ -317,10 +315,17 @@ class Mano(torch.nn.Module):
         else:
             arrays = load_model_file(model_path(model, side))
         self.side = side
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")  # smplx prints a shape-space note and warns about deprecated APIs
+        # smplx prints a note for every model whose shape space is smaller than its own (300; MANO has 10), and
+        # Ray Train's patched print sends it to the log past any stdout redirect: zero columns up to that size
+        # silence it, and smplx keeps the first num_betas=10 columns, so the model is unchanged.
+        shapedirs = arrays["shapedirs"]
+        missing = max(0, smplx.MANO.SHAPE_SPACE_DIM - shapedirs.shape[-1])
+        padded = np.concatenate([shapedirs, np.zeros((*shapedirs.shape[:2], missing), shapedirs.dtype)], axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # smplx warns about deprecated APIs
             self.layer = smplx.MANO(
-                model_path="", data_struct=smplx.utils.Struct(**arrays), is_rhand=side == "right", use_pca=False,
+                model_path="", data_struct=smplx.utils.Struct(**dict(arrays, shapedirs=padded)),
+                is_rhand=side == "right", use_pca=False,
                 flat_hand_mean=False, num_betas=10, batch_size=1, create_global_orient=False,
                 create_hand_pose=False, create_betas=False, create_transl=False, create_body_pose=False,
             )  # no parameters: everything is passed to forward

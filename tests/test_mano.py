@@ -249,3 +249,22 @@ def test_model_path_resolution(tmp_path: Path) -> None:
         mano.model_path(tmp_path / "absent.npz")
     with pytest.raises(ValueError, match="side"):
         mano.model_path("", "both")
+
+
+def test_building_the_wrapper_prints_nothing_even_through_a_patched_print(right, monkeypatch, capfd) -> None:
+    """Ray Train replaces builtins.print in its workers (logging past any stdout redirect): smplx's note about the
+    10-coefficient shape space must not reach it, and the shape blend must equal smplx's own on the raw arrays."""
+    import builtins
+
+    printed = []
+    monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: printed.append(args))
+    wrapper = mano.Mano(right)
+    monkeypatch.undo()
+    assert printed == [] and capfd.readouterr().out == ""
+    direct = smplx.MANO(model_path="", data_struct=smplx.utils.Struct(**right), use_pca=False, flat_hand_mean=False,
+                        num_betas=10)
+    betas = torch.randn(2, 10, generator=torch.Generator().manual_seed(1))
+    pose = torch.randn(2, 45, generator=torch.Generator().manual_seed(2)) * 0.3
+    ours = wrapper(torch.zeros(2, 3), pose, betas)
+    theirs = direct(global_orient=torch.zeros(2, 3), hand_pose=pose, betas=betas)
+    torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-6, rtol=0)
