@@ -184,6 +184,8 @@ def test_kuberay_cluster_spec(kind, obj, spec):
     assert "nvidia.com/gpu" not in head_resources.get("limits", {})
     assert "nvidia.com/gpu" not in head_resources.get("requests", {})
     assert any(port["containerPort"] == 8265 for port in head_container["ports"])
+    # Trial drivers are pinned to the head (tune.search): it must offer CPUs to Ray.
+    assert head["rayStartParams"].get("num-cpus", "1") != "0" and float(head_resources["limits"]["cpu"]) >= 1
 
     groups = spec["workerGroupSpecs"]
     assert groups
