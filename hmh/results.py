@@ -53,8 +53,8 @@ from hmh.errors import HmhError
 
 __all__ = [
     "FINAL_SCHEMA", "ITERATIONS_SCHEMA", "METRICS", "OBJECTIVE", "OBJECTIVE_SOURCE", "REDUCTIONS", "TRAIN_KEYS",
-    "TRIALS_SCHEMA", "ExperimentPaths", "ResultsError", "config_columns", "final_rows", "read_table", "val_columns",
-    "write_table",
+    "TRIALS_SCHEMA", "ExperimentPaths", "ResultsError", "config_columns", "final_rows", "is_uri", "read_table",
+    "storage_dir", "val_columns", "write_table",
 ]
 
 # Same names as hmh.metrics (kept here so reading results never imports torch; a test checks they agree).
@@ -186,6 +186,17 @@ def final_rows(metrics: Mapping[str, float], split: str, samples: int) -> list[d
     return rows
 
 
+def is_uri(storage_path: str) -> bool:
+    """``s3://``, ``gs://``, ``file://``, ... (pyarrow file systems that every node reaches by itself)."""
+    return "://" in storage_path
+
+
+def storage_dir(storage_path: str) -> Path:
+    """The absolute local folder of a non-URI ``search.storage_path`` ("" = ``results/`` in the working
+    directory; Ray workers change directory, so nothing may stay relative)."""
+    return Path(storage_path or "results").expanduser().absolute()
+
+
 @dataclass(frozen=True)
 class ExperimentPaths:
     """Every path of one experiment (module docstring). ``ray_root`` is where Ray Tune and Ray Train persist
@@ -200,9 +211,9 @@ class ExperimentPaths:
     def for_config(cls, storage_path: str, experiment: str) -> ExperimentPaths:
         """Absolute paths for ``search.storage_path`` ("" = results/) and ``search.experiment`` (Ray workers
         change directory, so nothing may be relative)."""
-        if "://" in storage_path:
-            return cls(Path("results", experiment).absolute(), f"{storage_path.rstrip('/')}/{experiment}")
-        return cls((Path(storage_path or "results") / experiment).expanduser().absolute())
+        if is_uri(storage_path):
+            return cls(storage_dir("") / experiment, f"{storage_path.rstrip('/')}/{experiment}")
+        return cls(storage_dir(storage_path) / experiment)
 
     @property
     def ray_storage(self) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hmh.errors import HmhError
+from hmh.results import is_uri, storage_dir
 from tune.resources import ClusterError
-from tune.storage import MARKER_PREFIX, Node, SharedStorageError, check_shared_storage, is_uri, storage_dir
+from tune.storage import MARKER_PREFIX, Node, SharedStorageError, check_shared_storage
 
 HEAD = Node("a" * 56, "10.0.0.1")
 GPU1 = Node("b" * 56, "10.0.0.2")

@@ -136,9 +136,11 @@ class ExportCallback(ray.tune.Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self._write(trials)
+        self.paths.publish()
 
     def _finish(self, trials: list, trial) -> None:
         rows = self._write(trials)
+        self.paths.publish()  # URI storage gets the tables once per finished trial, not at every report
         row = next(r for r in rows if r["trial_id"] == trial.trial_id)
         if row["status"] == "ERROR":
             what = f"failed: {row['error']}"
@@ -171,7 +173,6 @@ class ExportCallback(ray.tune.Callback):
         ordered = sorted(self._iterations.values(),
                          key=lambda r: (order.get(r["trial_id"], len(order)), r["trial_epoch"] or 0))
         write_table(self.paths.iterations, ordered, ITERATIONS_SCHEMA, {"experiment": self.experiment})
-        self.paths.publish()
         return rows
 
     def _epoch_line(self, number: int, trial, row: dict) -> str:

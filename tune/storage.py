@@ -14,12 +14,11 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from hmh.results import is_uri, storage_dir
 from tune.resources import ClusterError
 
-__all__ = ["PROBE_TIMEOUT_S", "Node", "SharedStorageError", "alive_nodes", "check_shared_storage", "is_uri",
-           "probe_nodes", "storage_dir"]
+__all__ = ["PROBE_TIMEOUT_S", "Node", "SharedStorageError", "alive_nodes", "check_shared_storage", "probe_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,6 @@ class Node:
 
     def __str__(self) -> str:
         return f"{self.ip} (node {self.node_id[:12]})"
-
-
-def is_uri(storage_path: str) -> bool:
-    """``s3://``, ``gs://``, ``hdfs://``, ... (pyarrow file systems that every node reaches by itself)."""
-    return "://" in storage_path
-
-
-def storage_dir(storage_path: str) -> Path:
-    """The local folder of ``search.storage_path`` ("" = ``results/`` in the working directory)."""
-    return Path(storage_path or "results").expanduser().absolute()
 
 
 def alive_nodes() -> list[Node]:
