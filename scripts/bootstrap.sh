@@ -29,6 +29,12 @@ fi
 stamp=.venv/.hmh-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing hmh and its pinned dependencies into .venv (first time: several minutes)"
+    need_gb=7  # a first install: torch's CUDA build alone is 5.5 GB in the venv (it runs on the CPU too)
+    free_gb=$(df -Pk .venv | awk 'NR == 2 {print int($4 / 1048576)}')
+    if [ ! -f "$stamp" ] && [ "$free_gb" -lt "$need_gb" ]; then
+        echo "bootstrap: warning: $(pwd)/.venv needs about $need_gb GB and its filesystem has $free_gb GB free;" \
+             "pip will stop with 'No space left on device' if it runs out" >&2
+    fi
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[dev]'
     touch "$stamp"

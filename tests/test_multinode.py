@@ -353,12 +353,17 @@ def test_killed_node_trial_resumes_on_the_head(cluster: LocalCluster, tmp_path: 
     iterations_before = iterations_before[iterations_before["trial_id"] == first].reset_index(drop=True)
 
     def second_trial_checkpointed() -> Path | None:
+        """The second trial's generation run once Train's controller has registered its first checkpoint: the
+        folder appears when rank 0 uploads it, a moment before the controller records it in its snapshot (only a
+        registered checkpoint is what a restarted worker group gets from ``get_checkpoint``)."""
         for run in (root / "train").glob("*-generation"):
-            if not run.name.startswith(first) and (run / "generation-epoch001").is_dir():
+            snapshot = run / "checkpoint_manager_snapshot.json"
+            if not run.name.startswith(first) and "generation-epoch001" in str(LocalCluster._try(snapshot.read_text)):
                 return run
         return None
 
-    run = _wait_for("the second trial's first checkpoint", second_trial_checkpointed, 180, describe, interval=0.2)
+    run = _wait_for("the second trial's first registered checkpoint", second_trial_checkpointed, 180, describe,
+                    interval=0.2)
     alive = cluster.train_workers("ALIVE")
     assert [w["node_id"] for w in alive] == [second], (alive, describe())  # trial 2 trains on the second node
     cluster.request("POST", "/api/jobs/hmh-placeholder/stop")
