@@ -76,7 +76,8 @@ def _show(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from hmh import atomic, mano
+    from hmh import mano
+    from hmh.obj import write_obj
 
     path = mano.model_path("" if args.model in SYNTHETIC else args.model, args.side)
     arrays = mano.load_model_file(path)
@@ -89,10 +90,7 @@ def _show(args: argparse.Namespace) -> int:
         hand_pose += torch.as_tensor(coeffs, dtype=torch.float32)
     with torch.no_grad():
         out = layer(torch.zeros(1, 3), hand_pose, torch.zeros(1, 10))
-    lines = [f"# {path} ({args.side}, pose {args.pose})"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in out.vertices[0].tolist()]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in layer.faces.tolist()]
-    atomic.write_text(args.out, "\n".join(lines) + "\n")
+    write_obj(args.out, out.vertices[0].numpy(), layer.faces.numpy(), f"{path} ({args.side}, pose {args.pose})")
     print(f"wrote {args.out}: {path.name} {args.side} hand, pose {args.pose}, "
           f"{len(out.vertices[0])} vertices, {len(layer.faces)} faces")
     return 0
