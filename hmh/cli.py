@@ -1,4 +1,4 @@
-"""``hmh`` command line: ``hmh mano|data|train|evaluate|results ...``.
+"""``hmh`` command line: ``hmh mano|data|train|evaluate|predict|results ...``.
 
 Each command group lives in its own module under :mod:`hmh.commands` and is discovered here, so adding a
 group never touches this file. Heavy imports happen inside the command handlers, keeping ``hmh --help`` fast.
