@@ -9,7 +9,8 @@ without running any pickled code::
      "epoch": int (epochs completed in this stage), "stage": "generation" | "selection",
      "config": hmh.config.to_dict(cfg), "metrics": {name: float}, "versions": {"hmh": str, "torch": str}}
 
-Files are written atomically (:mod:`hmh.atomic`): a killed run never leaves half a checkpoint.
+Files are written atomically (:mod:`hmh.atomic`): a killed run never leaves half a checkpoint. A folder holding
+``checkpoint.pt`` (a Ray Train checkpoint of the ``tune`` drivers) is read as that file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hmh.config import Config, ConfigError, from_dict, to_dict
 from hmh.errors import HmhError
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 FORMAT = "hmh-checkpoint"
+CHECKPOINT_FILE = "checkpoint.pt"  # the hmh checkpoint inside a folder checkpoint (Ray Train's)
 FORMAT_VERSION = 1
 STAGES = ("generation", "selection")
 log = logging.getLogger(__name__)
@@ -108,12 +111,17 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a checkpoint with ``torch.load(weights_only=True)``.
+    """Read and validate a checkpoint (a file, or a folder holding :data:`CHECKPOINT_FILE`) with
+    ``torch.load(weights_only=True)``.
 
     Raises :class:`CheckpointError` naming ``path`` when it is missing, not a readable torch file, or lacks a
     key of the format above.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise CheckpointError(f"{path}: a folder without {CHECKPOINT_FILE}, not a checkpoint")
+        path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:

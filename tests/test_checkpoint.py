@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hmh.checkpoint import (
+    CHECKPOINT_FILE,
     FORMAT,
     CheckpointError,
     load_checkpoint,
@@ -156,3 +157,13 @@ def test_rebuild_restores_a_mano_model_that_is_gone(tmp_path, cfg):
     image = torch.rand(1, 3, cfg.model.image_size, cfg.model.image_size)
     with torch.no_grad():
         assert torch.equal(generator(image).vertices, loaded.generator(image).vertices)
+
+
+def test_a_folder_with_checkpoint_pt_is_read_as_that_file(tmp_path, cfg):
+    """Ray Train checkpoints of the tune drivers are folders holding checkpoint.pt: hmh evaluate/predict take them."""
+    gen = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "epoch001" / CHECKPOINT_FILE, generator=gen, config=cfg, stage="generation", epoch=1)
+    assert torch.equal(load_checkpoint(tmp_path / "epoch001")["model"]["generator"]["weight"], gen.weight)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=f"empty: a folder without {CHECKPOINT_FILE}, not a checkpoint"):
+        load_checkpoint(tmp_path / "empty")

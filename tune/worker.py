@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch.utils.data import DistributedSampler
 
+from hmh.checkpoint import CHECKPOINT_FILE
 from hmh.config import Config, from_dict
 from hmh.results import OBJECTIVE, OBJECTIVE_SOURCE
 
-__all__ = ["CHECKPOINT_FILE", "StageSpec", "evaluate_checkpoint", "stage_metrics", "train_fn_per_worker"]
+__all__ = ["StageSpec", "evaluate_checkpoint", "stage_metrics", "train_fn_per_worker"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 SOURCES = {"generation": "mean_of_k", "selection": "final"}
 
 

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="blurred hand images (any format PIL reads)")
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="a .pt written by hmh train (a selection-stage one for the selected top-n)")
+                   help="a .pt written by hmh train, or a Ray Train checkpoint folder of a search "
+                   "(a selection-stage one for the selected top-n)")
     p.add_argument("--bbox", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
                    help="the hand's box in image pixels, for every image; it is made square and enlarged x1.25 as "
                    "BlurHand's boxes are (default: each image is a hand crop already)")

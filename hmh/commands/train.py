@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         description="Rebuild the models from a checkpoint alone and evaluate best-of-K, final (when the checkpoint "
         "has a selector), mean-of-K, random-n and hypothesis 0.",
     )
-    ev.add_argument("--checkpoint", type=Path, required=True, help="a .pt written by hmh train")
+    ev.add_argument("--checkpoint", type=Path, required=True,
+                    help="a .pt written by hmh train, or a Ray Train checkpoint folder")
     ev.add_argument("--data", default=None, help="BlurHand root (default: the checkpoint config's data)")
     ev.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
     ev.add_argument("--out", type=Path, default=None,
