@@ -26,7 +26,7 @@ from PIL import Image
 
 from hmh import atomic, geometry
 from hmh.checkpoint import LoadedModels
-from hmh.data.transforms import Augmentation, apply_affine, crop_affine, square_bbox, warp_image
+from hmh.data.transforms import Augmentation, apply_affine, crop_affine, mirror_points, square_bbox, warp_image
 from hmh.errors import HmhError
 from hmh.metrics import aggregate
 from hmh.obj import write_obj
@@ -98,11 +98,8 @@ class Prediction:
 
 
 def _unmirror(points: torch.Tensor, is_left: torch.Tensor) -> torch.Tensor:
-    """Negate x of ``points (B, ..., 3)`` where ``is_left (B,)``."""
-    sign = torch.where(is_left, -1.0, 1.0).to(points.dtype)  # (B,)
-    flip = torch.ones(points.shape[0], 3, dtype=points.dtype, device=points.device)
-    flip[:, 0] = sign
-    return points * flip.reshape(points.shape[0], *([1] * (points.dim() - 2)), 3)
+    """``points (B, ..., 3)`` with x negated where ``is_left (B,)`` (:func:`mirror_points` is its own inverse)."""
+    return torch.where(is_left.reshape(-1, *([1] * (points.dim() - 1))), mirror_points(points), points)
 
 
 @torch.no_grad()
@@ -128,7 +125,6 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
     focal, princpt = generator.focal.float(), generator.princpt.float()
     final_2d = geometry.project(final.joints + out.camera.float()[:, :, None], focal, princpt)  # (B, T, J, 2)
     is_left = torch.tensor([c.is_left for c in crops], device=images.device)
-    predictions = []
     rows = {name: value.detach().cpu().double().numpy() for name, value in {
         "joints": _unmirror(joints, is_left), "vertices": _unmirror(vertices, is_left),
         "crop_2d": out.joints_2d.float(), "final_joints": _unmirror(final.joints, is_left),

@@ -46,7 +46,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from hmh.data.blurhand import load_image
     from hmh.errors import HmhError
     from hmh.loop import resolve_device
-    from hmh.predict import FRAMES, crop_hand, predict, write_prediction
+    from hmh.predict import FRAMES, HandCrop, crop_hand, predict, write_prediction
 
     device = resolve_device(args.device)
     models = models_from_checkpoint(args.checkpoint, device)
@@ -54,7 +54,7 @@ def run_predict(args: argparse.Namespace) -> int:
     faces = models.generator.mano.faces.cpu().numpy()
     current = FRAMES.index("current")
     failed: list[str] = []
-    pending: list[tuple[Path, Path, object]] = []
+    pending: list[tuple[Path, Path, HandCrop]] = []
 
     def flush() -> None:
         for (image_path, folder, crop), pred in zip(pending, predict(models, [c for *_, c in pending], device),
