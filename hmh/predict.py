@@ -26,9 +26,17 @@ from PIL import Image
 
 from hmh import atomic, geometry
 from hmh.checkpoint import LoadedModels
-from hmh.data.transforms import Augmentation, apply_affine, crop_affine, mirror_points, square_bbox, warp_image
+from hmh.data.transforms import (
+    Augmentation,
+    apply_affine,
+    crop_affine,
+    invert_affine,
+    mirror_points,
+    square_bbox,
+    warp_image,
+)
 from hmh.errors import HmhError
-from hmh.metrics import aggregate
+from hmh.metrics import aggregate, mean_of_k
 from hmh.obj import write_obj
 from hmh.visualize import draw_panels
 
@@ -112,16 +120,13 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
     generator, selector = models.generator.eval(), models.selector
     images = torch.stack([c.image for c in crops]).to(device)  # (B, 3, S, S)
     out = generator(images)
-    k = out.joints.shape[1]
-    if selector is not None:
-        reward = selector.eval()(images, out).reward.float()  # (B, K)
-        scores, top_n, source = reward, models.config.selection.top_n, "selected top-n"
-    else:  # hypothesis 0 first, all K averaged: the evaluation's mean-of-K
-        reward = None
-        scores = -torch.arange(k, dtype=torch.float32, device=images.device).expand(len(crops), k)
-        top_n, source = k, "mean of K"
     joints, vertices = out.joints.float(), out.vertices.float()  # (B, K, T, J, 3), (B, K, T, V, 3)
-    final = aggregate(joints, scores, top_n, vertices)  # joints (B, T, J, 3), verts (B, T, V, 3)
+    reward = None if selector is None else selector.eval()(images, out).reward.float()  # (B, K)
+    if reward is not None:
+        final, source = aggregate(joints, reward, models.config.selection.top_n, vertices), "selected top-n"
+    else:  # the evaluation's selection-free stand-in
+        final, source = mean_of_k(joints, vertices), "mean of K"
+    # final: joints (B, T, J, 3), verts (B, T, V, 3)
     focal, princpt = generator.focal.float(), generator.princpt.float()
     final_2d = geometry.project(final.joints + out.camera.float()[:, :, None], focal, princpt)  # (B, T, J, 2)
     is_left = torch.tensor([c.is_left for c in crops], device=images.device)
@@ -131,7 +136,7 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
         "final_vertices": _unmirror(final.verts, is_left), "final_2d": final_2d}.items()}
     predictions = []
     for i, crop in enumerate(crops):
-        to_image = np.linalg.inv(np.vstack([crop.affine, [0.0, 0.0, 1.0]]))[:2]  # crop -> image pixels
+        to_image = invert_affine(crop.affine)  # crop -> image pixels
         predictions.append(Prediction(
             joints=rows["joints"][i], vertices=rows["vertices"][i],
             joints_2d=apply_affine(rows["crop_2d"][i], to_image),

@@ -130,13 +130,18 @@ def crop_intrinsics(focal: np.ndarray, princpt: np.ndarray, affine: np.ndarray) 
     return np.asarray(focal, dtype=np.float64) * scale, apply_affine(np.asarray(princpt, dtype=np.float64), affine)
 
 
+def invert_affine(affine: np.ndarray) -> np.ndarray:
+    """The inverse ``(2, 3)`` of ``affine (2, 3)``: crop pixels back to original image pixels."""
+    return np.linalg.inv(np.vstack([affine, [0.0, 0.0, 1.0]]))[:2]
+
+
 def warp_image(image: Image.Image, affine: np.ndarray, out_size: int, color=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """Crop an RGB PIL image with ``affine (2, 3)`` (bilinear, black outside), times per-channel ``color``.
 
     Returns ``(3, S, S)`` float32 in ``[0, 1]``. PIL samples at pixel centres ``i + 0.5``; the half-pixel shift
     converts our integer-centre affine into PIL's convention.
     """
-    inv = np.linalg.inv(np.vstack([affine, [0.0, 0.0, 1.0]]))[:2]  # crop -> image, integer centres
+    inv = invert_affine(affine)  # crop -> image, integer centres
     offset = 0.5 + inv[:, 2] - inv[:, :2] @ np.array([0.5, 0.5])
     data = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
     crop = image.transform((out_size, out_size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
