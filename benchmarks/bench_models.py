@@ -26,7 +26,8 @@ import torch
 
 from hmh import atomic
 from hmh.config import Config, load_config
-from hmh.loop import build_models, make_optimizer, train_one_epoch
+from hmh.loop import make_optimizer, train_one_epoch
+from hmh.models.build import build_models
 
 CPU = torch.device("cpu")
 

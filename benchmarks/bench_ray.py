@@ -25,7 +25,8 @@ import tempfile
 import torch
 
 from hmh.config import Config, load_config
-from hmh.loop import build_models, make_optimizer, make_scheduler, resolve_device, seed_everything, train_one_epoch
+from hmh.loop import make_optimizer, make_scheduler, resolve_device, seed_everything, train_one_epoch
+from hmh.models.build import build_models
 from hmh.runner import build_datasets, make_loader
 from tune.resources import DRIVER_CPUS, init_ray, scaling_config, worker_runtime_env
 from tune.train import prepare_config

@@ -29,6 +29,7 @@ import hmh
 from hmh import atomic
 from hmh.config import Config, ConfigError, from_dict, to_dict
 from hmh.errors import HmhError
+from hmh.models.build import build_models, unwrap
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -39,7 +40,6 @@ __all__ = [
     "load_checkpoint",
     "models_from_checkpoint",
     "save_checkpoint",
-    "unwrap",
 ]
 
 FORMAT = "hmh-checkpoint"
@@ -53,16 +53,6 @@ REQUIRED_KEYS = ("format", "format_version", "model", "epoch", "stage", "config"
 
 class CheckpointError(HmhError):
     """A checkpoint file that is missing, unreadable, corrupt, or not an hmh checkpoint (the message names it)."""
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DistributedDataParallel / DataParallel (``.module``) and ``torch.compile``
-    (``._orig_mod``) wrappers, so state-dict keys never carry a wrapper prefix."""
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if not isinstance(inner, torch.nn.Module):
-            return module
-        module = inner
 
 
 def _plain_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
@@ -180,18 +170,18 @@ def models_from_checkpoint(path: str | os.PathLike, device: str | torch.device =
 
     The generator's state dict includes the MANO layer's buffers, so when ``model.mano_path`` of the stored
     config is not present here, the models are built with the synthetic hand and the stored MANO replaces it."""
-    from hmh.loop import build_models
     from hmh.mano import MANOFileError
 
     path = Path(path)
     data = load_checkpoint(path, map_location="cpu")
     config = checkpoint_config(data, path)
     try:
-        generator, selector = build_models(config)
+        generator, selector = build_models(config, pretrained=False)
     except MANOFileError as err:
         # The generator's state dict holds every MANO buffer, so any MANO-shaped model is overwritten exactly.
         log.warning("%s; rebuilding with the synthetic hand and restoring the MANO model stored in %s", err, path)
-        generator, selector = build_models(replace(config, model=replace(config.model, mano_path="")))
+        generator, selector = build_models(replace(config, model=replace(config.model, mano_path="")),
+                                           pretrained=False)
     _load_state(unwrap(generator), data["model"]["generator"], path, "model.generator")
     if data["model"].get("selector") is None:
         selector = None

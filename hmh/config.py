@@ -23,6 +23,8 @@ from hmh.errors import HmhError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+WINNERS = ("frame", "sample")  # loss.winner
+SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 
 
 class ConfigError(HmhError, ValueError):
@@ -68,6 +70,8 @@ class LossConfig:
     diversity_alpha: float = 1.0  # normalising factor of the feature-space diversity loss
     jrc: float = 1.0
     jrc_alpha: float = 0.5  # alpha * calibration + (1 - alpha) * ranking
+    winner: str = "frame"  # winner-takes-all: frame (each term and frame its own, Eq. 3.2-3.4) | sample (one per
+    # sample by 3D joint error, used by every term: the hypothesis trained as one sequence)
 
 
 @dataclass
@@ -92,6 +96,7 @@ class DataConfig:
     synthetic_size: int = 256  # written image side in pixels
     synthetic_subframes: int = 9  # sub-frames averaged into one blurred image (BlurHand: 33)
     synthetic_seed: int = 0
+    synthetic_profile: str = "full"  # full | bench: what hands, cameras and backgrounds are drawn from
     val_fraction: float = 0.1  # share of training captures held out for validation (search objective)
     augment: bool = True
     skip_bad_images: bool = False  # skip and count unreadable images instead of failing
@@ -114,6 +119,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile
     out_dir: str = "runs/default"
     log_every: int = 20  # steps between console/TensorBoard loss lines
+    keep: str = "best"  # checkpoint each stage keeps: best (by validation) | last (the method: the last epoch)
 
 
 @dataclass
@@ -290,6 +296,7 @@ def validate(config: Config) -> Config:
         (s.decoder_blocks >= 1, "selection.decoder_blocks", s.decoder_blocks, ">= 1"),
         (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
         (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
+        (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),
         (o.lr > 0, "optim.lr", o.lr, "> 0"),
         (o.selection_lr > 0, "optim.selection_lr", o.selection_lr, "> 0"),
         (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0"),
@@ -301,6 +308,8 @@ def validate(config: Config) -> Config:
         (d.synthetic_size >= 32, "data.synthetic_size", d.synthetic_size, ">= 32"),
         (d.synthetic_subframes >= 3 and d.synthetic_subframes % 2 == 1, "data.synthetic_subframes",
          d.synthetic_subframes, "odd and >= 3 (first, middle and last sub-frames are the labels)"),
+        (d.synthetic_profile in SYNTHETIC_PROFILES, "data.synthetic_profile", d.synthetic_profile,
+         f"one of {', '.join(SYNTHETIC_PROFILES)}"),
         (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
         (d.max_train_samples >= 0, "data.max_train_samples", d.max_train_samples, ">= 0"),
         (d.max_eval_samples >= 0, "data.max_eval_samples", d.max_eval_samples, ">= 0"),
@@ -312,6 +321,7 @@ def validate(config: Config) -> Config:
         (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device,
          "auto, cpu, cuda or cuda:N"),
         (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
+        (t.keep in ("best", "last"), "train.keep", t.keep, "best or last"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
         (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),
@@ -326,7 +336,7 @@ def validate(config: Config) -> Config:
         (se.controller_failure_limit >= 0, "search.controller_failure_limit", se.controller_failure_limit, ">= 0"),
     ]
     for name, value in dataclasses.asdict(lo).items():
-        if name not in ("diversity_alpha", "jrc_alpha"):
+        if name not in ("diversity_alpha", "jrc_alpha", "winner"):
             checks.append((value >= 0, f"loss.{name}", value, "a loss weight >= 0"))
     for ok, key, value, expected in checks:
         if not ok:

@@ -6,7 +6,9 @@ from the generator's hypotheses. Models, loaders, optimizers and schedulers are 
 them first (DDP, ``prepare_model``/``prepare_data_loader``, ``torch.compile``).
 
 Schedules are stepped once per optimizer step: generation multiplies the learning rate by ``optim.gamma`` at
-every epoch in ``optim.milestones``; selection follows a cosine from ``optim.selection_lr`` to 0 over the
+every epoch in ``optim.milestones``, epochs counted from 1 as the dissertation and BlurHandNet's training script
+count them (milestones [10, 13] over 13 epochs: epochs 1-9 at ``lr``, 10-12 at ``lr * gamma``, 13 at
+``lr * gamma^2``); selection follows a cosine from ``optim.selection_lr`` to 0 over the
 selection epochs.
 """
 
@@ -24,16 +26,15 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from hmh.checkpoint import unwrap
 from hmh.config import Config
 from hmh.errors import HmhError
+from hmh.models.build import unwrap
 
 __all__ = [
     "OBJECTIVES",
     "STAGES",
     "TrainingError",
     "autocast",
-    "build_models",
     "evaluate",
     "init_selector_from_generator",
     "make_optimizer",
@@ -97,20 +98,6 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def build_models(cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(Generator, Selector)`` on the CPU, the generator with the right-hand MANO of ``model.mano_path``."""
-    from hmh.mano import Mano, model_path
-    from hmh.models.generator import Generator
-    from hmh.models.selector import Selector
-
-    mano = Mano(model_path(cfg.model.mano_path, "right"), side="right")
-    generator = Generator(cfg.model, mano)
-    selector = Selector(cfg.model, cfg.selection)
-    if cfg.train.compile:
-        generator, selector = torch.compile(generator), torch.compile(selector)
-    return generator, selector
-
-
 def init_selector_from_generator(selector: torch.nn.Module, generator: torch.nn.Module) -> int:
     """Copy the generator's trained backbone and Unfolder weights into the selector's own ones (stage-2 default,
     ``selection.init_from_generator``). Returns the number of tensors copied."""
@@ -135,7 +122,8 @@ def make_optimizer(stage: str, model: torch.nn.Module, cfg: Config) -> torch.opt
 def make_scheduler(
     stage: str, optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: generation ``x gamma`` at each milestone epoch; selection cosine to 0 over
+    """Per-step schedule: generation ``x gamma`` from each milestone epoch on (counted from 1: the epoch numbered
+    ``m`` is the first at the decayed rate); selection cosine to 0 over
     ``train.selection_epochs``. Step it after every optimizer step (``train_one_epoch`` does)."""
     _check_stage(stage)
     steps_per_epoch = max(1, int(steps_per_epoch))
@@ -144,7 +132,7 @@ def make_scheduler(
         gamma = cfg.optim.gamma
 
         def factor(step: int) -> float:
-            epoch = step // steps_per_epoch
+            epoch = step // steps_per_epoch + 1  # counted from 1
             return gamma ** sum(epoch >= m for m in milestones)
 
     else:

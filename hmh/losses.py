@@ -7,8 +7,11 @@ its per-frame loss terms; an invalid frame contributes 0 but still counts in the
   (BlurHandNet's heatmap units at 256 px, so its weights 0.0625 and 0.25 keep their meaning at any size);
 - ``mano``: mean L1 over the 48 pose values (winner-takes-all) + mean L1 over the 10 betas (shared by all K),
   where ``mano_valid``;
-- ``joint_3d``, ``proj`` and the pose part of ``mano`` each take their own minimum over the K hypotheses
-  per sample and frame (Eq. 3.2-3.4), so only that term's best hypothesis gets its gradient;
+- winner-takes-all, ``LossConfig.winner``: ``frame`` (literal to Eq. 3.2-3.4, the default) gives ``joint_3d``,
+  ``proj`` and the pose part of ``mano`` each their own minimum over the K hypotheses per sample and frame, so
+  only that term's best hypothesis of that frame gets its gradient; ``sample`` picks one winner per sample, the
+  hypothesis with the lowest 3D joint error summed over its T frames (the sequence as one whole, as best of K,
+  the selection labels and the selector see it), and every term trains that winner;
 - ``diversity`` (Eq. 3.6): ``1/(K(K-1)) sum_{k<m} sum_t exp(-d_t^{km} / alpha)``, ``d`` the L1 distance between
   ``F_{J_t}^k`` and ``F_{J_t}^m`` divided by ``J*E`` (mean absolute difference per feature; the MHT output is
   layer-normalised, so ``d`` is of order 1 and ``alpha = 1`` is a sane scale); 0 for K = 1.
@@ -37,9 +40,12 @@ def _masked_frame_l1(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) 
     return err / count.clamp_min(1.0)
 
 
-def _winner_takes_all(err: torch.Tensor) -> torch.Tensor:
-    """``err (B, K, T)`` -> minimum over K, summed over T, mean over B (gradient only to each winner)."""
-    return err.min(dim=1).values.sum(dim=1).mean()
+def _winner_takes_all(err: torch.Tensor, winner: torch.Tensor | None = None) -> torch.Tensor:
+    """``err (B, K, T)`` -> the winner's error summed over T, mean over B (gradient only to the winner).
+    ``winner (B,)`` hypothesis index per sample; ``None``: each frame's own minimum over K."""
+    if winner is None:
+        return err.min(dim=1).values.sum(dim=1).mean()
+    return err.gather(1, winner[:, None, None].expand(-1, 1, err.shape[2]))[:, 0].sum(dim=1).mean()
 
 
 def _crop_mask(joints_2d: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
@@ -80,12 +86,14 @@ def generation_loss(out: GeneratorOutput, batch: dict[str, torch.Tensor], loss_c
     joint_valid = batch["joint_valid"]
     mano_valid = batch["mano_valid"].float()  # (B, T)
 
-    joint_3d = _winner_takes_all(_masked_frame_l1(out.joints.float(), batch["joints_3d"].float(), joint_valid))
+    joint_err = _masked_frame_l1(out.joints.float(), batch["joints_3d"].float(), joint_valid)  # (B, K, T)
+    winner = joint_err.detach().sum(dim=2).argmin(dim=1) if loss_cfg.winner == "sample" else None  # (B,)
+    joint_3d = _winner_takes_all(joint_err, winner)
     mask_2d = _crop_mask(batch["joints_2d"].float(), joint_valid, size)
     proj = _winner_takes_all(_masked_frame_l1(out.joints_2d.float() * scale, batch["joints_2d"].float() * scale,
-                                              mask_2d))
+                                              mask_2d), winner)
     pose_err = (out.pose.float() - batch["mano_pose"].float()[:, None]).abs().mean(-1)  # (B, K, T)
-    pose = _winner_takes_all(pose_err * mano_valid[:, None])
+    pose = _winner_takes_all(pose_err * mano_valid[:, None], winner)
     shape_err = (out.shape.float() - batch["mano_shape"].float()).abs().mean(-1)  # (B, T)
     mano = pose + (shape_err * mano_valid).sum(dim=1).mean()
     terms = {

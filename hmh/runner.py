@@ -1,11 +1,12 @@
 """A whole two-stage training run on one process (``hmh train``), built from reusable per-epoch pieces.
 
 ``run_training(cfg, out_dir)`` resolves the data (``data.root`` or the cached synthetic dataset), trains the
-generation stage, reloads its best checkpoint, trains the selection stage, reloads its best checkpoint and
+generation stage, reloads its kept checkpoint, trains the selection stage, reloads its kept checkpoint and
 evaluates on the test split. Layout of ``out_dir``::
 
     config.yaml                         the resolved config
-    checkpoints/{stage}_{last,best}.pt  per epoch; best by the stage's validation objective (hmh.loop.OBJECTIVES)
+    checkpoints/{stage}_{last,best}.pt  per epoch; best = the kept one: by the stage's validation objective
+                                        (hmh.loop.OBJECTIVES), or the last with train.keep: last or no validation
     tensorboard/                        scalars (losses, lr, every metric) and hypothesis images per epoch
     metrics.json, metrics.md            the test split's metric table (+ the best validation metrics)
 
@@ -28,12 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 from hmh import atomic
-from hmh.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from hmh.checkpoint import load_checkpoint, save_checkpoint
 from hmh.config import Config, save_config
 from hmh.loop import (
     OBJECTIVES,
     autocast,
-    build_models,
     evaluate,
     init_selector_from_generator,
     make_optimizer,
@@ -43,6 +43,7 @@ from hmh.loop import (
     to_device,
     train_one_epoch,
 )
+from hmh.models.build import build_models, unwrap
 from hmh.report import metric_table, write_metrics
 from hmh.visualize import hypothesis_grid
 
@@ -226,12 +227,14 @@ class StageResult:
 
 def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, device, paths: RunPaths, writer,
                echo: Echo, progress: bool) -> StageResult:
-    """Train one stage for its epochs; write last/best checkpoints each epoch."""
+    """Train one stage for its epochs; write the last and the kept checkpoint each epoch (kept: the best by the
+    validation objective, or the last one when ``train.keep`` is ``last`` or there is no validation split)."""
     epochs = cfg.train.generation_epochs if stage == "generation" else cfg.train.selection_epochs
     model = generator if stage == "generation" else selector
     optimizer = make_optimizer(stage, model, cfg)
     scheduler = make_scheduler(stage, optimizer, cfg, len(loaders["train"]))
     has_val = loaders.get("val") is not None
+    keep_last = cfg.train.keep == "last" or not has_val
     image_batch = next(iter(loaders["val"] if has_val else loaders["test"]))
     best_value, history = math.nan, []
     best_path, last_path = paths.checkpoint(stage, "best"), paths.checkpoint(stage, "last")
@@ -245,7 +248,7 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
         save_checkpoint(last_path, generator=generator, selector=selector if stage == "selection" else None,
                         optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, stage=stage, config=cfg,
                         metrics=metrics)
-        if not has_val or _is_better(result.objective, best_value):
+        if keep_last or _is_better(result.objective, best_value):
             best_value, best_metrics = result.objective, metrics
             with atomic.atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
@@ -288,7 +291,10 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
         unwrap(generator).load_state_dict(load_checkpoint(gen.best, device)["model"]["generator"])
         generator.requires_grad_(False)
         scorer = None
-        if cfg.train.selection_epochs > 0:
+        if cfg.train.selection_epochs > 0 and cfg.selection.top_n == cfg.model.num_hypotheses:
+            echo(f"selection stage skipped: top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a "
+                 "selector cannot change the output (the final is the mean of K)")
+        elif cfg.train.selection_epochs > 0:
             if cfg.selection.init_from_generator:
                 init_selector_from_generator(selector, generator)
             sel = _run_stage("selection", cfg, generator, selector, loaders, device, paths, writer, echo, progress)

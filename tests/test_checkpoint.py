@@ -11,10 +11,10 @@ from hmh.checkpoint import (
     load_checkpoint,
     models_from_checkpoint,
     save_checkpoint,
-    unwrap,
 )
 from hmh.config import load_config, to_dict
-from hmh.loop import build_models, make_optimizer, make_scheduler
+from hmh.loop import make_optimizer, make_scheduler
+from hmh.models.build import build_models, unwrap
 
 TINY = [
     "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",

@@ -9,7 +9,6 @@ from hmh.config import load_config
 from hmh.loop import (
     OBJECTIVES,
     TrainingError,
-    build_models,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -17,6 +16,7 @@ from hmh.loop import (
     train_one_epoch,
 )
 from hmh.metrics import METRICS, REDUCTIONS
+from hmh.models.build import build_models
 from hmh.runner import build_datasets, data_root, make_loader
 from hmh.visualize import hypothesis_grid
 
@@ -124,9 +124,9 @@ def test_schedules(cfg):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[: 2 * steps] == [1.0] * 2 * steps
-    assert lrs[2 * steps : 3 * steps] == [0.5] * steps
-    assert lrs[3 * steps :] == [0.25] * steps
+    assert lrs[:steps] == [1.0] * steps  # milestones count epochs from 1: epoch 2 is the first decayed one
+    assert lrs[steps : 2 * steps] == [0.5] * steps
+    assert lrs[2 * steps :] == [0.25] * 2 * steps
     sel_cfg = load_config("cpu", TINY + ["train.selection_epochs=2", "optim.selection_lr=2.0"])
     opt = torch.optim.AdamW([param], lr=2.0)
     sched = make_scheduler("selection", opt, sel_cfg, steps)

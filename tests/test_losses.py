@@ -73,6 +73,36 @@ def test_winner_takes_all_gradient_reaches_only_the_winner(term, pred, gt, per_f
     assert torch.allclose(losses[term], expected, atol=1e-5)
 
 
+def test_sample_winner_trains_one_hypothesis_per_sample_in_every_term():
+    out, batch = _output(), _batch()
+    weights = {"joint_3d": 1.0, "proj": 1.0, "mano": 1.0}
+    losses = generation_loss(out, batch, LossConfig(**{**ONLY, **weights, "winner": "sample"}))
+    losses["total"].backward()
+    joint_err = (out.joints - batch["joints_3d"][:, None]).abs().mean((-1, -2)).detach()  # (B, K, T)
+    winner = joint_err.sum(dim=2).argmin(dim=1)  # (B,): by the whole sequence's 3D joint error
+    frame_winner = joint_err.argmin(dim=1)  # (B, T)
+    assert not (frame_winner == winner[:, None]).all(), "fixture must make the two rules differ"
+    for pred in ("joints", "joints_2d", "pose"):
+        norms = getattr(out, pred).grad.flatten(3).abs().sum(-1)  # (B, K, T)
+        for b in range(B):
+            for k in range(K):
+                assert bool((norms[b, k] > 0).all()) == (k == winner[b]), (pred, b, k)
+    rows = torch.arange(B)
+    assert torch.allclose(losses["joint_3d"], joint_err[rows, winner].sum(1).mean(), atol=1e-6)
+    proj_err = (out.joints_2d - batch["joints_2d"][:, None]).abs().mean((-1, -2)).detach() * 32 / S
+    assert torch.allclose(losses["proj"], proj_err[rows, winner].sum(1).mean(), atol=1e-5)
+    frame = generation_loss(out, batch, LossConfig(**{**ONLY, **weights}))
+    assert frame["joint_3d"] < losses["joint_3d"]  # per-frame minima are never above one sequence's errors
+
+
+def test_winner_rule_is_validated():
+    from hmh.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="loss.winner"):
+        load_config("cpu", ["loss.winner=term"])
+    assert load_config("cpu", ["loss.winner=sample"]).loss.winner == "sample"
+
+
 def test_single_hypothesis_is_plain_l1_and_no_diversity():
     out, batch = _output(k=1), _batch()
     losses = generation_loss(out, batch, LossConfig())

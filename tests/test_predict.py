@@ -14,8 +14,8 @@ from hmh.checkpoint import models_from_checkpoint, save_checkpoint
 from hmh.cli import main
 from hmh.config import load_config
 from hmh.data.transforms import apply_affine
-from hmh.loop import build_models
 from hmh.metrics import align_past_future
+from hmh.models.build import build_models
 from hmh.predict import crop_hand, predict
 
 TINY = [

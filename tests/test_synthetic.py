@@ -51,7 +51,7 @@ def dataset(tmp_path_factory) -> Path:
 def black_dataset(tmp_path_factory) -> Path:
     """The same dataset over black backgrounds, so the hand is what is bright."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(synth_worker, "background", lambda rng, size: np.zeros((size, size, 3), np.float32))
+        patch.setattr(synth_worker, "background", lambda rng, size, clutter: np.zeros((size, size, 3), np.float32))
         return build_dataset(tmp_path_factory.mktemp("black") / "ds", **ARGS, progress=False, workers=1)
 
 
@@ -64,6 +64,32 @@ def test_motion_regimes_give_still_and_fast_clips():
         travel.append(np.linalg.norm(clip.wrist[-1] - clip.wrist[0]))
     travel = np.array(travel)
     assert (travel < 0.004).mean() > 0.15 and (travel > 0.05).mean() > 0.15  # sharp and strongly blurred
+
+
+def test_bench_profile_keeps_hands_near_palm_and_back_views():
+    bench = motion.profile("bench")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        middle = motion.sample_clip(rng, "right", np.eye(45), bench).orient[2]  # keyframe 2 = the labelled frame
+        assert np.linalg.norm(middle) <= bench.orientation_spread + 1e-9
+    rig = motion.sample_rig(rng, 40, 128, bench)
+    axis = np.asarray(bench.camera_axis)
+    for index, position in enumerate(rig.campos):
+        cosine = (position @ axis) / np.linalg.norm(position) * (1 if index % 2 == 0 else -1)
+        assert cosine >= np.cos(bench.camera_spread) - 1e-9  # within the cap, palm side and back side alternating
+    full = [motion.sample_clip(rng, "right", np.eye(45)).orient[2] for _ in range(200)]
+    assert max(np.linalg.norm(o) for o in full) > 2.5  # the full profile draws any orientation
+
+
+def test_profiles_are_the_configs_choices_and_unknown_names_fail():
+    from hmh.config import SYNTHETIC_PROFILES, ConfigError, load_config
+
+    assert tuple(motion.PROFILES) == SYNTHETIC_PROFILES
+    with pytest.raises(ValueError, match="unknown synthetic data profile 'easy'"):
+        motion.profile("easy")
+    with pytest.raises(ConfigError, match="data.synthetic_profile"):
+        load_config("cpu", ["data.synthetic_profile=easy"])
+    assert load_config("bench").data.synthetic_profile == "bench"
 
 
 def test_subframes_span_the_keyframes_exactly():

@@ -98,9 +98,8 @@ def train_fn_per_worker(config: dict) -> None:
     import ray.train.torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from hmh.checkpoint import save_checkpoint, unwrap
+    from hmh.checkpoint import save_checkpoint
     from hmh.loop import (
-        build_models,
         evaluate,
         init_selector_from_generator,
         make_optimizer,
@@ -108,6 +107,7 @@ def train_fn_per_worker(config: dict) -> None:
         seed_everything,
         train_one_epoch,
     )
+    from hmh.models.build import build_models, unwrap
     from hmh.runner import build_datasets, log_hypothesis_images, make_loader
 
     spec = StageSpec(**config)

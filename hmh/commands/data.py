@@ -7,7 +7,7 @@ import resource
 import time
 from pathlib import Path
 
-from hmh.config import DataConfig
+from hmh.config import SYNTHETIC_PROFILES, DataConfig
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,10 @@ def _register_synth(commands) -> None:
                         help=f"sub-frames averaged per image, odd (default {defaults.synthetic_subframes})")
     parser.add_argument("--seed", type=int, default=defaults.synthetic_seed,
                         help=f"(default {defaults.synthetic_seed})")
+    parser.add_argument("--profile", default=defaults.synthetic_profile, choices=SYNTHETIC_PROFILES,
+                        help="distribution of hand orientations, cameras and clutter: 'full' (any orientation, "
+                             "any camera) or 'bench' (near two opposite views; see hmh.data.motion) "
+                             f"(default {defaults.synthetic_profile})")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_synth)
@@ -46,12 +50,12 @@ def _cpu_seconds() -> float:
 def run_synth(args: argparse.Namespace) -> int:
     from hmh.data.synthetic import SynthArgs, build_dataset, is_complete
 
-    if is_complete(args.out, SynthArgs(args.train, args.test, args.size, args.subframes, args.seed)):
+    if is_complete(args.out, SynthArgs(args.train, args.test, args.size, args.subframes, args.seed, args.profile)):
         print(f"{args.out}: already built with these arguments")
         return 0
     start, cpu = time.perf_counter(), _cpu_seconds()
     out = build_dataset(
-        args.out, args.train, args.test, args.size, args.subframes, args.seed,
+        args.out, args.train, args.test, args.size, args.subframes, args.seed, args.profile,
         progress=not args.no_progress, workers=args.workers,
     )
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu

@@ -67,8 +67,8 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.asarray(grid.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0 - 0.5
 
 
-def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A procedural background ``(S, S, 3)`` in linear light: gradient, smooth noise and clutter shapes."""
+def background(rng: np.random.Generator, size: int, clutter: int = 8) -> np.ndarray:
+    """A procedural background ``(S, S, 3)`` in linear light: gradient, smooth noise and 0..``clutter`` shapes."""
     ramp = np.linspace(0.0, 1.0, LOW_RES, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(angle) * ramp[None, :, None] + np.sin(angle) * ramp[:, None, None]  # (L, L, 1)
@@ -80,7 +80,7 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     low = Image.fromarray(np.clip(srgb, 0, 255).astype(np.uint8))
     image = low.resize((size, size), Image.Resampling.BICUBIC)  # smooth layers are built small, then upsampled
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(0, 9)):
+    for _ in range(rng.integers(0, clutter + 1)):
         box = np.sort(rng.uniform(-0.2, 1.2, (2, 2)) * size, axis=0)  # rows: (x0, y0), (x1, y1)
         xy = [float(box[0, 0]), float(box[0, 1]), float(box[1, 0]), float(box[1, 1])]
         kind = rng.integers(3)

@@ -7,11 +7,22 @@ both sharp (nearly still) and strongly blurred (fast) images. Sub-frames span ex
 sub-frame ``j`` of F sits at keyframe time ``4 j / (F - 1)`` (F odd, so the middle sub-frame is keyframe 2;
 F = 1 is keyframe 2 alone); rotations are slerped between neighbouring keyframes, positions interpolated linearly.
 
+What is drawn from what ranges is a :class:`Distribution`, chosen by name from :data:`PROFILES`:
+
+- ``full`` (the default): the hand's orientation uniform over all rotations, cameras anywhere on a sphere with
+  any roll, up to 8 background clutter shapes. The hardest setting: many views are end-on or edge-on.
+- ``bench`` (the ``bench`` preset, a benchmark that learns on 2 CPU cores): the hand's orientation within
+  ``orientation_spread`` of MANO's rest orientation, every camera within ``camera_spread`` of the palm normal's
+  axis (half the rig on the palm side, half on the back) with roll within ``camera_roll``, at most 2 clutter
+  shapes. The motion regimes, and with them the blur that hides the direction of motion and the finger pose,
+  are those of ``full``.
+
 Units: metres, seconds, radians. World frame: the capture's; a rig's cameras look at its origin.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +42,39 @@ REGIMES = {
     "moderate": (0.40, (0.05, 0.35), (0.3, 2.0), (0.3, 3.0)),
     "fast": (0.35, (0.25, 0.9), (1.0, 4.0), (1.0, 7.0)),
 }
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The ranges a synthetic dataset's hands, cameras and backgrounds are drawn from (module docstring).
+
+    ``orientation_spread``: the middle keyframe's global orientation is MANO's rest orientation rotated by at most
+    this angle (radians) about a random axis; ``None`` = uniform over all rotations. ``camera_axis``: cameras sit
+    within ``camera_spread`` (radians) of this world axis, on both sides; ``None`` = anywhere on the sphere.
+    ``camera_roll``: the largest roll about the optical axis (radians). ``clutter``: the most background shapes.
+    """
+
+    orientation_spread: float | None
+    camera_axis: tuple[float, float, float] | None
+    camera_spread: float
+    camera_roll: float
+    clutter: int
+
+
+# The MANO right hand's palm normal in its rest pose is close to the -y axis (fingers along -x).
+PROFILES = {
+    "full": Distribution(orientation_spread=None, camera_axis=None, camera_spread=math.pi, camera_roll=math.pi,
+                         clutter=8),
+    "bench": Distribution(orientation_spread=0.5, camera_axis=(0.0, 1.0, 0.0), camera_spread=0.35, camera_roll=0.5,
+                          clutter=2),
+}
+
+
+def profile(name: str) -> Distribution:
+    """The :class:`Distribution` named ``name``; a ``ValueError`` naming the known profiles otherwise."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown synthetic data profile {name!r} (known: {', '.join(PROFILES)})")
+    return PROFILES[name]
 
 
 @dataclass
@@ -78,7 +122,15 @@ def _random_vector(rng: np.random.Generator, magnitude: float, dim: int = 3) -> 
     return direction / np.linalg.norm(direction) * magnitude
 
 
-def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarray) -> Clip:
+def _middle_orientation(rng: np.random.Generator, spread: float | None) -> Rotation:
+    """The middle keyframe's world orientation: uniform (``spread`` None) or within ``spread`` rad of the rest."""
+    if spread is None:
+        return Rotation.random(random_state=rng)
+    return Rotation.from_rotvec(_random_vector(rng, spread * rng.uniform() ** (1.0 / 3.0)))  # uniform in the ball
+
+
+def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarray,
+                distribution: Distribution = PROFILES["full"]) -> Clip:
     """Draw one clip. ``hands_components (P, 45)``: MANO pose PCA rows, each a principal direction times its std."""
     names = list(REGIMES)
     regime = names[rng.choice(len(names), p=[REGIMES[n][0] for n in names])]
@@ -93,7 +145,7 @@ def sample_clip(rng: np.random.Generator, side: str, hands_components: np.ndarra
     omega = _random_vector(rng, rng.uniform(*spin))
     alpha = _random_vector(rng, rng.uniform(0.0, 1.0) * np.linalg.norm(omega) / duration)
     delta = Rotation.from_rotvec(omega * t + 0.5 * alpha * t**2)  # K world-frame rotations from the middle
-    orient = (delta * Rotation.random(random_state=rng)).as_rotvec()  # (K, 3): delta after a uniform rotation
+    orient = (delta * _middle_orientation(rng, distribution.orientation_spread)).as_rotvec()  # (K, 3) delta after it
 
     std = np.minimum(np.linalg.norm(hands_components, axis=1), MAX_COMPONENT_STD)  # (P,) radians per component
     basis = hands_components / np.maximum(np.linalg.norm(hands_components, axis=1, keepdims=True), 1e-12)  # (P, 45)
@@ -140,17 +192,31 @@ def look_at(campos: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
     return np.stack([c * x + s * y, -s * x + c * y, z])
 
 
-def sample_rig(rng: np.random.Generator, num_cameras: int, size: int) -> Rig:
-    """Cameras spread over a sphere 0.5-0.8 m from the capture origin, looking at it, ``size`` px images.
+def _camera_direction(rng: np.random.Generator, index: int, distribution: Distribution) -> np.ndarray:
+    """Unit vector from the capture origin to camera ``index``: anywhere, or near ``camera_axis`` on the side
+    given by the index's parity (even: +axis, odd: -axis), uniform within ``camera_spread`` of it."""
+    if distribution.camera_axis is None:
+        return _random_vector(rng, 1.0)
+    axis = np.asarray(distribution.camera_axis, dtype=np.float64) * (1.0 if index % 2 == 0 else -1.0)
+    cos_angle = rng.uniform(np.cos(distribution.camera_spread), 1.0)  # uniform on the spherical cap
+    tilt = _random_vector(rng, 1.0)
+    tilt -= tilt @ axis * axis
+    tilt /= max(np.linalg.norm(tilt), 1e-12)
+    return cos_angle * axis + np.sqrt(1.0 - cos_angle**2) * tilt
+
+
+def sample_rig(rng: np.random.Generator, num_cameras: int, size: int,
+               distribution: Distribution = PROFILES["full"]) -> Rig:
+    """Cameras 0.5-0.8 m from the capture origin (placed as ``distribution`` says), looking at it, ``size`` px.
 
     Focal lengths make a hand span roughly 40-80% of the image; values are rounded as written to the JSON, so
     what is rendered is exactly what the files say.
     """
     names, camrot, campos, focal, princpt = [], [], [], [], []
     for index in range(num_cameras):
-        direction = _random_vector(rng, 1.0)
+        direction = _camera_direction(rng, index, distribution)
         position = direction * rng.uniform(0.5, 0.8)  # metres
-        rot = look_at(position, np.zeros(3), rng.uniform(-np.pi, np.pi))
+        rot = look_at(position, np.zeros(3), rng.uniform(-distribution.camera_roll, distribution.camera_roll))
         f = size * rng.uniform(1.8, 2.6)
         names.append(f"40{index:04d}")
         camrot.append(np.round(rot, 9))

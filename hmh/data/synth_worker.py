@@ -42,6 +42,7 @@ class ChunkTask:
     views_per_clip: int
     clips_per_capture: int
     cameras_per_capture: int
+    profile: str = "full"  # hmh.data.motion.PROFILES
 
 
 @dataclass
@@ -107,9 +108,10 @@ def _models(size: int, subframes: int) -> _Models:
 
 
 @functools.lru_cache(maxsize=64)
-def sample_rig(seed: int, split_code: int, capture: int, cameras: int, size: int) -> motion.Rig:
-    """Capture ``capture``'s camera rig (the same in every process)."""
-    return motion.sample_rig(np.random.default_rng([seed, split_code, 0, capture]), cameras, size)
+def sample_rig(seed: int, split_code: int, capture: int, cameras: int, size: int, profile: str) -> motion.Rig:
+    """Capture ``capture``'s camera rig (the same in every process), placed as data profile ``profile`` says."""
+    return motion.sample_rig(np.random.default_rng([seed, split_code, 0, capture]), cameras, size,
+                             motion.profile(profile))
 
 
 def project(points_world_mm: np.ndarray, rig: motion.Rig, cam: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +186,7 @@ def _sample_clips(task: ChunkTask, models: _Models) -> tuple[list[np.random.Gene
     for index in range(task.first, task.first + task.count):
         rng = np.random.default_rng([task.seed, task.split_code, 1, index])
         side = SIDES[int(rng.uniform() < 0.5)]
-        clips.append(motion.sample_clip(rng, side, models.components[side]))
+        clips.append(motion.sample_clip(rng, side, models.components[side], motion.profile(task.profile)))
         rngs.append(rng)
     return rngs, clips
 
@@ -206,7 +208,7 @@ def _place(task: ChunkTask, index: int, clip: motion.Clip, posed, rng: np.random
         regime=clip.regime, world_mm=world[:, MANO21_TO_INTERHAND] * 1000.0,
         pose=np.concatenate([clip.orient, clip.hand_pose], axis=1), shape=clip.betas, trans=wrist - rest_wrist,
     )
-    rig = sample_rig(task.seed, task.split_code, capture, task.cameras_per_capture, task.size)
+    rig = sample_rig(task.seed, task.split_code, capture, task.cameras_per_capture, task.size, task.profile)
     return record, sub_verts - rest_wrist + sub_wrist[:, None], rig, local
 
 
@@ -244,15 +246,16 @@ def render_chunk(task: ChunkTask) -> list[ClipRecord]:
         records.append(record)
     for side in SIDES:
         if jobs[side]:
-            _write_images(models.renderers[side], jobs[side], task.size)
+            _write_images(models.renderers[side], jobs[side], task.size, motion.profile(task.profile).clutter)
     return records
 
 
-def _write_images(renderer: MeshRenderer, jobs: list[tuple], size: int) -> None:
-    """Render every job's F sub-frames in one call, then photograph and write each image."""
+def _write_images(renderer: MeshRenderer, jobs: list[tuple], size: int, clutter: int) -> None:
+    """Render every job's F sub-frames in one call, then photograph and write each image (backgrounds with up to
+    ``clutter`` shapes)."""
     verts, intr, albedo, light = (np.concatenate([job[j] for job in jobs]) for j in (2, 3, 4, 5))  # (B * F, ...)
     renders = renderer.render(verts, intr, albedo, light)
     for b, (rng, path, *_) in enumerate(jobs):
-        jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], background(rng, size))
+        jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], background(rng, size, clutter))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg)

@@ -80,6 +80,7 @@ class SynthArgs:
     size: int
     subframes: int
     seed: int
+    profile: str = "full"  # the distribution hands, cameras and backgrounds are drawn from (hmh.data.motion)
 
     def validate(self) -> None:
         for name in ("train", "test"):
@@ -97,17 +98,20 @@ class SynthArgs:
             )
         if not 0 <= self.seed < 2**63:
             raise SyntheticDataError(f"--seed must be a non-negative integer, got {self.seed}")
+        if self.profile not in motion.PROFILES:
+            raise SyntheticDataError(f"--profile must be one of {', '.join(motion.PROFILES)}, got {self.profile!r}")
 
     def digest(self) -> str:
         """Short hash naming the cached dataset built from these arguments."""
-        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        distribution = asdict(motion.PROFILES[self.profile])  # the profile's ranges, so editing one rebuilds
+        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self), "distribution": distribution}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def synthetic_dataset_dir(cfg: DataConfig, progress: bool = True) -> Path:
     """The synthetic dataset for ``cfg.synthetic_*``, built once into the cache (safe across processes)."""
     args = SynthArgs(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_size, cfg.synthetic_subframes,
-                     cfg.synthetic_seed)
+                     cfg.synthetic_seed, cfg.synthetic_profile)
     args.validate()
     out = cache_root() / f"blurhand-synth-{args.digest()}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +154,7 @@ def build_dataset(
     size: int,
     subframes: int,
     seed: int,
+    profile: str = "full",
     progress: bool = True,
     workers: int | None = None,
 ) -> Path:
@@ -160,7 +165,7 @@ def build_dataset(
     (a killed build) is removed first. ``workers``: processes (default: up to 2, inline for small builds); the
     files do not depend on it.
     """
-    args = SynthArgs(train, test, size, subframes, seed)
+    args = SynthArgs(train, test, size, subframes, seed, profile)
     args.validate()
     out = Path(out)
     if out.exists():
@@ -198,7 +203,7 @@ def _tasks(partial: Path, args: SynthArgs) -> list[ChunkTask]:
                 out=str(partial / "blur_images" / split), split=split, split_code=split_code, first=first,
                 count=min(CHUNK_CLIPS, clips - first), num_images=num, size=args.size, subframes=args.subframes,
                 seed=args.seed, views_per_clip=VIEWS_PER_CLIP, clips_per_capture=CLIPS_PER_CAPTURE,
-                cameras_per_capture=CAMERAS_PER_CAPTURE,
+                cameras_per_capture=CAMERAS_PER_CAPTURE, profile=args.profile,
             )
             for first in range(0, clips, CHUNK_CLIPS)
         ]
@@ -248,7 +253,7 @@ def _write_annotations(partial: Path, split: str, records: list[ClipRecord], arg
     images, annotations, joints, mano = [], [], {}, {}
     cameras = {}
     for capture in sorted({r.capture for r in records}):
-        rig = sample_rig(args.seed, SPLITS.index(split), capture, CAMERAS_PER_CAPTURE, args.size)
+        rig = sample_rig(args.seed, SPLITS.index(split), capture, CAMERAS_PER_CAPTURE, args.size, args.profile)
         cameras[str(capture)] = {
             "campos": {name: rig.campos[c].tolist() for c, name in enumerate(rig.names)},
             "camrot": {name: rig.camrot[c].tolist() for c, name in enumerate(rig.names)},
