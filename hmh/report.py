@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hmh import atomic
+from hmh.baseline import CONSTANT
 from hmh.metrics import METRICS, REDUCTIONS
 
 __all__ = ["metric_table", "write_metrics"]
@@ -19,6 +20,7 @@ REDUCTION_NAMES = {
     "mean_of_k": "mean of K",
     "random_n": "random top-n",
     "hyp0": "hypothesis 0",
+    CONSTANT: "constant mean pose (training split)",  # hmh.baseline, where a run computed it
 }
 METRIC_NAMES = {
     "mpjpe_past": "MPJPE past",
@@ -37,7 +39,7 @@ def metric_table(metrics: Mapping[str, float]) -> str:
     selection precision when present."""
     header = "| reduction | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " |"
     lines = [header, "|---|" + "---:|" * len(METRICS)]
-    for reduction in REDUCTIONS:
+    for reduction in (*REDUCTIONS, CONSTANT):
         if not any(f"{reduction}/{m}" in metrics for m in METRICS):
             continue
         cells = " | ".join(_cell(metrics.get(f"{reduction}/{m}")) for m in METRICS)

@@ -8,7 +8,8 @@ evaluates on the test split. Layout of ``out_dir``::
     checkpoints/{stage}_{last,best}.pt  per epoch; best = the kept one: by the stage's validation objective
                                         (hmh.loop.OBJECTIVES), or the last with train.keep: last or no validation
     tensorboard/                        scalars (losses, lr, every metric) and hypothesis images per epoch
-    metrics.json, metrics.md            the test split's metric table (+ the best validation metrics)
+    metrics.json, metrics.md            the test split's metric table, with the constant mean-pose baseline
+                                        (hmh.baseline), + the best validation metrics
 
 Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`build_datasets`,
 :func:`make_loader`, :func:`run_epoch` and :func:`epoch_line`.
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 from hmh import atomic
+from hmh.baseline import constant_errors, share_lines
 from hmh.checkpoint import load_checkpoint, save_checkpoint
 from hmh.config import Config, save_config
 from hmh.loop import (
@@ -89,10 +91,6 @@ def data_root(cfg: Config, progress: bool = True) -> Path:
     """``data.root``, or the synthetic dataset for ``cfg.data`` (built into the cache on first use)."""
     if cfg.data.root:
         return Path(cfg.data.root)
-    # Load torchvision (and through it triton's LLVM) before a small synthetic build renders in this process:
-    # Mesa's llvmpipe (EGL) loaded first makes the later triton import crash with a segmentation fault.
-    import torchvision  # noqa: F401
-
     from hmh.data.synthetic import synthetic_dataset_dir
 
     return synthetic_dataset_dir(cfg.data, progress=progress)
@@ -302,12 +300,14 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
             unwrap(selector).load_state_dict(load_checkpoint(sel.best, device)["model"]["selector"])
             scorer = selector
         test = evaluate(generator, scorer, loaders["test"], cfg, device, progress=progress)
+        test.update(constant_errors(datasets["train"], datasets["test"]))
         for key, value in test.items():
             writer.add_scalar(f"test/{key}", value, 0)
     final_ckpt = paths.checkpoint("selection" if scorer is not None else "generation", "best")
     json_path, md_path = write_metrics(
         paths.root, test, f"test split ({len(datasets['test'])} samples) of {root}",
-        extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt), "config": str(paths.config)},
+        extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt), "config": str(paths.config),
+               "data_root": str(root)},
     )
-    echo("test metrics (mm):\n" + metric_table(test))
+    echo("test metrics (mm):\n" + metric_table(test) + "\n" + share_lines(test))
     return RunResult(paths, test, best_val, history, json_path, md_path)

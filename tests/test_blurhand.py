@@ -235,6 +235,17 @@ def test_targets_match_hand_computation(fixture, side):
     torch.testing.assert_close(reprojected, sample["joints_2d"][1].double(), atol=1e-3, rtol=0)
 
 
+def test_targets_3d_are_the_samples_targets_without_reading_an_image(fixture):
+    ds = BlurHandDataset(fixture.root, "train", SIZE, augment=False)
+    samples = [ds[i] for i in range(len(ds))]
+    shutil.rmtree(fixture.root / "blur_images")  # targets_3d needs the index only
+    joints, valid = ds.targets_3d()
+    assert joints.shape == (len(ds), 3, 21, 3) and valid.shape == (len(ds), 3, 21)
+    assert {bool(s["is_left"]) for s in samples} == {False, True}
+    torch.testing.assert_close(joints, torch.stack([s["joints_3d"] for s in samples]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(valid, torch.stack([s["joint_valid"] for s in samples]))
+
+
 def test_crop_is_blurhandnet_box(fixture):
     """Box from the middle frame's valid joints: tight x1.2, sanitised (x2 = x1 + w - 1, as BlurHandNet), square
     on the longer side, x1.25; the box centre lands on the crop centre; left hands mirrored first."""

@@ -17,7 +17,7 @@ from hmh.config import (
 )
 
 
-@pytest.mark.parametrize("preset", ["cpu", "paper"])
+@pytest.mark.parametrize("preset", ["cpu", "paper", "bench"])
 def test_presets_load_and_round_trip_through_yaml(preset: str, tmp_path: Path) -> None:
     config = load_config(preset)
     path = tmp_path / "config.yaml"
@@ -31,6 +31,10 @@ def test_paper_preset_has_the_paper_settings() -> None:
     assert (config.model.backbone, config.model.image_size, config.model.embed_dim) == ("resnet50", 256, 512)
     assert (config.model.num_hypotheses, config.selection.top_n, config.model.mht_blocks) == (16, 4, 4)
     assert config.selection.decoder_blocks == 4
+    # faithful to the method: ImageNet start, the whole training split, the last epoch, per-frame winners
+    assert config.model.pretrained and config.data.val_fraction == 0.0 and config.train.keep == "last"
+    assert config.loss.winner == "frame" and config.optim.milestones == [10, 13]
+    assert not load_config("cpu").model.pretrained  # the offline default downloads nothing
 
 
 def test_overrides_are_typed_and_nested() -> None:
@@ -59,6 +63,9 @@ def test_overrides_are_typed_and_nested() -> None:
         ("model.pretrained=1", "model.pretrained"),
         ("optim.milestones=3", "optim.milestones"),
         ("loss.jrc_alpha=1.5", "loss.jrc_alpha"),
+        ("loss.winner=hypothesis", "loss.winner"),
+        ("train.keep=first", "train.keep"),
+        ("data.synthetic_profile=easy", "data.synthetic_profile"),
     ],
 )
 def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:

@@ -42,9 +42,11 @@ def test_train_writes_everything(trained, capsys):
     assert last["epoch"] == 2 and last["config"]["model"]["num_hypotheses"] == 2
     assert "val/mean_of_k/mpjpe_current" in last["metrics"]
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report["metrics"]) == ALL_KEYS
+    assert set(report["metrics"]) == ALL_KEYS | {f"constant/{m}" for m in METRICS if m != "mpvpe"}
+    assert report["metrics"]["constant/mpjpe_current"] > 0
     assert [len(report["history"][s]) for s in ("generation", "selection")] == [2, 1]
     assert "final (selected top-n)" in (out / "metrics.md").read_text()
+    assert "constant mean pose (training split)" in (out / "metrics.md").read_text()
 
 
 def test_tensorboard_has_scalars_and_images(trained):
@@ -103,3 +105,17 @@ def test_checkpoint_weights_are_the_trained_ones(trained):
     gen_best = load_checkpoint(out / "checkpoints" / "generation_best.pt")
     for key, value in gen_best["model"]["generator"].items():  # stage 2 keeps stage 1's best generator
         assert torch.equal(value, best["model"]["generator"][key]), key
+
+
+def test_keep_last_and_top_n_equal_to_k_skip_what_cannot_matter(tmp_path, capsys):
+    """``train.keep=last`` keeps the last epoch even with a validation split; top_n = K has no selection stage."""
+    overrides = [*TINY, "model.num_hypotheses=1", "train.keep=last", "train.generation_epochs=2"]
+    args = ["train", "--config", "cpu", "--out", str(tmp_path), "--no-progress"]
+    assert main(args + [a for item in overrides for a in ("--set", item)]) == 0
+    printed = capsys.readouterr().out
+    assert "selection stage skipped: top_n = K = 1" in printed
+    assert "current MPJPE as a share of the constant mean pose" in printed
+    kept = load_checkpoint(tmp_path / "checkpoints" / "generation_best.pt")
+    last = load_checkpoint(tmp_path / "checkpoints" / "generation_last.pt")
+    assert kept["epoch"] == last["epoch"] == 2
+    assert not (tmp_path / "checkpoints" / "selection_last.pt").exists()

@@ -203,20 +203,15 @@ class BlurHandDataset(Dataset):
         cam = int(ix.cam[row])
         rot = torch.from_numpy(ix.cam_rot[cam])  # (3, 3) float64
         focal, princpt = torch.from_numpy(ix.cam_focal[cam]), torch.from_numpy(ix.cam_princpt[cam])
-        hand = slice(21, 42) if is_left else slice(0, 21)
         frames = ix.frames[row]  # (T,)
-        world = torch.from_numpy(ix.frame_world[frames][:, hand]).double()  # (T, J, 3) mm, InterHand order
-        points = world_to_camera(world, rot, torch.from_numpy(ix.cam_pos[cam]))  # (T, J, 3) mm
+        points = self._camera_points(np.array([row]))[0]  # (T, J, 3) mm, InterHand order
         pixels = apply_affine(project(points, focal, princpt), affine)  # (T, J, 2) crop px
-        rel = (points - points[:, WRIST : WRIST + 1]) / 1000.0  # (T, J, 3) m
-        if is_left:
-            rel = mirror_points(rel)
         rot_aug = rotation_z(aug.rotation)
-        rel = rel @ rot_aug.T
+        rel = _targets_3d(points[None], np.array([is_left]))[0] @ rot_aug.T  # (T, J, 3) m, MANO-21 order
 
         order = torch.from_numpy(INTERHAND_TO_MANO21)
         valid = torch.from_numpy(ix.joint_valid[row]).bool()[:, order]  # (T, J)
-        joints_3d = torch.where(valid[..., None], rel[:, order], 0.0)
+        joints_3d = torch.where(valid[..., None], rel, 0.0)
         joints_2d = torch.where(valid[..., None], pixels[:, order], 0.0)
 
         side = 1 if is_left else 0
@@ -248,6 +243,24 @@ class BlurHandDataset(Dataset):
             "index": torch.tensor(i, dtype=torch.int64),
         }
 
+    def _camera_points(self, rows: np.ndarray) -> torch.Tensor:
+        """``(n, T, J, 3)`` float64 mm: each row's hand joints at its T frames in its camera (InterHand order)."""
+        ix = self.index
+        world = ix.frame_world[ix.frames[rows]]  # (n, T, 42, 3)
+        left = ix.is_left[rows].astype(bool)[:, None, None, None]
+        world = torch.from_numpy(np.where(left, world[:, :, 21:], world[:, :, :21])).double()
+        cams = ix.cam[rows]
+        return world_to_camera(world, torch.from_numpy(ix.cam_rot[cams])[:, None],
+                               torch.from_numpy(ix.cam_pos[cams])[:, None])
+
+    def targets_3d(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample's ``joints_3d (N, T, J, 3)`` and ``joint_valid (N, T, J)`` as :meth:`__getitem__` gives
+        them without augmentation, computed from the index alone (no image is read)."""
+        points = self._camera_points(self.rows)
+        rel = _targets_3d(points, self.index.is_left[self.rows].astype(bool))
+        valid = torch.from_numpy(self.index.joint_valid[self.rows][:, :, INTERHAND_TO_MANO21]).bool()
+        return torch.where(valid[..., None], rel, 0.0).float(), valid.float()
+
     def _mesh(self, pose: torch.Tensor, shape: torch.Tensor, is_left: bool, rot_aug: torch.Tensor) -> torch.Tensor:
         """GT mesh ``(778, 3)`` minus the MANO wrist, as BlurHandNet evaluates it: the hand's own MANO model
         with the camera-frame pose ``(48,)``; then mirrored for left hands and rotated like the joints."""
@@ -268,6 +281,14 @@ class BlurHandDataset(Dataset):
         types = self.index.hand_type[self.rows]
         counts.update({f"from_{name}": int((types == k).sum()) for k, name in enumerate(HAND_TYPES)})
         return counts
+
+
+def _targets_3d(points: torch.Tensor, is_left: np.ndarray) -> torch.Tensor:
+    """Camera-frame joints ``points (n, T, J, 3)`` mm, InterHand order -> the 3D targets ``(n, T, J, 3)``:
+    wrist-relative, metres, left hands (``is_left (n,)``) mirrored, MANO-21 order."""
+    rel = (points - points[:, :, WRIST : WRIST + 1]) / 1000.0
+    rel = torch.where(torch.from_numpy(is_left)[:, None, None, None], mirror_points(rel), rel)
+    return rel[:, :, torch.from_numpy(INTERHAND_TO_MANO21)]
 
 
 def load_mano_arrays(mano_path: str, side: str) -> dict[str, np.ndarray]:

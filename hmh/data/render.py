@@ -128,7 +128,10 @@ class Renders:
 
 def create_context():
     """A standalone moderngl context on EGL; raises :class:`RendererUnavailableError` naming what to install."""
+    # Load torchvision (and through it triton's LLVM) before Mesa's llvmpipe: with EGL loaded first, a later
+    # triton import in this process (torchvision, torch.compile) crashes with a segmentation fault.
     import moderngl
+    import torchvision  # noqa: F401
 
     try:
         return moderngl.create_context(standalone=True, backend="egl", require=330)
