@@ -1,6 +1,6 @@
 """Learning guard: a K=1 model trained briefly on a small slice of ``bench`` must beat the constant mean pose.
 
-    python benchmarks/learning_guard.py [--max-share 0.8] [--set key=value ...] [--out results/benchmarks/learning_guard.md]
+    python benchmarks/learning_guard.py [--max-share 0.8] [--set key=value ...] [--out FILE.md]
 
 Runs ``hmh train --config bench`` (the CLI, as a user would) with K=1 on a smaller dataset of the bench
 distribution (``SLICE``: 2,400 training and 400 test images, 3 epochs: a few minutes on 2 CPU cores) and compares
@@ -25,7 +25,7 @@ SLICE = [
     "model.num_hypotheses=1", "selection.top_n=1", "data.synthetic_train=2400", "data.synthetic_test=400",
     "train.generation_epochs=3", "optim.milestones=[3]",
 ]
-MAX_SHARE = 0.8  # measured 0.62x (results/benchmarks/learning_guard.md); the full bench run reaches 0.32x
+MAX_SHARE = 0.8  # measured 0.52x (results/benchmarks/learning_guard.md); the full bench run reaches 0.32x
 
 
 def run_guard(max_share: float = MAX_SHARE, overrides: list[str] | None = None,
