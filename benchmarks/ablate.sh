@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Fidelity switches measured on a bench slice (issue "Evidence 1", item 3): winner-takes-all per frame (the
 # literal equations) vs per sample, and the diversity weight 0.1 vs 0, at K=4, generation stage only.
-#   bash benchmarks/ablate.sh [OUT_DIR]    (about 4 min per variant on 2 CPU cores; resumable: done runs are kept)
+#   bash benchmarks/ablate.sh [OUT_DIR]    (about 3 min per variant on 2 CPU cores; resumable: done runs are kept)
 set -euo pipefail
 out=${1:-runs/ablate}
 common=(--config bench --no-progress --set model.num_hypotheses=4 --set selection.top_n=4
         --set data.synthetic_train=2400 --set data.synthetic_test=400
-        --set train.generation_epochs=3 --set "optim.milestones=[3]")
+        --set train.generation_epochs=2 --set "optim.milestones=[2]")
 run() {  # name, overrides...
     local name=$1; shift
     [ -f "$out/$name/metrics.json" ] && { echo "kept: $out/$name"; return; }
