@@ -81,7 +81,7 @@ def bench_forward(preset: str, ks: list[int], batches: list[int], warmup: int, r
     for k in ks:
         cfg = config_for(preset, k)
         torch.manual_seed(0)
-        generator, selector = build_models(cfg)
+        generator, selector = build_models(cfg, pretrained=False)
         models[k] = (generator.eval(), selector.eval(), cfg.model.image_size)
         rows[k] = {"K": k, "gen_params": count(generator), "sel_params": count(selector)}
     times: dict[tuple, list[float]] = {}
@@ -108,7 +108,7 @@ def bench_training(preset: str, ks: list[int], warmup: int, steps: int) -> list[
     for k in ks:
         cfg = config_for(preset, k)
         torch.manual_seed(0)
-        generator, _ = build_models(cfg)
+        generator, _ = build_models(cfg, pretrained=False)
         state[k] = (cfg, generator, make_optimizer("generation", generator, cfg), fake_batch(cfg, cfg.train.batch_size))
     rates: dict[int, list[float]] = {k: [] for k in ks}
     for round_ in range(warmup + steps):

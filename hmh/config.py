@@ -119,7 +119,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile
     out_dir: str = "runs/default"
     log_every: int = 20  # steps between console/TensorBoard loss lines
-    keep: str = "best"  # checkpoint each stage keeps: best (by validation) | last (the method: the last epoch)
+    keep: str = "best"  # hmh train: checkpoint each stage keeps: best (by validation) | last (the method)
 
 
 @dataclass
