@@ -15,7 +15,7 @@ from hmh.metrics import blurhand_errors
 if TYPE_CHECKING:
     from hmh.data.blurhand import BlurHandDataset
 
-__all__ = ["CONSTANT", "constant_errors", "mean_pose", "share_lines"]
+__all__ = ["CONSTANT", "constant_errors", "mean_pose", "share_line"]
 
 CONSTANT = "constant"  # the metrics' reduction name: ``constant/mpjpe_current`` ...
 
@@ -35,7 +35,7 @@ def constant_errors(train: BlurHandDataset, test: BlurHandDataset) -> dict[str, 
     return {f"{CONSTANT}/{k}": v for k, v in errors.items() if k.startswith("mpjpe")}
 
 
-def share_lines(metrics: dict[str, float]) -> str:
+def share_line(metrics: dict[str, float]) -> str:
     """``"current MPJPE as a share of the constant mean pose: final 0.32x, best of K 0.30x, ..."``; empty without
     the ``constant`` row."""
     base = metrics.get(f"{CONSTANT}/mpjpe_current")

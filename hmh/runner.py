@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
 from hmh import atomic
-from hmh.baseline import constant_errors, share_lines
+from hmh.baseline import constant_errors, share_line
 from hmh.checkpoint import load_checkpoint, save_checkpoint
 from hmh.config import Config, save_config
 from hmh.loop import (
@@ -309,5 +309,5 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
         extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt), "config": str(paths.config),
                "data_root": str(root)},
     )
-    echo("test metrics (mm):\n" + metric_table(test) + "\n" + share_lines(test))
+    echo("test metrics (mm):\n" + metric_table(test) + "\n" + share_line(test))
     return RunResult(paths, test, best_val, history, json_path, md_path)

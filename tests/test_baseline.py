@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmh.baseline import constant_errors, mean_pose, share_lines
+from hmh.baseline import constant_errors, mean_pose, share_line
 from hmh.data.blurhand import BlurHandDataset
 from hmh.data.synthetic import build_dataset
 from hmh.metrics import blurhand_errors
@@ -56,7 +56,7 @@ def test_independent_baseline_names_an_unreadable_file(root, tmp_path):
 
 
 def test_share_line_divides_by_the_constant():
-    line = share_lines({"constant/mpjpe_current": 100.0, "best_of_k/mpjpe_current": 30.0,
+    line = share_line({"constant/mpjpe_current": 100.0, "best_of_k/mpjpe_current": 30.0,
                         "mean_of_k/mpjpe_current": 40.0})
     assert "(100.00 mm)" in line and "best of K 0.30x" in line and "mean of K 0.40x" in line
-    assert share_lines({"best_of_k/mpjpe_current": 30.0}) == ""
+    assert share_line({"best_of_k/mpjpe_current": 30.0}) == ""
