@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from hmh.metrics import blurhand_errors
+from hmh.results import CONSTANT
 
 if TYPE_CHECKING:
     from hmh.data.blurhand import BlurHandDataset
 
 __all__ = ["CONSTANT", "constant_errors", "mean_pose", "share_line"]
-
-CONSTANT = "constant"  # the metrics' reduction name: ``constant/mpjpe_current`` ...
 
 
 def mean_pose(train: BlurHandDataset) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Typed configuration: one dataclass per concern, loaded from YAML with dotted ``key=value`` overrides.
+"""Typed configuration: one dataclass per concern (:mod:`hmh.config_schema`), loaded from YAML with dotted
+``key=value`` overrides.
 
 ``load_config("cpu", ["model.num_hypotheses=8"])`` reads the packaged preset ``cpu`` (or a YAML path), applies
 the overrides, checks every type and value, and returns a :class:`Config`. A YAML file may name a ``base:``
@@ -12,149 +13,36 @@ import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hmh import atomic
-from hmh.errors import HmhError
+from hmh.config_schema import (
+    BACKBONES,
+    KEEP,
+    SYNTHETIC_PROFILES,
+    WINNERS,
+    Config,
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SearchConfig,
+    SelectionConfig,
+    TrainConfig,
+    validate,
+)
+
+__all__ = [
+    "BACKBONES", "KEEP", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig",
+    "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "field_types",
+    "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict", "to_yaml", "validate",
+]
 
 PRESET_DIR = Path(__file__).parent / "presets"
-BACKBONES = ("resnet18", "resnet34", "resnet50")
-WINNERS = ("frame", "sample")  # loss.winner
-SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
-
-
-class ConfigError(HmhError, ValueError):
-    """An invalid configuration: the message names the key, the value and, when known, the file."""
-
-
-@dataclass
-class ModelConfig:
-    """Generation model (and the parts of the selection model it shares)."""
-
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
-    pretrained: bool = False  # ImageNet weights: needs internet once; off by default
-    image_size: int = 128  # input crop side S in pixels (paper: 256)
-    embed_dim: int = 128  # E (paper: 512)
-    num_hypotheses: int = 4  # K (paper: 16)
-    num_frames: int = 3  # T: past, current, future
-    mht_blocks: int = 2  # Multi-Hypothesis Transformer encoder blocks (paper: 4)
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    mano_path: str = ""  # folder or file with MANO_RIGHT.{pkl,npz}; "" = the synthetic hand from the cache
-
-
-@dataclass
-class SelectionConfig:
-    """Selection (reward) model and top-n aggregation."""
-
-    top_n: int = 2  # n hypotheses kept and averaged (paper: 4)
-    decoder_blocks: int = 2  # transformer decoder blocks (paper: 4)
-    msf: bool = True  # Model-Specific Feature query; False = the "w/o MSF" ablation
-    init_from_generator: bool = True  # initialise its Unfolder from the trained generator
-
-
-@dataclass
-class LossConfig:
-    """Loss weights (lambda) and the alphas of the diversity and JRC losses."""
-
-    joint_3d: float = 10.0
-    proj: float = 0.0625
-    mano: float = 1.0
-    aux: float = 0.25
-    diversity: float = 0.1
-    diversity_alpha: float = 1.0  # normalising factor of the feature-space diversity loss
-    jrc: float = 1.0
-    jrc_alpha: float = 0.5  # alpha * calibration + (1 - alpha) * ranking
-    winner: str = "frame"  # winner-takes-all: frame (each term and frame its own, Eq. 3.2-3.4) | sample (one per
-    # sample by 3D joint error, used by every term: the hypothesis trained as one sequence)
-
-
-@dataclass
-class OptimConfig:
-    """AdamW for both stages; step decay for generation, cosine for selection (as in the method)."""
-
-    lr: float = 1e-4  # generation stage
-    selection_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    milestones: list[int] = field(default_factory=lambda: [10, 13])  # generation: lr x gamma at these epochs
-    gamma: float = 0.1
-
-
-@dataclass
-class DataConfig:
-    """Where the data comes from: a BlurHand root, or the synthetic dataset built into the cache."""
-
-    root: str = ""  # BlurHand root (real or synthetic); "" = synthetic dataset from the cache
-    synthetic_train: int = 2000  # samples written per split when building the synthetic dataset
-    synthetic_test: int = 400
-    synthetic_size: int = 256  # written image side in pixels
-    synthetic_subframes: int = 9  # sub-frames averaged into one blurred image (BlurHand: 33)
-    synthetic_seed: int = 0
-    synthetic_profile: str = "full"  # full | bench: what hands, cameras and backgrounds are drawn from
-    val_fraction: float = 0.1  # share of training captures held out for validation (search objective)
-    augment: bool = True
-    skip_bad_images: bool = False  # skip and count unreadable images instead of failing
-    max_train_samples: int = 0  # 0 = all
-    max_eval_samples: int = 0  # 0 = all
-    loader_workers: int = 0
-
-
-@dataclass
-class TrainConfig:
-    """Epochs, batch, seed, device and where one run writes."""
-
-    generation_epochs: int = 13
-    selection_epochs: int = 30
-    batch_size: int = 48
-    eval_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision on CUDA only
-    compile: bool = False  # torch.compile
-    out_dir: str = "runs/default"
-    log_every: int = 20  # steps between console/TensorBoard loss lines
-    keep: str = "best"  # hmh train: checkpoint each stage keeps: best (by validation) | last (the method)
-
-
-@dataclass
-class SearchConfig:
-    """Ray Tune search and the final retrain (used by ``tune/``)."""
-
-    experiment: str = "demo"
-    space: str = ""  # search space YAML; "" = tune/spaces/default.yaml
-    num_samples: int = 4
-    seed: int = 0
-    grace_period: int = 1  # ASHA: epochs before a trial may be stopped
-    reduction_factor: int = 2
-    num_workers: int = 1  # Ray Train workers per trial
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 1  # worker failures a Train run survives
-    storage_path: str = ""  # "" = results/; use shared storage (s3://, gs://, NFS) on multi-node clusters
-    final_generation_epochs: int = 0  # final retrain budget; 0 = train.generation_epochs
-    final_selection_epochs: int = 0
-    final_max_train_samples: int = 0  # training samples of the final retrain; 0 = all (trials: data.max_*)
-    final_retrain: bool = True  # retrain the best configuration and evaluate it on the test split
-    max_concurrent_trials: int = 0  # 0 = as many as the cluster's resources fit; set it for autoscaling clusters
-    controller_failure_limit: int = 5  # Train worker-group start failures (60 s timeouts each) before a run fails
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-
 
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
@@ -273,75 +161,6 @@ def parse_override(text: str) -> dict:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return nested
-
-
-def validate(config: Config) -> Config:
-    """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
-    m, s, lo, o, d, t, se = (config.model, config.selection, config.loss, config.optim, config.data, config.train,
-                             config.search)
-    checks: list[tuple[bool, str, Any, str]] = [
-        (m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {', '.join(BACKBONES)}"),
-        (m.num_hypotheses >= 1, "model.num_hypotheses", m.num_hypotheses, "K >= 1"),
-        (m.num_frames == 3, "model.num_frames", m.num_frames, "T = 3 (past, current, future)"),
-        (m.image_size >= 32 and m.image_size % 32 == 0, "model.image_size", m.image_size, "a multiple of 32"),
-        (m.embed_dim >= 1 and m.embed_dim % m.num_heads == 0, "model.embed_dim", m.embed_dim,
-         "a positive multiple of model.num_heads"),
-        (m.num_heads >= 1, "model.num_heads", m.num_heads, ">= 1"),
-        (m.mht_blocks >= 1, "model.mht_blocks", m.mht_blocks, ">= 1"),
-        (m.mlp_ratio > 0, "model.mlp_ratio", m.mlp_ratio, "> 0"),
-        (0 <= m.dropout < 1, "model.dropout", m.dropout, "in [0, 1)"),
-        (s.top_n >= 1, "selection.top_n", s.top_n, "top_n >= 1"),
-        (s.top_n <= m.num_hypotheses, "selection.top_n", s.top_n,
-         f"top_n <= model.num_hypotheses (K = {m.num_hypotheses})"),
-        (s.decoder_blocks >= 1, "selection.decoder_blocks", s.decoder_blocks, ">= 1"),
-        (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
-        (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
-        (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),
-        (o.lr > 0, "optim.lr", o.lr, "> 0"),
-        (o.selection_lr > 0, "optim.selection_lr", o.selection_lr, "> 0"),
-        (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0"),
-        (o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, ">= 0"),
-        (0 < o.gamma <= 1, "optim.gamma", o.gamma, "in (0, 1]"),
-        (all(x >= 1 for x in o.milestones), "optim.milestones", o.milestones, "epochs >= 1"),
-        (d.synthetic_train >= 1, "data.synthetic_train", d.synthetic_train, ">= 1"),
-        (d.synthetic_test >= 1, "data.synthetic_test", d.synthetic_test, ">= 1"),
-        (d.synthetic_size >= 32, "data.synthetic_size", d.synthetic_size, ">= 32"),
-        (d.synthetic_subframes >= 3 and d.synthetic_subframes % 2 == 1, "data.synthetic_subframes",
-         d.synthetic_subframes, "odd and >= 3 (first, middle and last sub-frames are the labels)"),
-        (d.synthetic_profile in SYNTHETIC_PROFILES, "data.synthetic_profile", d.synthetic_profile,
-         f"one of {', '.join(SYNTHETIC_PROFILES)}"),
-        (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
-        (d.max_train_samples >= 0, "data.max_train_samples", d.max_train_samples, ">= 0"),
-        (d.max_eval_samples >= 0, "data.max_eval_samples", d.max_eval_samples, ">= 0"),
-        (d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0"),
-        (t.generation_epochs >= 1, "train.generation_epochs", t.generation_epochs, ">= 1"),
-        (t.selection_epochs >= 0, "train.selection_epochs", t.selection_epochs, ">= 0"),
-        (t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1"),
-        (t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, ">= 1"),
-        (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device,
-         "auto, cpu, cuda or cuda:N"),
-        (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
-        (t.keep in ("best", "last"), "train.keep", t.keep, "best or last"),
-        (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
-        (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
-        (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),
-        (se.num_workers >= 1, "search.num_workers", se.num_workers, ">= 1"),
-        (se.cpus_per_worker > 0, "search.cpus_per_worker", se.cpus_per_worker, "> 0"),
-        (se.gpus_per_worker >= 0, "search.gpus_per_worker", se.gpus_per_worker, ">= 0"),
-        (se.max_failures >= 0, "search.max_failures", se.max_failures, ">= 0"),
-        (se.final_generation_epochs >= 0, "search.final_generation_epochs", se.final_generation_epochs, ">= 0"),
-        (se.final_selection_epochs >= 0, "search.final_selection_epochs", se.final_selection_epochs, ">= 0"),
-        (se.final_max_train_samples >= 0, "search.final_max_train_samples", se.final_max_train_samples, ">= 0"),
-        (se.max_concurrent_trials >= 0, "search.max_concurrent_trials", se.max_concurrent_trials, ">= 0"),
-        (se.controller_failure_limit >= 0, "search.controller_failure_limit", se.controller_failure_limit, ">= 0"),
-    ]
-    for name, value in dataclasses.asdict(lo).items():
-        if name not in ("diversity_alpha", "jrc_alpha", "winner"):
-            checks.append((value >= 0, f"loss.{name}", value, "a loss weight >= 0"))
-    for ok, key, value, expected in checks:
-        if not ok:
-            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
-    return config
 
 
 def from_dict(data: dict, source: str = "") -> Config:

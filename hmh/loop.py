@@ -274,7 +274,7 @@ def evaluate(
     plus ``selection/precision`` when ``selector`` is given) and metrics mpjpe_past, mpjpe_current,
     mpjpe_future, mpvpe. ``random_n`` draws with ``train.seed``, so it is reproducible.
     """
-    from hmh.metrics import MultiHypothesisEvaluator
+    from hmh.evaluation import MultiHypothesisEvaluator
 
     generator.eval()
     if selector is not None:

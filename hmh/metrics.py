@@ -16,7 +16,8 @@ left hands need no un-mirroring.
 Multi-hypothesis reductions of ``(N, K, T, J, 3)`` predictions: ``best_of_k`` (oracle: one whole hypothesis per
 sample, never mixed across frames), ``aggregate`` (top-n by score, each past/future aligned to the top-1, averaged:
 the final output), ``mean_of_k`` (all K aligned to hypothesis 0, averaged), ``random_n`` (n random hypotheses,
-aligned to the first drawn, averaged) and hypothesis 0 alone (``hyp0``).
+aligned to the first drawn, averaged) and hypothesis 0 alone (``hyp0``). :mod:`hmh.evaluation` streams them all
+at once over batches, with the selection statistics; it builds on this module's private protocol helpers.
 
 Inputs may be numpy arrays or torch tensors. Metrics (``blurhand_errors``, ``best_of_k``, the accumulators,
 ``selection_precision``) compute in float64 on the CPU. ``aggregate``, ``mean_of_k``, ``random_n``,
@@ -33,10 +34,8 @@ import torch
 
 __all__ = [
     "METRICS",
-    "REDUCTIONS",
     "Aggregate",
     "BlurHandAccumulator",
-    "MultiHypothesisEvaluator",
     "aggregate",
     "align_past_future",
     "best_of_k",
@@ -52,7 +51,6 @@ NUM_JOINTS = 21
 WRIST = 0
 PAST, CURRENT, FUTURE = 0, 1, 2
 METRICS = ("mpjpe_past", "mpjpe_current", "mpjpe_future", "mpvpe")
-REDUCTIONS = ("best_of_k", "final", "mean_of_k", "random_n", "hyp0")
 
 ArrayLike = np.ndarray | torch.Tensor
 Shape = tuple[int | str, ...]
@@ -363,73 +361,3 @@ def selection_precision(scores, seq_err, top_n: int) -> float:
     s = _scores(scores, top_n, dims, *CPU64)
     e = _checked(seq_err, "seq_err", ("N", "K"), dims, *CPU64)
     return float(torch.nanmean(_selection_hits(s, e, top_n)))
-
-
-class MultiHypothesisEvaluator:
-    """Streams every reduction at once over batches of K-hypothesis predictions.
-
-    ``update`` per batch, ``compute`` at the end -> flat ``{"<reduction>/<metric>": mm}`` for reductions
-    ``best_of_k``, ``mean_of_k``, ``random_n`` (``top_n`` drawn with ``numpy.random.default_rng(seed)``, so a run
-    is reproducible for the same batches), ``hyp0``, and, when scores are given, ``final`` (``aggregate`` of the
-    top ``top_n``) plus ``"selection/precision"`` (``selection_precision`` on ``sequence_errors``). Either every
-    batch has scores or none has."""
-
-    def __init__(self, top_n: int, seed: int = 0) -> None:
-        if top_n < 1:
-            raise ValueError(f"top_n: expected >= 1, got {top_n}")
-        self.top_n = top_n
-        self._rng = np.random.default_rng(seed)
-        self._acc = {name: BlurHandAccumulator() for name in REDUCTIONS}
-        self._hits_sum = 0.0
-        self._hits_count = 0
-        self._with_scores: bool | None = None
-
-    def update(
-        self, pred_joints, gt_joints, joint_valid, pred_verts=None, gt_verts=None, mesh_valid=None, scores=None
-    ) -> None:
-        """Add a batch: ``pred_joints (B, K, T, J, 3)`` metres, ``gt_joints (B, T, J, 3)``, ``joint_valid (B, T, J)``,
-        optional ``pred_verts (B, K, V, 3)`` current frame (minus the predicted wrist), ``gt_verts (B, V, 3)``,
-        ``mesh_valid (B,)``, ``scores (B, K)`` (higher is better)."""
-        dims: dict[str, int] = {}
-        pred = _checked(pred_joints, "pred_joints", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        gt = _checked(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        valid = _checked(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
-        verts = _check_verts(pred_verts, gt_verts, mesh_valid, ("N", "K"), dims)
-        n, k = dims["N"], dims["K"]
-        if self.top_n > k:
-            raise ValueError(f"top_n: expected <= K={k} (pred_joints axis 1), got {self.top_n}")
-        score = None if scores is None else _scores(scores, self.top_n, dims, *CPU64)
-        if self._with_scores is not None and self._with_scores != (score is not None):
-            raise ValueError("scores: give them for every batch or for none")
-        self._with_scores = score is not None
-        matched = _match(pred, gt[:, None], valid[:, None])  # (N, K, T, J)
-        hyp_verts = None if verts is None else verts[0]  # (N, K, V, 3)
-        vert_err = None if verts is None else _vertex_errors(verts[0], verts[1][:, None])  # (N, K)
-        mesh_ok = None if verts is None else verts[2]
-        self._acc["hyp0"]._add(
-            _Matched(matched.errors[:, 0], matched.valid[:, 0], matched.swapped[:, 0]),
-            None if vert_err is None else vert_err[:, 0],
-            mesh_ok,
-        )
-        _best_of_k_into(self._acc["best_of_k"], matched, vert_err, mesh_ok)
-        reductions = {
-            "mean_of_k": (-torch.arange(k, dtype=torch.float64).expand(n, k), k),
-            "random_n": (torch.from_numpy(self._rng.random((n, k))), self.top_n),
-        }
-        if score is not None:
-            reductions["final"] = (score, self.top_n)
-            hits = _selection_hits(score, matched.sequence(), self.top_n)  # (N,)
-            self._hits_sum += float(torch.nansum(hits))
-            self._hits_count += int((~torch.isnan(hits)).sum())
-        for name, (ranking, count) in reductions.items():
-            out = _aggregate(pred, ranking, count, hyp_verts)
-            agg_err = None if verts is None else _vertex_errors(out.verts, verts[1])
-            self._acc[name]._add(_match(out.joints, gt, valid), agg_err, mesh_ok)
-
-    def compute(self) -> dict[str, float]:
-        """Flat metrics dict (mm); ``final/*`` and ``selection/precision`` only when scores were given."""
-        names = [r for r in REDUCTIONS if r != "final" or self._with_scores]
-        result = {f"{r}/{m}": value for r in names for m, value in self._acc[r].compute().items()}
-        if self._with_scores:
-            result["selection/precision"] = self._hits_sum / self._hits_count if self._hits_count else float("nan")
-        return result

@@ -1,4 +1,5 @@
-"""The metric table of a run or an evaluation: markdown for people, JSON for programs."""
+"""The metric table of a run or an evaluation: markdown for people, JSON for programs. No torch here (the search
+summary uses it)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hmh import atomic
-from hmh.baseline import CONSTANT
-from hmh.metrics import METRICS, REDUCTIONS
+from hmh.results import CONSTANT, METRICS, REDUCTION_NAMES, REDUCTIONS
 
-__all__ = ["metric_table", "write_metrics"]
+__all__ = ["CONSTANT_RULE_SHARE", "metric_table", "selection_lines", "selection_verdict", "write_metrics"]
 
-REDUCTION_NAMES = {
-    "best_of_k": "best of K (oracle)",
-    "final": "final (selected top-n)",
-    "mean_of_k": "mean of K",
-    "random_n": "random top-n",
-    "hyp0": "hypothesis 0",
-    CONSTANT: "constant mean pose (training split)",  # hmh.baseline, where a run computed it
-}
+CONSTANT_RULE_SHARE = 0.9
+"""A selector that picks its most common set on at least this share of the images is called a constant rule."""
 METRIC_NAMES = {
     "mpjpe_past": "MPJPE past",
     "mpjpe_current": "MPJPE current",
@@ -44,10 +38,51 @@ def metric_table(metrics: Mapping[str, float]) -> str:
             continue
         cells = " | ".join(_cell(metrics.get(f"{reduction}/{m}")) for m in METRICS)
         lines.append(f"| {REDUCTION_NAMES[reduction]} | {cells} |")
-    text = "\n".join(lines)
-    if "selection/precision" in metrics:
-        text += f"\n\nselection precision (selected top-n among the true top-n): {metrics['selection/precision']:.3f}"
-    return text
+    selection = selection_lines(metrics)
+    return "\n".join(lines + ([""] + selection if selection else []))
+
+
+def selection_lines(metrics: Mapping[str, float]) -> list[str]:
+    """How good the selection is (hmh.evaluation's ``selection/*`` statistics), one line each, then
+    :func:`selection_verdict`'s warning; empty without a selector."""
+    if "selection/precision" not in metrics:
+        return []
+    get = metrics.get
+    lines = [f"selection precision (selected top-n among the labels' top-n): {get('selection/precision'):.3f}"]
+    if "selection/gain" in metrics:
+        lines += [
+            f"selection gain ((random - final) / (random - label oracle), current frame; 1 = as good as its labels, "
+            f"0 = random): {_ratio(get('selection/gain'))}",
+            f"reward spread across images (std of a slot's reward, mean over slots): "
+            f"{_ratio(get('selection/reward_spread'), '.4f')}",
+            f"images whose selected set is the most common one: {_percent(get('selection/common_set_share'))}",
+        ]
+    verdict = selection_verdict(metrics)
+    return lines + ([verdict] if verdict else [])
+
+
+def selection_verdict(metrics: Mapping[str, float]) -> str | None:
+    """One plain line when the selector is not doing its job (a constant rule, or no better than random top-n),
+    with the usual reason; None when it is, or without the statistics."""
+    share, gain = metrics.get("selection/common_set_share", math.nan), metrics.get("selection/gain", math.nan)
+    problems = []
+    if share >= CONSTANT_RULE_SHARE:
+        problems.append(f"the selector is a constant rule (the same top-n set on {_percent(share)} of the images)")
+    if gain <= 0:
+        problems.append(f"its selection gain is {gain:.2f} (<= 0: no better than a random top-n)")
+    if not problems:
+        return None
+    return ("WARNING: " + " and ".join(problems) + ". Usual reason: too few selection steps (as at demo scale) for "
+            "the selector to learn from the image; train the selection stage longer (train.selection_epochs, more "
+            "data).")
+
+
+def _ratio(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
 def write_metrics(

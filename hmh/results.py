@@ -22,14 +22,16 @@ Columns (every Parquet file has exactly these, in this order, with these Arrow t
   continues it), ``stopped_early`` bool (ended before its last epoch: ASHA),
   ``epochs_done``/``epochs_total`` int64 (both stages together), ``objective`` double and ``objective_source``
   string (see :data:`OBJECTIVE`), ``config/<dotted key>`` for every config value (int64, double, bool, string,
-  list<int64>), ``val/<reduction>/<metric>`` and ``val/selection/precision`` double (last report),
+  list<int64>), ``val/<reduction>/<metric>`` and ``val/selection/<stat>`` double (last report; the stats are
+  hmh.evaluation's ``precision``, ``gain``, ``reward_spread``, ``common_set_share``),
   ``time_total_s`` double, ``checkpoint_path``, ``trial_dir``, ``error`` string.
 - ``iterations.parquet``: ``trial_id``, ``trial_epoch`` int64, ``stage`` string, ``epoch`` int64 (within the
   stage), ``restored_epoch`` int64, ``objective`` double, ``objective_source`` string, ``train/<key>`` double
   (:data:`TRAIN_KEYS`), the ``val/...`` columns, ``time_total_s`` double, ``timestamp`` int64 (Unix seconds),
   ``checkpoint_path`` string.
 - ``final.parquet``: ``reduction`` string, ``mpjpe_past``, ``mpjpe_current``, ``mpjpe_future``, ``mpvpe``,
-  ``selection_precision`` double (on the ``final`` row only), ``split`` string, ``samples`` int64.
+  ``selection_precision``, ``selection_gain``, ``selection_reward_spread``, ``selection_common_set_share`` double
+  (on the ``final`` row only), ``split`` string, ``samples`` int64.
 
 Metric values are millimetres; a metric that was not measured is null.
 """
@@ -52,14 +54,27 @@ from hmh.config import field_types
 from hmh.errors import HmhError
 
 __all__ = [
-    "FINAL_SCHEMA", "ITERATIONS_SCHEMA", "METRICS", "OBJECTIVE", "OBJECTIVE_SOURCE", "REDUCTIONS", "TRAIN_KEYS",
-    "TRIALS_SCHEMA", "ExperimentPaths", "ResultsError", "config_columns", "final_rows", "is_uri", "read_table",
+    "CONSTANT", "FINAL_SCHEMA", "ITERATIONS_SCHEMA", "METRICS", "OBJECTIVE", "OBJECTIVE_SOURCE", "REDUCTIONS",
+    "REDUCTION_NAMES", "SELECTION_STATS", "TRAIN_KEYS", "TRIALS_SCHEMA",
+    "ExperimentPaths", "ResultsError", "config_columns", "final_rows", "is_uri", "read_table",
     "storage_dir", "val_columns", "write_table",
 ]
 
-# Same names as hmh.metrics (kept here so reading results never imports torch; a test checks they agree).
+# Same names as hmh.metrics and hmh.evaluation (kept here so reading results never imports torch; a test checks
+# they agree).
 METRICS = ("mpjpe_past", "mpjpe_current", "mpjpe_future", "mpvpe")
-REDUCTIONS = ("best_of_k", "final", "mean_of_k", "random_n", "hyp0")
+REDUCTIONS = ("best_of_k", "final", "label_oracle", "mean_of_k", "random_n", "hyp0")
+SELECTION_STATS = ("precision", "gain", "reward_spread", "common_set_share")
+CONSTANT = "constant"  # hmh.baseline's reduction name, where a run computed it: ``constant/mpjpe_current`` ...
+REDUCTION_NAMES = {
+    "best_of_k": "best of K (oracle)",
+    "final": "final (selected top-n)",
+    "label_oracle": "label oracle top-n (top-n by the labels' own error)",
+    "mean_of_k": "mean of K",
+    "random_n": "random top-n",
+    "hyp0": "hypothesis 0",
+    CONSTANT: "constant mean pose (training split)",
+}
 OBJECTIVE = "val/objective_mpjpe_current"
 """The search objective (mm, lower is better): the selected (``final``, top-n aggregated) current-frame MPJPE on
 the validation split. In the generation stage no selector exists yet, so the mean of all K hypotheses stands in
@@ -75,8 +90,10 @@ class ResultsError(HmhError):
 
 
 def val_columns(split: str = "val") -> list[str]:
-    """``["{split}/best_of_k/mpjpe_past", ..., "{split}/selection/precision"]``."""
-    return [f"{split}/{r}/{m}" for r in REDUCTIONS for m in METRICS] + [f"{split}/selection/precision"]
+    """``["{split}/best_of_k/mpjpe_past", ..., "{split}/selection/precision", ...]``: every reduction's metrics,
+    then the selection statistics."""
+    return [f"{split}/{r}/{m}" for r in REDUCTIONS for m in METRICS] + [f"{split}/selection/{s}"
+                                                                         for s in SELECTION_STATS]
 
 
 def _arrow_type(tp: Any) -> pa.DataType:
@@ -114,7 +131,7 @@ ITERATIONS_SCHEMA = pa.schema([
 ])
 
 FINAL_SCHEMA = pa.schema([
-    pa.field("reduction", pa.string()), *_doubles(METRICS), pa.field("selection_precision", pa.float64()),
+    pa.field("reduction", pa.string()), *_doubles(METRICS), *_doubles(f"selection_{s}" for s in SELECTION_STATS),
     pa.field("split", pa.string()), pa.field("samples", pa.int64()),
 ])
 
@@ -180,8 +197,9 @@ def final_rows(metrics: Mapping[str, float], split: str, samples: int) -> list[d
         if not any(f"{reduction}/{m}" in metrics for m in METRICS):
             continue
         row: dict[str, Any] = {m: metrics.get(f"{reduction}/{m}") for m in METRICS}
-        precision = metrics.get("selection/precision") if reduction == "final" else None
-        row.update(reduction=reduction, selection_precision=precision, split=split, samples=samples)
+        row.update({f"selection_{s}": metrics.get(f"selection/{s}") if reduction == "final" else None
+                    for s in SELECTION_STATS})
+        row.update(reduction=reduction, split=split, samples=samples)
         rows.append(row)
     return rows
 

@@ -201,14 +201,16 @@ def epoch_line(result: EpochResult, epochs: int) -> str:
     terms = ", ".join(f"{k[5:]} {v:.4g}" for k, v in t.items() if k.startswith("loss/") and k != "loss/total")
     line = (f"{result.stage} {result.epoch + 1}/{epochs} | loss {t['loss/total']:.4g} ({terms}) | lr {t['lr']:.2e} | "
             f"{t['samples_per_s']:.1f} samples/s")
-    shown = [("final", "final"), ("best_of_k", "best-of-K"), ("mean_of_k", "mean-of-K"), ("random_n", "random-n"),
-             ("hyp0", "hyp0")]
+    shown = [("final", "final"), ("best_of_k", "best-of-K"), ("label_oracle", "label-oracle"),
+             ("mean_of_k", "mean-of-K"), ("random_n", "random-n"), ("hyp0", "hyp0")]
     vals = [f"{name} {result.val[f'{key}/mpjpe_current']:.2f}" for key, name in shown
             if f"{key}/mpjpe_current" in result.val]
     if vals:
         line += " | val MPJPE current: " + ", ".join(vals)
     if "selection/precision" in result.val:
-        line += f", precision {result.val['selection/precision']:.3f}"
+        v = result.val
+        line += (f", precision {v['selection/precision']:.3f}, gain {v['selection/gain']:.2f}, "
+                 f"most common set {100 * v['selection/common_set_share']:.0f}%")
     return line + f" | {result.seconds:.0f} s"
 
 

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from hmh import atomic
+from hmh.report import selection_lines
 from hmh.results import (
     FINAL_SCHEMA,
     METRICS,
     OBJECTIVE,
+    REDUCTION_NAMES,
+    SELECTION_STATS,
     TRIALS_SCHEMA,
     ExperimentPaths,
     ResultsError,
@@ -31,8 +34,6 @@ SEED_TABLE_4_1 = {"BlurHandNet (paper)": (16.80, 15.30), "seed, final (top-n agg
                   "seed, best of K (oracle)": (14.12, 12.59)}
 # Seed Table 4.2: best-of-K MPJPE (current frame, mm) against K.
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
-REDUCTION_NAMES = {"best_of_k": "best of K (oracle)", "final": "final (selected top-n)", "mean_of_k": "mean of K",
-                   "random_n": "random top-n", "hyp0": "hypothesis 0"}
 MAX_TRIAL_ROWS = 30
 
 
@@ -159,9 +160,11 @@ def summarize(root: str | Path) -> str:
         samples = final[0]["samples"] if final else 0
         out += [f"## Final retrain: {split} split ({samples} samples), trial {final_meta.get('best_trial_id', '?')}'s "
                 f"configuration with the full budget", "", *_final_table(final), ""]
-        precision = _by_reduction(final).get("final", {}).get("selection_precision")
-        if precision is not None:
-            out += [f"Selection precision (selected top-n among the true top-n): {precision:.3f}", ""]
+        selected = _by_reduction(final).get("final", {})
+        stats = {f"selection/{s}": selected[f"selection_{s}"] for s in SELECTION_STATS
+                 if selected.get(f"selection_{s}") is not None}
+        selection = selection_lines(stats)
+        out += [*(f"- {line}" for line in selection), ""] if selection else []
         if final_meta.get("checkpoint"):
             out += [f"Checkpoint: `{final_meta['checkpoint']}`", ""]
         out += ["## Compared with the seed, in shape", "", "Table 4.1 (final vs best of K):", "",

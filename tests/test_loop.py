@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hmh.config import load_config
+from hmh.evaluation import REDUCTIONS, SELECTION_STATS
 from hmh.loop import (
     OBJECTIVES,
     TrainingError,
@@ -15,7 +16,7 @@ from hmh.loop import (
     seed_everything,
     train_one_epoch,
 )
-from hmh.metrics import METRICS, REDUCTIONS
+from hmh.metrics import METRICS
 from hmh.models.build import build_models
 from hmh.runner import build_datasets, data_root, make_loader
 from hmh.visualize import hypothesis_grid
@@ -144,7 +145,7 @@ def test_evaluate_returns_every_metric(cfg, datasets):
     generator, selector = fresh_models(cfg)
     loader = make_loader(datasets["val"], cfg, train=False)
     with_sel = evaluate(generator, selector, loader, cfg, CPU)
-    expected = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {"selection/precision"}
+    expected = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {f"selection/{s}" for s in SELECTION_STATS}
     assert set(with_sel) == expected
     assert all(math.isfinite(v) for v in with_sel.values())
     without = evaluate(generator, None, loader, cfg, CPU)

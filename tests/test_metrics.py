@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from hmh import evaluation as E
 from hmh import metrics as M
+from hmh.report import metric_table, selection_verdict
 
 T, J = 3, 21
 
@@ -391,11 +393,12 @@ def _batches(n: int, size: int):
 def test_evaluator_matches_one_shot_reductions_and_reference():
     pred, gt, valid, pred_verts, gt_verts, mesh_valid = _random_case(22, 30, k=4)
     scores = np.random.default_rng(0).random((30, 4))
-    ev = M.MultiHypothesisEvaluator(top_n=2, seed=3)
+    ev = E.MultiHypothesisEvaluator(top_n=2, seed=3)
     for s in _batches(30, 7):
         ev.update(pred[s], gt[s], valid[s], pred_verts[s], gt_verts[s], mesh_valid[s], scores=scores[s])
     got = ev.compute()
-    assert set(got) == {f"{r}/{m}" for r in M.REDUCTIONS for m in M.METRICS} | {"selection/precision"}
+    stats = {f"selection/{s}" for s in E.SELECTION_STATS}
+    assert set(got) == {f"{r}/{m}" for r in E.REDUCTIONS for m in M.METRICS} | stats
 
     def check(prefix, expected):
         assert {m: got[f"{prefix}/{m}"] for m in M.METRICS} == pytest.approx(expected, rel=1e-10)
@@ -414,7 +417,7 @@ def test_evaluator_matches_one_shot_reductions_and_reference():
 
 def test_evaluator_without_scores_and_torch_inputs():
     pred, gt, valid, *_ = _random_case(23, 6, k=3)
-    ev = M.MultiHypothesisEvaluator(top_n=2)
+    ev = E.MultiHypothesisEvaluator(top_n=2)
     ev.update(torch.tensor(pred, dtype=torch.float32), torch.tensor(gt), torch.tensor(valid))
     got = ev.compute()
     assert not any(key.startswith(("final/", "selection/")) for key in got)
@@ -423,12 +426,12 @@ def test_evaluator_without_scores_and_torch_inputs():
     with pytest.raises(ValueError, match="scores"):
         ev.update(pred, gt, valid, scores=np.zeros((6, 3)))
     with pytest.raises(ValueError, match="top_n"):
-        M.MultiHypothesisEvaluator(top_n=4).update(pred, gt, valid)
+        E.MultiHypothesisEvaluator(top_n=4).update(pred, gt, valid)
 
 
 def test_oracle_scores_give_full_precision_and_beat_hyp0():
     pred, gt, valid, *_ = _random_case(24, 50, k=8)
-    ev = M.MultiHypothesisEvaluator(top_n=2)
+    ev = E.MultiHypothesisEvaluator(top_n=2)
     oracle_scores = -M.sequence_errors(pred, gt, valid)
     ev.update(pred, gt, valid, scores=np.nan_to_num(oracle_scores, nan=0.0))
     got = ev.compute()
@@ -436,3 +439,65 @@ def test_oracle_scores_give_full_precision_and_beat_hyp0():
     assert got["final/mpjpe_current"] < got["hyp0/mpjpe_current"]
     assert got["best_of_k/mpjpe_current"] < got["hyp0/mpjpe_current"]
     assert got["best_of_k/mpjpe_past"] < got["hyp0/mpjpe_past"]
+
+
+def test_label_oracle_is_the_top_n_by_sequence_error():
+    pred, gt, valid, pred_verts, gt_verts, mesh_valid = _random_case(25, 40, k=6)
+    scores = np.random.default_rng(1).random((40, 6))
+    ev = E.MultiHypothesisEvaluator(top_n=3)
+    for s in _batches(40, 9):
+        ev.update(pred[s], gt[s], valid[s], pred_verts[s], gt_verts[s], mesh_valid[s], scores=scores[s])
+    got = ev.compute()
+    seq_err = M.sequence_errors(pred, gt, valid)
+    oracle = M.aggregate(pred, -np.nan_to_num(seq_err, nan=1e9), 3, pred_verts)
+    expected = _reference(oracle.joints, gt, valid, oracle.verts, gt_verts, mesh_valid)
+    assert {m: got[f"label_oracle/{m}"] for m in M.METRICS} == pytest.approx(expected, rel=1e-10)
+    gain = (got["random_n/mpjpe_current"] - got["final/mpjpe_current"]) / (
+        got["random_n/mpjpe_current"] - got["label_oracle/mpjpe_current"])
+    assert got["selection/gain"] == pytest.approx(gain)
+    assert got["label_oracle/mpjpe_current"] < got["random_n/mpjpe_current"]
+
+
+def test_selection_gain_is_one_for_the_labels_and_near_zero_for_random():
+    pred, gt, valid, *_ = _random_case(26, 400, k=8, p_invalid=0.0)
+    seq_err = M.sequence_errors(pred, gt, valid)
+    perfect = E.MultiHypothesisEvaluator(top_n=2)
+    perfect.update(pred, gt, valid, scores=-seq_err)
+    got = perfect.compute()
+    assert got["selection/gain"] == pytest.approx(1.0) and got["selection/precision"] == pytest.approx(1.0)
+    assert got["selection/common_set_share"] < 0.2  # the best pair differs from image to image
+    worst = E.MultiHypothesisEvaluator(top_n=2)
+    worst.update(pred, gt, valid, scores=seq_err)
+    assert worst.compute()["selection/gain"] < 0
+
+
+def test_a_constant_slot_rule_is_reported_as_one():
+    """The demo's failure: the same rewards on every image pick the same set; spread 0, share 100%, a warning."""
+    pred, gt, valid, *_ = _random_case(27, 64, k=4)
+    constant = np.tile([0.9, 0.8, 0.1, 0.7], (64, 1))
+    ev = E.MultiHypothesisEvaluator(top_n=3)
+    for s in _batches(64, 10):
+        ev.update(pred[s], gt[s], valid[s], scores=constant[s])
+    got = ev.compute()
+    assert got["selection/common_set_share"] == 1.0
+    assert got["selection/reward_spread"] == pytest.approx(0.0, abs=1e-12)
+    assert "constant rule (the same top-n set on 100% of the images)" in selection_verdict(got)
+    assert "WARNING" in metric_table(got) and "label oracle top-n" in metric_table(got)
+
+
+def test_reward_spread_is_the_mean_over_slots_of_the_std_across_images():
+    stats = E.SelectionStats()
+    scores = torch.tensor([[0.1, 0.5], [0.3, 0.5], [0.5, 0.5], [0.7, 0.5]], dtype=torch.float64)
+    stats.update(scores[:3], torch.tensor([[1], [1], [1]]))
+    stats.update(scores[3:], torch.tensor([[0]]))
+    got = stats.compute()
+    assert got["reward_spread"] == pytest.approx(np.std([0.1, 0.3, 0.5, 0.7]) / 2)
+    assert got["common_set_share"] == 0.75
+
+
+def test_selection_gain_without_headroom_is_nan_and_verdict_needs_a_problem():
+    assert math.isnan(E.selection_gain(10.0, 9.0, 10.0))
+    assert E.selection_gain(10.0, 8.0, 6.0) == pytest.approx(0.5)
+    assert selection_verdict({"selection/gain": 0.4, "selection/common_set_share": 0.3}) is None
+    assert "gain is -0.20" in selection_verdict({"selection/gain": -0.2, "selection/common_set_share": 0.3})
+    assert selection_verdict({}) is None

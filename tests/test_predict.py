@@ -121,8 +121,12 @@ def test_unreadable_image_is_reported_and_the_others_are_written(checkpoints, ph
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
     assert _run(broken, photo, photo, "--checkpoint", checkpoints["selection"], "--out", out) == 2
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert f"{broken}: unreadable or corrupt image" in err and "1 of 3 images" in err and "Traceback" not in err
+    # the same image twice: the same rewards and set, which the selection line calls a constant rule
+    assert "selection over 2 images: reward spread 0.0000" in printed.out and "for 100% of them" in printed.out
+    assert "constant rule" in printed.out
     assert sorted(p.name for p in out.iterdir()) == ["hand", "hand-2"]  # same names get -2
     assert (out / "hand-2" / "prediction.json").is_file()
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import hmh.evaluation
 import hmh.metrics
 from hmh.config import load_config, to_dict
 from hmh.results import (
@@ -19,6 +20,7 @@ from hmh.results import (
     METRICS,
     OBJECTIVE,
     REDUCTIONS,
+    SELECTION_STATS,
     TRIALS_SCHEMA,
     ExperimentPaths,
     ResultsError,
@@ -34,9 +36,10 @@ SEARCHED = ["model.num_hypotheses", "selection.top_n", "optim.lr"]
 
 
 def metrics_table(base: float) -> dict[str, float]:
-    offsets = {"best_of_k": 0.0, "final": 3.0, "mean_of_k": 5.0, "random_n": 6.0, "hyp0": 9.0}
+    offsets = {"best_of_k": 0.0, "final": 3.0, "label_oracle": 2.0, "mean_of_k": 5.0, "random_n": 6.0, "hyp0": 9.0}
     out = {f"{r}/{m}": base + offsets[r] + i for r in REDUCTIONS for i, m in enumerate(METRICS)}
-    out["selection/precision"] = 0.5
+    out.update({"selection/precision": 0.5, "selection/gain": 0.75, "selection/reward_spread": 0.01,
+                "selection/common_set_share": 0.25})
     return out
 
 
@@ -65,7 +68,8 @@ def experiment(tmp_path: Path) -> ExperimentPaths:
 
 
 def test_metric_names_match_hmh_metrics() -> None:
-    assert METRICS == hmh.metrics.METRICS and REDUCTIONS == hmh.metrics.REDUCTIONS
+    assert METRICS == hmh.metrics.METRICS and REDUCTIONS == hmh.evaluation.REDUCTIONS
+    assert SELECTION_STATS == hmh.evaluation.SELECTION_STATS
 
 
 def test_trials_file_has_typed_config_columns_and_opens_in_pandas(experiment: ExperimentPaths) -> None:
@@ -118,9 +122,10 @@ def test_write_is_atomic_and_rejects_rows_that_do_not_fit(tmp_path: Path) -> Non
 def test_final_rows_keep_the_present_reductions_in_order() -> None:
     table = metrics_table(10.0)
     rows = final_rows({k: v for k, v in table.items() if not k.startswith("final/")}, "test", 8)
-    assert [r["reduction"] for r in rows] == ["best_of_k", "mean_of_k", "random_n", "hyp0"]
+    assert [r["reduction"] for r in rows] == ["best_of_k", "label_oracle", "mean_of_k", "random_n", "hyp0"]
     rows = final_rows(table, "test", 8)
     assert rows[1]["reduction"] == "final" and rows[1]["selection_precision"] == 0.5
+    assert rows[1]["selection_gain"] == 0.75 and rows[1]["selection_common_set_share"] == 0.25
     assert rows[0]["selection_precision"] is None and rows[0]["mpjpe_current"] == 11.0
 
 
@@ -137,6 +142,9 @@ def test_summary_from_parquet_alone(experiment: ExperimentPaths) -> None:
     assert "| final (selected top-n) | 25.00 | 26.00 | 27.00 | 28.00 |" in text
     assert "16.72" in text and "14.12" in text  # the seed's Tables 4.1 and 4.2
     assert "best of K <= final (as in the seed): yes" in text
+    assert "| label oracle top-n (top-n by the labels' own error) | 24.00 |" in text
+    assert "selection gain ((random - final) / (random - label oracle)" in text and "): 0.75" in text
+    assert "images whose selected set is the most common one: 25%" in text and "WARNING" not in text
     assert "| 8 | - | 26.00 | 26.00 |" in text  # Table 4.2 shape: K = 8 (best of K current, completed trial)
     assert "| 2 | - | - | 21.00 |" in text  # K = 2 only in a trial stopped early
     assert write_summary(experiment.root).read_text() == text

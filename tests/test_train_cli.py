@@ -7,7 +7,8 @@ import torch
 
 from hmh.checkpoint import load_checkpoint
 from hmh.cli import main
-from hmh.metrics import METRICS, REDUCTIONS
+from hmh.evaluation import REDUCTIONS, SELECTION_STATS
+from hmh.metrics import METRICS
 
 TINY = [
     "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
@@ -16,7 +17,7 @@ TINY = [
     "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
     "train.generation_epochs=2", "train.selection_epochs=1", "train.log_every=1",
 ]
-ALL_KEYS = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {"selection/precision"}
+ALL_KEYS = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {f"selection/{s}" for s in SELECTION_STATS}
 
 
 @pytest.fixture(scope="module")

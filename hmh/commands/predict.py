@@ -41,10 +41,29 @@ def _folders(images: list[Path], out: Path) -> list[Path]:
     return folders
 
 
+def selection_summary(stats) -> str:
+    """The selector's behaviour over the images of one ``hmh predict`` call (an ``hmh.evaluation.SelectionStats``):
+    its reward spread across images and how often it chose its most common set, flagged when it is a constant
+    rule."""
+    from hmh.report import CONSTANT_RULE_SHARE
+
+    got = stats.compute()
+    share = got["common_set_share"]
+    line = (f"selection over {stats.count} images: reward spread {got['reward_spread']:.4f} (std of a slot's reward "
+            f"across images, mean over slots); the most common set {list(stats.most_common_set())} was selected for "
+            f"{100 * share:.0f}% of them")
+    if share >= CONSTANT_RULE_SHARE:
+        line += " -- the selector acts as a constant rule here, not as a reading of the image"
+    return line
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
     from hmh.checkpoint import models_from_checkpoint
     from hmh.data.blurhand import load_image
     from hmh.errors import HmhError
+    from hmh.evaluation import SelectionStats
     from hmh.loop import resolve_device
     from hmh.predict import FRAMES, HandCrop, crop_hand, predict, write_prediction
 
@@ -55,12 +74,15 @@ def run_predict(args: argparse.Namespace) -> int:
     current = FRAMES.index("current")
     failed: list[str] = []
     pending: list[tuple[Path, Path, HandCrop]] = []
+    stats = SelectionStats()
 
     def flush() -> None:
         for (image_path, folder, crop), pred in zip(pending, predict(models, [c for *_, c in pending], device),
                                                     strict=True):
             write_prediction(folder, pred, crop, faces, str(image_path), str(args.checkpoint))
             rewards = "" if pred.reward is None else " rewards " + " ".join(f"{r:.3f}" for r in pred.reward)
+            if pred.reward is not None:
+                stats.update(torch.from_numpy(pred.reward)[None], torch.from_numpy(pred.selected)[None])
             wrist = pred.final_joints_2d[current, 0].round(1).tolist()
             print(f"{image_path}: K={len(pred.joints)}{rewards}; final = {pred.final_source} "
                   f"{pred.selected.tolist()}, current-frame wrist at {wrist} px -> {folder}/", flush=True)
@@ -78,6 +100,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if len(pending) == cfg.train.eval_batch_size:
             flush()
     flush()
+    if stats.count >= 2:
+        print(selection_summary(stats), flush=True)
     if failed:
         raise HmhError(f"{len(failed)} of {len(args.images)} images could not be read: {', '.join(failed)}")
     return 0
