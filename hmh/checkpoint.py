@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "LoadedModels",
+    "checkpoint_config",
     "load_checkpoint",
     "models_from_checkpoint",
     "save_checkpoint",

@@ -50,6 +50,8 @@ class SelectionConfig:
     decoder_blocks: int = 2  # transformer decoder blocks (paper: 4)
     msf: bool = True  # Model-Specific Feature query; False = the "w/o MSF" ablation
     init_from_generator: bool = True  # initialise its Unfolder from the trained generator
+    embedding_std: float = 1.0  # init std of its temporal and joint position embeddings (1.0: standard normal,
+    # as the generator's; smaller keeps them from swamping the hypothesis query at the start)
 
 
 @dataclass
@@ -114,6 +116,8 @@ class TrainConfig:
     out_dir: str = "runs/default"
     log_every: int = 20  # steps between console/TensorBoard loss lines
     keep: str = "best"  # hmh train: checkpoint each stage keeps: best (by validation) | last (the method)
+    generator: str = ""  # hmh train: a generation checkpoint to start from; its stage is then skipped (selectors
+    # with different settings on one generator, as the seed's Table 4.3 compares them); its model.* must match
 
 
 @dataclass
@@ -169,6 +173,7 @@ def validate(config: Config) -> Config:
         (s.top_n <= m.num_hypotheses, "selection.top_n", s.top_n,
          f"top_n <= model.num_hypotheses (K = {m.num_hypotheses})"),
         (s.decoder_blocks >= 1, "selection.decoder_blocks", s.decoder_blocks, ">= 1"),
+        (s.embedding_std > 0, "selection.embedding_std", s.embedding_std, "> 0"),
         (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
         (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
         (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),

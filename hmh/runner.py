@@ -1,8 +1,8 @@
 """A whole two-stage training run on one process (``hmh train``), built from reusable per-epoch pieces.
 
 ``run_training(cfg, out_dir)`` resolves the data (``data.root`` or the cached synthetic dataset), trains the
-generation stage, reloads its kept checkpoint, trains the selection stage, reloads its kept checkpoint and
-evaluates on the test split. Layout of ``out_dir``::
+generation stage (or takes the generator of ``train.generator``'s checkpoint), reloads its kept checkpoint, trains
+the selection stage, reloads its kept checkpoint and evaluates on the test split. Layout of ``out_dir``::
 
     config.yaml                         the resolved config
     checkpoints/{stage}_{last,best}.pt  per epoch; best = the kept one: by the stage's validation objective
@@ -31,8 +31,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from hmh import atomic
 from hmh.baseline import constant_errors, share_line
-from hmh.checkpoint import load_checkpoint, save_checkpoint
-from hmh.config import Config, save_config
+from hmh.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from hmh.config import Config, ConfigError, save_config
 from hmh.loop import (
     OBJECTIVES,
     autocast,
@@ -255,6 +255,26 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
     return StageResult(best_path, best_metrics, history)
 
 
+def _given_generator(cfg: Config, generator: torch.nn.Module, paths: RunPaths, echo: Echo) -> StageResult:
+    """``train.generator`` in place of the generation stage: its generator weights (of either stage's checkpoint),
+    checked against ``cfg.model``, loaded into ``generator`` and saved as this run's ``generation_best.pt``, so the
+    run's files are those of a run that trained it."""
+    source = Path(cfg.train.generator)
+    data = load_checkpoint(source)
+    theirs, ours = checkpoint_config(data, source).model, cfg.model
+    differ = [f"model.{k}: {v!r} there, {getattr(ours, k)!r} here" for k, v in vars(theirs).items()
+              if k != "pretrained" and getattr(ours, k) != v]
+    if differ:
+        raise ConfigError(f"train.generator={str(source)!r}: its model differs from this config's: "
+                          + "; ".join(differ))
+    unwrap(generator).load_state_dict(data["model"]["generator"])
+    metrics = dict(data["metrics"])
+    best = save_checkpoint(paths.checkpoint("generation", "best"), generator=generator, config=cfg,
+                           stage="generation", epoch=int(data["epoch"]), metrics=metrics)
+    echo(f"generation stage skipped: the generator of {source} ({data['stage']} stage, epoch {data['epoch']})")
+    return StageResult(best, metrics)
+
+
 @dataclass
 class RunResult:
     """Where a run wrote, and its test metrics."""
@@ -286,7 +306,10 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
     best_val: dict[str, dict[str, float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
     with SummaryWriter(str(paths.tensorboard)) as writer:
-        gen = _run_stage("generation", cfg, generator, None, loaders, device, paths, writer, echo, progress)
+        if cfg.train.generator:
+            gen = _given_generator(cfg, generator, paths, echo)
+        else:
+            gen = _run_stage("generation", cfg, generator, None, loaders, device, paths, writer, echo, progress)
         best_val["generation"], history["generation"] = gen.best_metrics, gen.history
         unwrap(generator).load_state_dict(load_checkpoint(gen.best, device)["model"]["generator"])
         generator.requires_grad_(False)

@@ -66,6 +66,8 @@ def test_overrides_are_typed_and_nested() -> None:
         ("loss.winner=hypothesis", "loss.winner"),
         ("train.keep=first", "train.keep"),
         ("data.synthetic_profile=easy", "data.synthetic_profile"),
+        ("selection.embedding_std=0", "selection.embedding_std"),
+        ("train.generator=3", "train.generator"),
     ],
 )
 def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:

@@ -1,7 +1,7 @@
 """Generation and selection models on a tiny config: shapes, batch/hypothesis bookkeeping, conventions."""
 
 import copy
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -227,6 +227,16 @@ def test_msf_switch(images, gen_out):
     with torch.no_grad():
         assert not torch.allclose(with_msf(images, gen_out).logits, with_msf(images, other).logits)
         assert torch.allclose(without(images, gen_out).logits, without(images, other).logits)
+
+
+def test_selector_embedding_std_scales_its_position_embeddings():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    wide = Selector(cfg.model, cfg.selection)
+    torch.manual_seed(0)
+    narrow = Selector(cfg.model, replace(cfg.selection, embedding_std=0.02))
+    assert float(wide.pe_t.std()) == pytest.approx(1.0, abs=0.2)
+    assert torch.allclose(narrow.pe_t, 0.02 * wide.pe_t) and torch.allclose(narrow.pe_j, 0.02 * wide.pe_j)
 
 
 def test_init_from_generator_copies_backbone_and_unfolder(generator):

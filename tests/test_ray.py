@@ -4,7 +4,9 @@
 - a Train stage resumes from its checkpoint after one of its DDP workers is killed;
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
-- a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials).
+- a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
+- the reproduction study runs its arms (the no-MSF one on its partner's generator), writes its tables, and a second
+  run finds every arm finished.
 
 (Invalid configs and spaces are rejected before Ray starts: tests/test_search_space.py.)
 """
@@ -196,6 +198,39 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_addres
     iterations = pd.read_parquet(paths.iterations)
     assert list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"]) == finished_epochs
     final = pd.read_parquet(paths.final)
-    assert list(final["reduction"]) == ["best_of_k", "final", "mean_of_k", "random_n", "hyp0"]
+    assert list(final["reduction"]) == ["best_of_k", "final", "label_oracle", "mean_of_k", "random_n", "hyp0"]
     assert final["mpjpe_current"].notna().all() and set(final["split"]) == {"test"}
     assert "Final retrain: test split" in summarize(paths.root)
+
+
+def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, tmp_path: Path, capsys) -> None:
+    from hmh.config import load_config
+    from hmh.study_results import StudyPaths, summarize
+    from tune.study import run_study
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = load_config(str(config), ["search.experiment=study"])
+    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    paths = StudyPaths(tmp_path / "results" / "study")
+    test = pd.read_parquet(paths.test)
+    assert set(test["arm"]) == {"constant", "k1", "k2", "k2-no-msf"}
+    k2 = test[test["arm"] == "k2"].set_index("reduction")
+    assert {"final", "best_of_k", "label_oracle", "mean_of_k", "random_n"} <= set(k2.index)
+    assert k2.loc["best_of_k", "mpjpe_current"] <= k2.loc["mean_of_k", "mpjpe_current"]
+    assert set(test[test["arm"] == "k1"]["reduction"]) == {"best_of_k", "label_oracle", "mean_of_k", "random_n",
+                                                            "hyp0"}  # one hypothesis: no selector
+    epochs = pd.read_parquet(paths.epochs)
+    stages = {arm: list(group["stage"]) for arm, group in epochs.groupby("arm")}
+    assert stages == {"k1": ["generation"] * 2, "k2": ["generation", "generation", "selection"],
+                      "k2-no-msf": ["selection"]}
+    assert not (tmp_path / "results" / "study" / "train" / "k2-no-msf-generation").exists()  # k2's generator
+    summary = summarize(paths.root)
+    assert paths.summary.read_text() == summary
+    for check in ("final (", "selection gain (", "best of K falls as K grows (K = 1, 2)",
+                  "MSF final <= w/o MSF at the last epoch ("):
+        line = next(x for x in summary.splitlines() if x.startswith("- ") and check in x)
+        assert line.startswith(("- PASS: ", "- FAIL: ")), line
+    assert (paths.plots / "best_of_k_vs_k.png").is_file() and (paths.plots / "selection_epochs.png").is_file()
+    capsys.readouterr()
+    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    assert "all finished" in capsys.readouterr().out

@@ -120,3 +120,30 @@ def test_keep_last_and_top_n_equal_to_k_skip_what_cannot_matter(tmp_path, capsys
     last = load_checkpoint(tmp_path / "checkpoints" / "generation_last.pt")
     assert kept["epoch"] == last["epoch"] == 2
     assert not (tmp_path / "checkpoints" / "selection_last.pt").exists()
+
+
+def test_a_given_generator_skips_its_stage_and_is_the_one_evaluated(trained, tmp_path, capsys):
+    """``train.generator``: a second selector on the first run's generator (the seed's Table 4.3 setting)."""
+    out, _ = trained
+    given = out / "checkpoints" / "generation_best.pt"
+    overrides = [*TINY, f"train.generator={given}", "selection.msf=false"]
+    args = ["train", "--config", "cpu", "--out", str(tmp_path), "--no-progress"]
+    assert main(args + [a for item in overrides for a in ("--set", item)]) == 0
+    assert f"generation stage skipped: the generator of {given}" in capsys.readouterr().out
+    assert not (tmp_path / "checkpoints" / "generation_last.pt").exists()
+    kept = load_checkpoint(tmp_path / "checkpoints" / "selection_best.pt")
+    for key, value in load_checkpoint(given)["model"]["generator"].items():
+        assert torch.equal(value, kept["model"]["generator"][key]), key
+    assert kept["config"]["selection"]["msf"] is False
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    first = json.loads((out / "metrics.json").read_text())
+    assert report["metrics"]["best_of_k/mpjpe_current"] == pytest.approx(first["metrics"]["best_of_k/mpjpe_current"])
+
+
+def test_a_given_generator_of_another_model_is_refused_by_name(trained, tmp_path, capsys):
+    out, _ = trained
+    overrides = [*TINY, f"train.generator={out / 'checkpoints' / 'generation_best.pt'}", "model.embed_dim=16"]
+    args = ["train", "--config", "cpu", "--out", str(tmp_path), "--no-progress"]
+    assert main(args + [a for item in overrides for a in ("--set", item)]) == 2
+    err = capsys.readouterr().err
+    assert "train.generator=" in err and "model.embed_dim: 32 there, 16 here" in err and "Traceback" not in err

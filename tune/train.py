@@ -60,8 +60,14 @@ class RunResult:
 
 def prepare_config(cfg: Config, progress: bool = True) -> Config:
     """Resolve what workers must not do themselves, on the driver before Ray starts: the dataset (built into the
-    cache once when ``data.root`` is empty) as an absolute ``data.root``, and the synthetic MANO files."""
+    cache once when ``data.root`` is empty) as an absolute ``data.root``, and the synthetic MANO files.
+    ``train.generator`` (hmh train's) is refused: the Ray drivers train both stages."""
+    from hmh.config import ConfigError
     from hmh.runner import data_root
+
+    if cfg.train.generator:
+        raise ConfigError(f"train.generator={cfg.train.generator!r}: only hmh train starts from a given generator; "
+                          "the Ray Train and Tune drivers train both stages (leave it empty)")
 
     root = Path(data_root(cfg, progress=progress)).expanduser().absolute()
     if cfg.model.mano_path == "":
@@ -177,7 +183,10 @@ def test_metrics(cfg: Config, checkpoint: str, split: str = "test") -> dict[str,
 
     from tune.resources import worker_runtime_env
 
-    options: dict[str, Any] = {"num_cpus": cfg.search.cpus_per_worker, "runtime_env": worker_runtime_env(cfg.search)}
+    # "DEFAULT": called inside a Tune trial (the study's), the task must not be captured into the trial's small
+    # placement group; it takes one worker's resources from the cluster like the Train runs do.
+    options: dict[str, Any] = {"num_cpus": cfg.search.cpus_per_worker, "runtime_env": worker_runtime_env(cfg.search),
+                               "scheduling_strategy": "DEFAULT"}
     if cfg.search.gpus_per_worker > 0:
         options["num_gpus"] = cfg.search.gpus_per_worker
     task = ray.remote(evaluate_checkpoint).options(**options)

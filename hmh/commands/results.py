@@ -1,4 +1,5 @@
-"""``hmh results summarize results/<experiment>``: reprint a search's summary from its Parquet files alone."""
+"""``hmh results summarize results/<experiment>``: reprint a search's or a reproduction study's summary from its
+Parquet files alone."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ def register(subparsers) -> None:
     commands = parser.add_subparsers(dest="results_command", metavar="SUBCOMMAND", required=True)
     summarize = commands.add_parser(
         "summarize",
-        help="print a search's summary (best configuration, final table, comparison with the seed)",
-        description="Rebuild summary.md's text from trials.parquet and final.parquet of an experiment folder "
-        "(results/<experiment>) and print it. Needs neither Ray nor the checkpoints.",
+        help="print a search's summary (best configuration, final table, comparison with the seed) or a study's "
+        "(the seed's Tables 4.1-4.3 with their shape checks)",
+        description="Rebuild summary.md's text from the Parquet files of an experiment folder (results/<experiment>: "
+        "a search's trials.parquet and final.parquet, or a python -m tune.study study's test.parquet and "
+        "epochs.parquet) and print it. Needs neither Ray nor the checkpoints.",
     )
     summarize.add_argument("experiment", type=Path, help="experiment folder, e.g. results/demo")
     summarize.add_argument("--write", action="store_true", help="also rewrite <experiment>/summary.md")
@@ -21,10 +24,11 @@ def register(subparsers) -> None:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from hmh.search_summary import summarize, write_summary
+    from hmh import search_summary, study_results
 
-    text = summarize(args.experiment)
+    module = study_results if study_results.is_study(args.experiment) else search_summary
+    text = module.summarize(args.experiment)
     print(text, end="" if text.endswith("\n") else "\n")
     if args.write:
-        print(f"written: {write_summary(args.experiment)}")
+        print(f"written: {module.write_summary(args.experiment)}")
     return 0

@@ -59,8 +59,9 @@ class Selector(nn.Module):
         self.pose_query = _mlp(POSE_DIM, e, NUM_JOINTS * pose_width)  # h
         self.feature_query = _mlp(e, e, e // 2) if self.msf else None  # g
         self.query_input_dim = POSE_DIM + (e if self.msf else 0)
-        self.pe_t = nn.Parameter(torch.randn(t, e))  # (T, E)
-        self.pe_j = nn.Parameter(torch.randn(NUM_JOINTS, e))  # (J, E)
+        std = selection_cfg.embedding_std
+        self.pe_t = nn.Parameter(std * torch.randn(t, e))  # (T, E)
+        self.pe_j = nn.Parameter(std * torch.randn(NUM_JOINTS, e))  # (J, E)
         self.blocks = nn.ModuleList(
             nn.TransformerDecoderLayer(e, model_cfg.num_heads, dim_feedforward=round(e * model_cfg.mlp_ratio),
                                        dropout=model_cfg.dropout, activation="gelu", batch_first=True,
