@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         "evaluate",
         help="evaluate a checkpoint with the BlurHand protocol and write its metric table",
         description="Rebuild the models from a checkpoint alone and evaluate best-of-K, final (when the checkpoint "
-        "has a selector), mean-of-K, random-n and hypothesis 0.",
+        "has a selector), the label oracle top-n, mean-of-K, random-n and hypothesis 0, and how good the selection "
+        "is (precision, selection gain, reward spread, the share of images given the most common set).",
     )
     ev.add_argument("--checkpoint", type=Path, required=True,
                     help="a .pt written by hmh train, or a Ray Train checkpoint folder")
