@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from hmh import atomic
 from hmh.report import selection_lines
-from hmh.results import CONSTANT, METRICS, SELECTION_STATS, read_table, val_columns
+from hmh.results import CONSTANT, METRICS, REDUCTION_NAMES, SELECTION_STATS, read_table, val_columns
 
 __all__ = ["EPOCHS_SCHEMA", "MIN_GAIN", "SEED_TABLE_4_3", "TEST_SCHEMA", "StudyPaths", "is_study", "summarize",
            "test_rows", "write_study_plots", "write_summary"]
@@ -45,9 +45,6 @@ SEED_TABLE_4_1 = {"final": (16.72, 15.22), "best_of_k": (14.12, 12.59), "BlurHan
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
 SEED_TABLE_4_3 = {"w/o MSF": {10: 17.72, 20: 17.18, 30: 16.98}, "w/ MSF": {10: 17.58, 20: 17.05, 30: 16.72}}
 MIN_GAIN = 0.3  # the selection gain the multi-hypothesis model must reach (hmh.evaluation)
-NAMES = {"final": "final (selected top-n)", "best_of_k": "best of K (oracle)",
-         "label_oracle": "label oracle top-n", "mean_of_k": "mean of K", "random_n": "random top-n",
-         "hyp0": "hypothesis 0", CONSTANT: "constant mean pose (training split)"}
 
 
 @dataclass(frozen=True)
@@ -133,10 +130,10 @@ def _table_4_1(study: _Study) -> list[str]:
         k = study.arms[main]["num_hypotheses"]
         for reduction in ("final", "best_of_k", "label_oracle", "mean_of_k", "random_n"):
             seed = SEED_TABLE_4_1.get(reduction)
-            lines.append(f"| K = {k}, {NAMES[reduction]} ({main}) | {_mm(study.metric(main, reduction))} | "
+            lines.append(f"| K = {k}, {REDUCTION_NAMES[reduction]} ({main}) | {_mm(study.metric(main, reduction))} | "
                          f"{_mm(study.metric(main, reduction, 'mpvpe'))} | "
                          f"{'-' if seed is None else f'{seed[0]:.2f} / {seed[1]:.2f}'} |")
-    lines.append(f"| {NAMES[CONSTANT]} | {_mm(study.metric(CONSTANT, CONSTANT))} | - | - |")
+    lines.append(f"| {REDUCTION_NAMES[CONSTANT]} | {_mm(study.metric(CONSTANT, CONSTANT))} | - | - |")
     lines.append(f"| BlurHandNet (paper) | - | - | {SEED_TABLE_4_1['BlurHandNet'][0]:.2f} / "
                  f"{SEED_TABLE_4_1['BlurHandNet'][1]:.2f} |")
     final, single = (study.metric(main, "final") if main else None), (study.metric(k1, "mean_of_k") if k1 else None)
@@ -224,7 +221,7 @@ def write_study_plots(root: str | Path) -> list[Path]:
         points = [(k, study.metric(a, reduction)) for k, a in sorted(ks.items())
                   if study.metric(a, reduction) is not None]
         if points:
-            ax.plot(*zip(*points, strict=True), marker=marker, label=NAMES[reduction])
+            ax.plot(*zip(*points, strict=True), marker=marker, label=REDUCTION_NAMES[reduction])
     if ks:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ks), [str(k) for k in sorted(ks)])
