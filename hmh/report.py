@@ -12,7 +12,8 @@ from pathlib import Path
 from hmh import atomic
 from hmh.results import CONSTANT, METRICS, REDUCTION_NAMES, REDUCTIONS
 
-__all__ = ["CONSTANT_RULE_SHARE", "metric_table", "selection_lines", "selection_verdict", "write_metrics"]
+__all__ = ["CONSTANT_RULE_SHARE", "format_or_dash", "metric_table", "selection_lines", "selection_verdict",
+           "write_metrics"]
 
 CONSTANT_RULE_SHARE = 0.9
 """A selector that picks its most common set on at least this share of the images is called a constant rule."""
@@ -24,8 +25,9 @@ METRIC_NAMES = {
 }
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+def format_or_dash(value: float | None, spec: str = ".2f") -> str:
+    """``value`` formatted with ``spec`` (mm: two decimals), ``-`` where it is missing or NaN."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def metric_table(metrics: Mapping[str, float]) -> str:
@@ -36,7 +38,7 @@ def metric_table(metrics: Mapping[str, float]) -> str:
     for reduction in (*REDUCTIONS, CONSTANT):
         if not any(f"{reduction}/{m}" in metrics for m in METRICS):
             continue
-        cells = " | ".join(_cell(metrics.get(f"{reduction}/{m}")) for m in METRICS)
+        cells = " | ".join(format_or_dash(metrics.get(f"{reduction}/{m}")) for m in METRICS)
         lines.append(f"| {REDUCTION_NAMES[reduction]} | {cells} |")
     selection = selection_lines(metrics)
     return "\n".join(lines + ([""] + selection if selection else []))
@@ -52,9 +54,9 @@ def selection_lines(metrics: Mapping[str, float]) -> list[str]:
     if "selection/gain" in metrics:
         lines += [
             f"selection gain ((random - final) / (random - label oracle), current frame; 1 = as good as its labels, "
-            f"0 = random): {_ratio(get('selection/gain'))}",
+            f"0 = random): {format_or_dash(get('selection/gain'))}",
             f"reward spread across images (std of a slot's reward, mean over slots): "
-            f"{_ratio(get('selection/reward_spread'), '.4f')}",
+            f"{format_or_dash(get('selection/reward_spread'), '.4f')}",
             f"images whose selected set is the most common one: {_percent(get('selection/common_set_share'))}",
         ]
     verdict = selection_verdict(metrics)
@@ -75,10 +77,6 @@ def selection_verdict(metrics: Mapping[str, float]) -> str | None:
     return ("WARNING: " + " and ".join(problems) + ". Usual reason: too few selection steps (as at demo scale) for "
             "the selector to learn from the image; train the selection stage longer (train.selection_epochs, more "
             "data).")
-
-
-def _ratio(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _percent(value: float | None) -> str:

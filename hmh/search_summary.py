@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hmh import atomic
+from hmh.report import format_or_dash as _mm
 from hmh.report import selection_lines
 from hmh.results import (
     FINAL_SCHEMA,
@@ -35,10 +36,6 @@ SEED_TABLE_4_1 = {"BlurHandNet (paper)": (16.80, 15.30), "seed, final (top-n agg
 # Seed Table 4.2: best-of-K MPJPE (current frame, mm) against K.
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
 MAX_TRIAL_ROWS = 30
-
-
-def _mm(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def _value(value: Any) -> str:

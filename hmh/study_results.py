@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from hmh import atomic
+from hmh.report import format_or_dash as _mm
 from hmh.report import selection_lines
 from hmh.results import CONSTANT, METRICS, REDUCTION_NAMES, SELECTION_STATS, read_table, val_columns
 
@@ -76,10 +77,6 @@ def test_rows(arm: Mapping[str, Any], metrics: Mapping[str, float], samples: int
             row.update({f"selection_{s}": metrics.get(f"selection/{s}") for s in SELECTION_STATS})
         rows.append(row)
     return rows
-
-
-def _mm(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def _verdict(ok: bool | None, text: str, pending: str) -> str:

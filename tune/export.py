@@ -8,7 +8,6 @@ itself holds no state Tune would have to restore.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import ray.tune
 
 from hmh.config import flatten
+from hmh.report import format_or_dash as _mm
 from hmh.results import (
     ITERATIONS_SCHEMA,
     OBJECTIVE,
@@ -193,10 +193,6 @@ class ExportCallback(ray.tune.Callback):
         best = min(done, key=lambda r: r["objective"])
         params = ", ".join(f"{k.split('.')[-1]}={_short(best[f'config/{k}'])}" for k in self.searched)
         return line + f"\n[{self.experiment}] current best: {best['trial_id']} {_mm(best['objective'])} mm ({params})"
-
-
-def _mm(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _short(value: Any) -> str:

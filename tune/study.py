@@ -30,6 +30,7 @@ from typing import Any
 import ray.tune
 
 from hmh.config import Config, ConfigError, save_config, to_dict
+from hmh.report import format_or_dash as _mm
 from hmh.results import CONSTANT, ExperimentPaths, read_table, val_columns, write_table
 from hmh.study_results import EPOCHS_SCHEMA, TEST_SCHEMA, StudyPaths, test_rows, write_study_plots, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
@@ -102,8 +103,10 @@ def arm_trial(params: dict[str, Any], arms: dict[str, dict], base: dict, root: s
                      **{f"test/{key}": value for key, value in test["metrics"].items()}})
 
 
-def _mm(value: Any) -> str:
-    return "-" if not isinstance(value, (int, float)) or value != value else f"{value:.2f}"
+def _headline(metrics: dict[str, Any], prefix: str) -> str:
+    """``"final 33.09, best of K 19.42, mean of K 36.33"``: current-frame MPJPE of ``{prefix}<reduction>/...``."""
+    return ", ".join(f"{name} {_mm(metrics.get(f'{prefix}{key}/mpjpe_current'))}" for key, name in
+                     (("final", "final"), ("best_of_k", "best of K"), ("mean_of_k", "mean of K")))
 
 
 class _Rows:
@@ -150,16 +153,12 @@ class StudyExport(ray.tune.Callback):
         if result.get("stage") == "test":
             metrics = {key[5:]: value for key, value in result.items() if key.startswith("test/")}
             rows.add_test(test_rows(arm.fields(), metrics, int(result["samples"])))
-            shown = ", ".join(f"{name} {_mm(metrics.get(f'{key}/mpjpe_current'))}" for key, name in
-                              (("final", "final"), ("best_of_k", "best of K"), ("mean_of_k", "mean of K")))
-            echo(f"[study] {arm.name}: test split done | {shown} mm")
+            echo(f"[study] {arm.name}: test split done | {_headline(metrics, '')} mm")
             return
         row = {**arm.fields(), "stage": result.get("stage"), "epoch": result.get("epoch"),
                "time_total_s": result.get("time_total_s"), **{c: result.get(c) for c in val_columns()}}
         rows.add_epoch(row)
-        echo(f"[study] {arm.name}: {row['stage']} epoch {row['epoch']} | val final "
-             f"{_mm(row.get('val/final/mpjpe_current'))}, best of K {_mm(row.get('val/best_of_k/mpjpe_current'))}, "
-             f"mean of K {_mm(row.get('val/mean_of_k/mpjpe_current'))} mm")
+        echo(f"[study] {arm.name}: {row['stage']} epoch {row['epoch']} | val {_headline(row, 'val/')} mm")
 
 
 def _constant_rows(cfg: Config) -> list[dict]:
