@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +52,11 @@ STAGES = ("generation", "selection")
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("format", "format_version", "model", "epoch", "stage", "config", "metrics", "versions")
+ACCEPTED = ("hmh reads only its own checkpoints (written by hmh train or the tune drivers: tensors and plain Python "
+            "values) and never unpickles anything else")
+# What torch's weights-only unpickler names in its refusal (the rest of its message is advice hmh does not give).
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_OPCODE = re.compile(r"Unsupported operand (\d+)")
 
 
 class CheckpointError(HmhError):
@@ -116,8 +123,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused, not an hmh checkpoint: {_refusal(str(err))}; {ACCEPTED}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable hmh checkpoint (corrupt or truncated?): {first}") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -135,6 +146,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if data["stage"] not in STAGES:
         raise CheckpointError(f"{path}: checkpoint key 'stage' is {data['stage']!r}, expected one of {STAGES}")
     return data
+
+
+def _refusal(message: str) -> str:
+    """What torch's weights-only load refused in a file, without its advice to load the file unsafely."""
+    if found := _GLOBAL.search(message):
+        return f"it asks to import the Python object {found.group(1)} (loading it could run code)"
+    if found := _OPCODE.search(message):
+        return f"it is not a torch file of tensors and plain values (unsupported pickle opcode {found.group(1)})"
+    return "it holds pickled data other than tensors and plain Python values"
 
 
 def checkpoint_config(data: dict[str, Any], path: str | os.PathLike = "checkpoint") -> Config:

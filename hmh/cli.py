@@ -12,14 +12,39 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import hmh
 from hmh import commands
 from hmh.errors import HmhError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, as :func:`run_reporting_errors` gives: ``PROG: error: ...``, exit status 2
+    (the sub-commands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(minimum: int = 0, note: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``; ``note`` says what a special value means ("0 = all")."""
+    expected = f"an integer >= {minimum}" + (f" ({note})" if note else "")
+
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hmh",
         description="Multi-hypothesis 3D hand mesh sequences from a single motion-blurred image.",
     )

@@ -21,6 +21,8 @@ import yaml
 from hmh import atomic
 from hmh.config_schema import (
     BACKBONES,
+    DEVICE,
+    DEVICES,
     KEEP,
     SYNTHETIC_PROFILES,
     WINNERS,
@@ -37,9 +39,10 @@ from hmh.config_schema import (
 )
 
 __all__ = [
-    "BACKBONES", "KEEP", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig",
-    "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "field_types",
-    "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict", "to_yaml", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError",
+    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig",
+    "field_types", "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict", "to_yaml",
+    "validate",
 ]
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -48,8 +51,10 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-# Numbers that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot ("1e-4", "3E-5").
+# Numbers that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot ("1e-4", "3E-5"), and infinity or
+# NaN spelt other than ".inf"/".nan" ("inf", "-Infinity", "nan"), read as numbers so validate() calls them invalid.
 _YAML11_MISSED_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+_YAML11_MISSED_NON_FINITE = re.compile(r"[-+]?\.?(inf|infinity|nan)", re.IGNORECASE)
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -73,6 +78,8 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
             return float(value)
+        if isinstance(value, str) and _YAML11_MISSED_NON_FINITE.fullmatch(value.strip()):
+            return float(value.strip().replace(".", ""))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

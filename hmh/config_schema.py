@@ -5,20 +5,25 @@ that types alone cannot express. :mod:`hmh.config` loads YAML into it (and re-ex
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from hmh.errors import HmhError
 
 __all__ = [
-    "BACKBONES", "KEEP", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig",
-    "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig",
+    "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 WINNERS = ("frame", "sample")  # loss.winner
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --device (hmh.loop.resolve_device)
+DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 class ConfigError(HmhError, ValueError):
@@ -96,6 +101,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of training captures held out for validation (search objective)
     augment: bool = True
     skip_bad_images: bool = False  # skip and count unreadable images instead of failing
+    skip_bad_annotations: bool = False  # skip and count samples with NaN/inf annotation values instead of failing
     max_train_samples: int = 0  # 0 = all
     max_eval_samples: int = 0  # 0 = all
     loader_workers: int = 0
@@ -154,11 +160,26 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
+def _finite_checks(config: Config) -> list[tuple[bool, str, Any, str]]:
+    """Every float key must be finite (YAML's ``.inf``/``.nan`` and ``--set k=inf`` alike): listed first, so a
+    non-finite value is called that rather than failing a range rule."""
+    checks = []
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        hints = typing.get_type_hints(type(part))
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if hints[f.name] is float:
+                checks.append((math.isfinite(value), f"{section.name}.{f.name}", value, "a finite number"))
+    return checks
+
+
 def validate(config: Config) -> Config:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
     m, s, lo, o, d, t, se = (config.model, config.selection, config.loss, config.optim, config.data, config.train,
                              config.search)
     checks: list[tuple[bool, str, Any, str]] = [
+        *_finite_checks(config),
         (m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {', '.join(BACKBONES)}"),
         (m.num_hypotheses >= 1, "model.num_hypotheses", m.num_hypotheses, "K >= 1"),
         (m.num_frames == 3, "model.num_frames", m.num_frames, "T = 3 (past, current, future)"),
@@ -198,8 +219,7 @@ def validate(config: Config) -> Config:
         (t.selection_epochs >= 0, "train.selection_epochs", t.selection_epochs, ">= 0"),
         (t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, ">= 1"),
-        (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device,
-         "auto, cpu, cuda or cuda:N"),
+        (DEVICE.fullmatch(t.device) is not None, "train.device", t.device, DEVICES),
         (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
         (t.keep in KEEP, "train.keep", t.keep, f"one of {', '.join(KEEP)}"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),

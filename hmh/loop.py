@@ -26,7 +26,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from hmh.config import Config
+from hmh.config import DEVICE, DEVICES, Config
 from hmh.errors import HmhError
 from hmh.models.build import unwrap
 
@@ -53,7 +53,8 @@ OBJECTIVES = {"generation": "mean_of_k/mpjpe_current", "selection": "final/mpjpe
 
 
 class TrainingError(HmhError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the stage, epoch and step."""
+    """Training cannot go on (e.g. a non-finite loss); the message names the stage, epoch and step (for a
+    non-finite loss also its terms and the batch's samples)."""
 
 
 def _check_stage(stage: str) -> None:
@@ -61,13 +62,18 @@ def _check_stage(stage: str) -> None:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)`` (checked to exist)."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``, checked to be spelt as
+    :data:`hmh.config.DEVICE` and to exist here; errors name ``key`` (the config key or the CLI argument)."""
+    if not DEVICE.fullmatch(name):
+        raise TrainingError(f"{key}={name!r} is invalid: expected {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device={name!r} but CUDA is not available here (use cpu or auto)")
+        raise TrainingError(f"{key}={name!r} but CUDA is not available here (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise TrainingError(f"{key}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -148,6 +154,24 @@ def _batch_size(batch: Mapping[str, torch.Tensor]) -> int:
     return int(batch["image"].shape[0])
 
 
+def _non_finite_report(losses: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> str:
+    """One line for a non-finite loss: the non-finite terms, every term's value, the batch's samples (dataset
+    ``index`` and ``annot_id`` where the dataset gives them) and any input key holding NaN/inf, with its samples."""
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    parts = [f"non-finite loss in {', '.join(bad)} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())})"]
+    ids = {k: batch[k].tolist() for k in ("index", "annot_id") if isinstance(batch.get(k), torch.Tensor)}
+    parts.append("batch samples: " + ("; ".join(f"{k} {v}" for k, v in ids.items()) or "not given by the dataset"))
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+            rows = (~torch.isfinite(value)).reshape(len(value), -1).any(dim=1).nonzero().flatten()
+            if len(rows) and "index" in ids:
+                parts.append(f"non-finite input {key!r} in samples index {[ids['index'][r] for r in rows.tolist()]}")
+            elif len(rows):
+                parts.append(f"non-finite input {key!r} at batch positions {rows.tolist()}")
+    return "; ".join(parts)
+
+
 def _forward_losses(
     stage: str, generator: torch.nn.Module, selector: torch.nn.Module | None, batch: dict, cfg: Config,
     device: torch.device,
@@ -218,8 +242,7 @@ def train_one_epoch(
         losses = _forward_losses(stage, generator, selector, batch, cfg, device)
         total = losses["total"]
         if not bool(torch.isfinite(total)):
-            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            raise TrainingError(f"{stage} epoch {epoch + 1} step {step}: non-finite loss ({terms})")
+            raise TrainingError(f"{stage} epoch {epoch + 1} step {step}: {_non_finite_report(losses, cpu_batch)}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(total).backward()

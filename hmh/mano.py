@@ -201,6 +201,16 @@ def validate_model(arrays: dict[str, np.ndarray], source: str | os.PathLike) -> 
     return out
 
 
+def _npz_refusal(message: str) -> str:
+    """numpy's reason for not reading an .npz, without its advice to allow pickles (``allow_pickle=True``)."""
+    if "Object arrays" in message:
+        return ("it holds object arrays (pickled Python objects, which could run code when loaded); a MANO .npz "
+                "holds numeric arrays only (hmh mano convert writes one from the official .pkl)")
+    if "allow_pickle" in message:
+        return "it is not a zip of arrays (numpy would read it as a pickle, which hmh never does for an .npz)"
+    return message
+
+
 def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a MANO ``.npz`` or ``.pkl`` (official, chumpy-free) file into validated dense numpy arrays.
 
@@ -216,7 +226,7 @@ def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 raw = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise MANOFileError(f"{path}: not a readable .npz MANO file: {err}") from err
+            raise MANOFileError(f"{path}: not a readable .npz MANO file: {_npz_refusal(str(err))}") from None
     elif path.suffix == ".pkl":
         try:
             with path.open("rb") as f:

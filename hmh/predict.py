@@ -1,21 +1,26 @@
 """Run a trained checkpoint on blurred images: the K hypotheses, their rewards, the selected top-n and the final
-hand sequence (past, current, future), as :class:`Prediction` and as files (:func:`write_prediction`).
+hand sequence (past, current, future), as :class:`Prediction` (written to files by :mod:`hmh.prediction_files`).
 
 The crop is BlurHandNet's: a hand box ``(x, y, w, h)`` in image pixels is clipped to the image, made square about
 its centre and enlarged x1.25 (:func:`hmh.data.transforms.square_bbox`, as the BlurHand reader does with its
 boxes); without a box the image is taken as a hand crop already (the square of side ``max(W, H)`` about its
 centre, not enlarged). Left hands are mirrored into the right-hand model, as in training, and un-mirrored in
-every output (3D x negated, 2D back in the original image).
+every output (3D x negated, 2D back in the original image). A crop that covers less than
+:data:`MIN_HAND_PIXELS` pixels of its image (in width or height) is refused: too few pixels to hold a hand.
 
 Outputs are wrist-relative 3D joints and vertices in the camera frame, and 2D joints in original image pixels
 (the hypotheses' MANO joints projected with the shared per-frame camera). The final sequence is the method's:
 the top-n hypotheses by reward, past/future aligned to the top-1, averaged. A generation-stage checkpoint has no
 selector; its final sequence is then the mean of all K (``final_source`` says which).
+
+Each image's files go to the folder :func:`prediction_name` names, derived from the image's resolved path.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hmh import atomic, geometry
+from hmh import geometry
 from hmh.checkpoint import LoadedModels
 from hmh.data.transforms import (
     Augmentation,
@@ -37,13 +42,13 @@ from hmh.data.transforms import (
 )
 from hmh.errors import HmhError
 from hmh.metrics import aggregate, mean_of_k
-from hmh.obj import write_obj
-from hmh.visualize import draw_panels
 
-__all__ = ["FRAMES", "HandCrop", "PredictError", "Prediction", "crop_hand", "predict", "write_prediction"]
+__all__ = ["FRAMES", "MIN_HAND_PIXELS", "HandCrop", "PredictError", "Prediction", "check_bbox", "crop_hand",
+           "predict", "prediction_name"]
 
 FRAMES = ("past", "current", "future")
 MM = 1000.0
+MIN_HAND_PIXELS = 32  # the smallest model input side (model.image_size >= 32), one cell of the backbone's stride 32
 
 
 class PredictError(HmhError):
@@ -61,20 +66,45 @@ class HandCrop:
     is_left: bool
 
 
+def prediction_name(image: str | os.PathLike) -> str:
+    """The name of ``image``'s folder under ``hmh predict --out``: ``<stem>-<hash>``, the file name without its
+    extension (characters other than letters, digits, ``.``, ``_`` and ``-`` as ``_``, leading dots dropped, at
+    most 64) and the first 12 hex digits of the SHA-256 of its resolved absolute path. Different files never share
+    a folder; the same file, however it is named (relative path, symlink), always gets the same one, so a rerun
+    replaces its own results only. E.g. ``img/a/hand.jpg`` -> ``hand-<12 hex>``, ``img/b/hand.jpg`` -> ``hand-<12
+    other hex>``."""
+    path = Path(image)
+    digest = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".")[:64]
+    return f"{stem or 'image'}-{digest}"
+
+
+def check_bbox(bbox: Sequence[float]) -> None:
+    """Raise :class:`PredictError` unless ``bbox`` is ``X Y W H``, finite, with ``W, H > 0``."""
+    if len(bbox) != 4 or not np.all(np.isfinite(bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
+        raise PredictError(f"--bbox must be X Y W H, finite, with W, H > 0, got {list(bbox)}")
+
+
 def crop_hand(image: Image.Image, size: int, bbox: Sequence[float] | None = None, is_left: bool = False,
               source: str = "image") -> HandCrop:
     """Crop ``image`` for a model of input side ``size`` (module docstring). ``bbox (x, y, w, h)`` or None;
-    raises :class:`PredictError` naming ``source`` when the box is empty or lies outside the image."""
+    raises :class:`PredictError` naming ``source`` when the box is invalid, lies outside the image, or covers
+    less than :data:`MIN_HAND_PIXELS` pixels of it in width or height."""
     width, height = image.size
     if bbox is None:
         side = float(max(width, height))
         box = np.array([(width - side) / 2.0, (height - side) / 2.0, side, side])
     else:
-        if len(bbox) != 4 or not np.all(np.isfinite(bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
-            raise PredictError(f"{source}: --bbox must be X Y W H with W, H > 0, got {list(bbox)}")
+        check_bbox(bbox)
         box, ok = square_bbox(np.asarray(bbox, dtype=np.float64), width, height)
         if not ok:
             raise PredictError(f"{source}: --bbox {list(bbox)} lies outside the {width}x{height} image")
+    x, y, side = box[0], box[1], box[2]
+    covered_w, covered_h = min(x + side, width) - max(x, 0.0), min(y + side, height) - max(y, 0.0)
+    if min(covered_w, covered_h) < MIN_HAND_PIXELS:
+        raise PredictError(f"{source}: too small to hold a hand crop: the crop covers {covered_w:.0f}x"
+                           f"{covered_h:.0f} pixels of the {width}x{height} image; hmh predict needs at least "
+                           f"{MIN_HAND_PIXELS}x{MIN_HAND_PIXELS}" + (" (a larger --bbox?)" if bbox is not None else ""))
     affine = crop_affine(box, size, Augmentation(flip=is_left), width)
     return HandCrop(warp_image(image, affine, size), affine, box, is_left)
 
@@ -89,7 +119,9 @@ class Prediction:
     - ``final_joints (T, J, 3)``, ``final_vertices (T, V, 3)``, ``final_joints_2d (T, J, 2)``; ``final_source``:
       ``"selected top-n"`` or ``"mean of K"``;
     - ``crop_joints_2d (K, T, J, 2)``: the hypotheses in crop pixels (as the model sees the crop, mirrored for a
-      left hand).
+      left hand);
+    - ``camera (T, 3)``: the wrist's translation per frame (metres, camera frame, un-mirrored): ``vertices +
+      camera`` is the scene; ``crop_intrinsics (4,)``: fx, fy, cx, cy of the model's virtual camera, crop pixels.
     """
 
     joints: np.ndarray
@@ -103,6 +135,13 @@ class Prediction:
     final_joints_2d: np.ndarray
     final_source: str
     crop_joints_2d: np.ndarray
+    camera: np.ndarray
+    crop_intrinsics: np.ndarray
+
+    def spread_mm(self) -> np.ndarray:
+        """``(T,)`` how far apart the K hypotheses are: the mean per-joint distance to their mean, mm, per frame
+        (0 for K = 1)."""
+        return np.linalg.norm(self.joints - self.joints.mean(axis=0), axis=-1).mean(axis=(0, 2)) * MM
 
 
 def _unmirror(points: torch.Tensor, is_left: torch.Tensor) -> torch.Tensor:
@@ -133,7 +172,9 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
     rows = {name: value.detach().cpu().double().numpy() for name, value in {
         "joints": _unmirror(joints, is_left), "vertices": _unmirror(vertices, is_left),
         "crop_2d": out.joints_2d.float(), "final_joints": _unmirror(final.joints, is_left),
-        "final_vertices": _unmirror(final.verts, is_left), "final_2d": final_2d}.items()}
+        "final_vertices": _unmirror(final.verts, is_left), "final_2d": final_2d,
+        "camera": _unmirror(out.camera.float(), is_left)}.items()}
+    intrinsics = torch.cat([focal, princpt]).cpu().double().numpy()  # (4,)
     predictions = []
     for i, crop in enumerate(crops):
         to_image = invert_affine(crop.affine)  # crop -> image pixels
@@ -144,53 +185,6 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
             selected=final.indices[i].cpu().numpy(), swapped=final.swapped[i].cpu().numpy(),
             final_joints=rows["final_joints"][i], final_vertices=rows["final_vertices"][i],
             final_joints_2d=apply_affine(rows["final_2d"][i], to_image), final_source=source,
-            crop_joints_2d=rows["crop_2d"][i],
+            crop_joints_2d=rows["crop_2d"][i], camera=rows["camera"][i], crop_intrinsics=intrinsics,
         ))
     return predictions
-
-
-def _mm(x: np.ndarray) -> list:
-    return np.round(x * MM, 3).tolist()
-
-
-def _px(x: np.ndarray) -> list:
-    return np.round(x, 2).tolist()
-
-
-def prediction_json(pred: Prediction, crop: HandCrop, image: str, checkpoint: str) -> dict:
-    """The JSON document of ``pred``: 3D in mm (wrist-relative, camera frame), 2D in image pixels, MANO-21 joint
-    order (wrist, thumb 1-4, index, middle, ring, pinky), frames past/current/future."""
-    hypotheses = [{"index": k, "reward": None if pred.reward is None else round(float(pred.reward[k]), 6),
-                   "joints_3d_mm": _mm(pred.joints[k]), "joints_2d_px": _px(pred.joints_2d[k])}
-                  for k in range(len(pred.joints))]
-    return {
-        "image": image, "checkpoint": checkpoint, "hand": "left" if crop.is_left else "right",
-        "crop_box_px": _px(crop.box), "frames": list(FRAMES), "joint_order": "MANO-21",
-        "num_hypotheses": len(pred.joints), "final_source": pred.final_source,
-        "selected": pred.selected.tolist(), "swapped": pred.swapped.astype(bool).tolist(),
-        "final": {"joints_3d_mm": _mm(pred.final_joints), "joints_2d_px": _px(pred.final_joints_2d)},
-        "hypotheses": hypotheses,
-    }
-
-
-def write_prediction(folder: Path, pred: Prediction, crop: HandCrop, faces: np.ndarray, image: str,
-                     checkpoint: str) -> list[Path]:
-    """Write one image's files into ``folder``, each atomically; returns their paths:
-    ``prediction.json`` (:func:`prediction_json`), ``final_{past,current,future}.obj`` (the final meshes,
-    metres, wrist-relative; faces wound outwards for either hand) and ``hypotheses.png`` (the crop; every
-    hypothesis' current frame in grey, the selected ones in colour, the top-ranked one's past/current/future)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "prediction.json"]
-    doc = prediction_json(pred, crop, image, checkpoint)
-    atomic.write_text(paths[0], "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in doc.items())
-                      + "\n}\n")  # one line per key
-    wound = faces[:, ::-1] if crop.is_left else faces  # mirroring turns the right hand's faces inside out
-    for t, frame in enumerate(FRAMES):
-        paths.append(folder / f"final_{frame}.obj")
-        write_obj(paths[-1], pred.final_vertices[t], wound, f"{image}: final {frame} ({pred.final_source})")
-    selected = pred.selected.tolist() if pred.reward is not None else None
-    panels = draw_panels(crop.image.numpy(), pred.crop_joints_2d, selected)
-    paths.append(folder / "hypotheses.png")
-    with atomic.atomic_path(paths[-1]) as tmp:
-        Image.fromarray(panels).save(tmp, format="PNG")
-    return paths

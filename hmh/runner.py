@@ -11,6 +11,10 @@ the selection stage, reloads its kept checkpoint and evaluates on the test split
     metrics.json, metrics.md            the test split's metric table, with the constant mean-pose baseline
                                         (hmh.baseline), + the best validation metrics
 
+A folder that holds any of these already is refused unless ``overwrite`` (``hmh train --overwrite``); the old
+files are then kept aside until the new run succeeds, and restored when it fails (:func:`hmh.outputs.replacing`).
+The folder, the device, ``train.generator``, the data and the models are all checked before anything is written.
+
 Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`build_datasets`,
 :func:`make_loader`, :func:`run_epoch` and :func:`epoch_line`.
 """
@@ -46,6 +50,7 @@ from hmh.loop import (
     train_one_epoch,
 )
 from hmh.models.build import build_models, unwrap
+from hmh.outputs import check_free, replacing
 from hmh.report import metric_table, write_metrics
 from hmh.visualize import hypothesis_grid
 
@@ -72,6 +77,8 @@ Echo = Callable[[str], None]
 class RunPaths:
     """Where one run writes (see the module docstring)."""
 
+    ENTRIES = ("config.yaml", "checkpoints", "tensorboard", "metrics.json", "metrics.md")  # what a run writes
+
     root: Path
 
     @property
@@ -96,13 +103,29 @@ def data_root(cfg: Config, progress: bool = True) -> Path:
     return synthetic_dataset_dir(cfg.data, progress=progress)
 
 
-def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> dict:
-    """BlurHandDatasets: ``train`` (the training split minus the held-out captures, augmented), ``val`` (the
-    held-out ``data.val_fraction``; omitted when 0) and ``test``. Sizes capped by ``data.max_*_samples``."""
+def _dataset_args(cfg: Config) -> dict:
+    """The :class:`hmh.data.blurhand.BlurHandDataset` arguments every split of a run shares."""
+    d, m = cfg.data, cfg.model
+    return dict(image_size=m.image_size, mano_path=m.mano_path, skip_bad_images=d.skip_bad_images,
+                skip_bad_annotations=d.skip_bad_annotations, seed=SPLIT_SEED)
+
+
+def eval_dataset(cfg: Config, root: str | Path, split: str, max_samples: int | None = None) -> Dataset:
+    """The un-augmented BlurHandDataset of a whole ``split`` (``train`` or ``test``), as the run's test split is
+    read; at most ``max_samples`` (default ``data.max_eval_samples``; 0 = all)."""
     from hmh.data.blurhand import BlurHandDataset
 
-    d, m = cfg.data, cfg.model
-    common = dict(image_size=m.image_size, mano_path=m.mano_path, skip_bad_images=d.skip_bad_images, seed=SPLIT_SEED)
+    limit = cfg.data.max_eval_samples if max_samples is None else max_samples
+    return BlurHandDataset(root, split, augment=False, max_samples=limit, **_dataset_args(cfg))
+
+
+def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> dict:
+    """BlurHandDatasets: ``train`` (the training split minus the held-out captures, augmented), ``val`` (the
+    held-out ``data.val_fraction``; omitted when 0) and ``test`` (:func:`eval_dataset`). Sizes capped by
+    ``data.max_*_samples``."""
+    from hmh.data.blurhand import BlurHandDataset
+
+    d, common = cfg.data, _dataset_args(cfg)
     held_out = d.val_fraction > 0
     datasets: dict[str, Dataset] = {}
     if "train" in splits:
@@ -116,7 +139,7 @@ def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("tr
             **common,
         )
     if "test" in splits:
-        datasets["test"] = BlurHandDataset(root, "test", augment=False, max_samples=d.max_eval_samples, **common)
+        datasets["test"] = eval_dataset(cfg, root, "test")
     return datasets
 
 
@@ -255,10 +278,9 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
     return StageResult(best_path, best_metrics, history)
 
 
-def _given_generator(cfg: Config, generator: torch.nn.Module, paths: RunPaths, echo: Echo) -> StageResult:
-    """``train.generator`` in place of the generation stage: its generator weights (of either stage's checkpoint),
-    checked against ``cfg.model``, loaded into ``generator`` and saved as this run's ``generation_best.pt``, so the
-    run's files are those of a run that trained it."""
+def _load_given_generator(cfg: Config, generator: torch.nn.Module) -> dict:
+    """``train.generator``'s checkpoint (of either stage), its model checked against ``cfg.model``, its generator
+    weights loaded into ``generator``."""
     source = Path(cfg.train.generator)
     data = load_checkpoint(source)
     theirs, ours = checkpoint_config(data, source).model, cfg.model
@@ -268,6 +290,14 @@ def _given_generator(cfg: Config, generator: torch.nn.Module, paths: RunPaths, e
         raise ConfigError(f"train.generator={str(source)!r}: its model differs from this config's: "
                           + "; ".join(differ))
     unwrap(generator).load_state_dict(data["model"]["generator"])
+    return data
+
+
+def _given_generator(cfg: Config, generator: torch.nn.Module, data: dict, paths: RunPaths, echo: Echo
+                     ) -> StageResult:
+    """``train.generator`` in place of the generation stage: ``generator`` (holding its weights) saved as this
+    run's ``generation_best.pt``, so the run's files are those of a run that trained it."""
+    source = Path(cfg.train.generator)
     metrics = dict(data["metrics"])
     best = save_checkpoint(paths.checkpoint("generation", "best"), generator=generator, config=cfg,
                            stage="generation", epoch=int(data["epoch"]), metrics=metrics)
@@ -288,11 +318,11 @@ class RunResult:
 
 
 def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo = log.info,
-                 progress: bool = True) -> RunResult:
-    """Train generation then selection on this process and evaluate on the test split (module docstring)."""
-    paths = RunPaths(Path(out_dir or cfg.train.out_dir))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.config)
+                 progress: bool = True, overwrite: bool = False) -> RunResult:
+    """Train generation then selection on this process and evaluate on the test split (module docstring).
+    ``out_dir``: ``hmh train --out``, default ``train.out_dir``."""
+    out_name = "--out" if out_dir else "train.out_dir"
+    paths = RunPaths(check_free(Path(out_dir or cfg.train.out_dir), RunPaths.ENTRIES, out_name, "a run", overwrite))
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     root = data_root(cfg, progress=progress)
@@ -303,11 +333,13 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
                for name, ds in datasets.items()}
     generator, selector = build_models(cfg)
     generator, selector = generator.to(device), selector.to(device)
+    given = _load_given_generator(cfg, generator) if cfg.train.generator else None
     best_val: dict[str, dict[str, float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
-    with SummaryWriter(str(paths.tensorboard)) as writer:
-        if cfg.train.generator:
-            gen = _given_generator(cfg, generator, paths, echo)
+    with replacing(paths.root, RunPaths.ENTRIES), SummaryWriter(str(paths.tensorboard)) as writer:
+        save_config(cfg, paths.config)
+        if given is not None:
+            gen = _given_generator(cfg, generator, given, paths, echo)
         else:
             gen = _run_stage("generation", cfg, generator, None, loaders, device, paths, writer, echo, progress)
         best_val["generation"], history["generation"] = gen.best_metrics, gen.history
@@ -328,11 +360,11 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
         test.update(constant_errors(datasets["train"], datasets["test"]))
         for key, value in test.items():
             writer.add_scalar(f"test/{key}", value, 0)
-    final_ckpt = paths.checkpoint("selection" if scorer is not None else "generation", "best")
-    json_path, md_path = write_metrics(
-        paths.root, test, f"test split ({len(datasets['test'])} samples) of {root}",
-        extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt), "config": str(paths.config),
-               "data_root": str(root)},
-    )
+        final_ckpt = paths.checkpoint("selection" if scorer is not None else "generation", "best")
+        json_path, md_path = write_metrics(
+            paths.root, test, f"test split ({len(datasets['test'])} samples) of {root}",
+            extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt),
+                   "config": str(paths.config), "data_root": str(root)},
+        )
     echo("test metrics (mm):\n" + metric_table(test) + "\n" + share_line(test))
     return RunResult(paths, test, best_val, history, json_path, md_path)

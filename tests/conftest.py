@@ -8,6 +8,9 @@ GB of checkpoints, which must not pile up on a CI disk.
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+import pytest
 
 _OWN_CACHE: str | None = None
 
@@ -22,3 +25,28 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(folder)``: every entry under ``folder``, files with their bytes and mtime, so a test can check
+    that a refused or failed command changed nothing that existed before."""
+
+    def take(folder: Path) -> dict[str, tuple[bytes, int] | None]:
+        return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+                for p in sorted(folder.rglob("*"))}
+
+    return take
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """``one_line_error()``: the captured stderr, checked to be a single ``hmh ...: error:`` line without a
+    traceback."""
+
+    def read() -> str:
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and "\n" not in err and ": error: " in err, err
+        return err
+
+    return read

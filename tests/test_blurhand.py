@@ -1,18 +1,15 @@
-"""The BlurHand reader on a tiny BlurHand-format fixture built here (MANO-posed joints, JPEGs with marked joints)."""
+"""The BlurHand reader on a tiny BlurHand-format fixture (tests/blurhand_fixture.py)."""
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import shutil
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from blurhand_fixture import MARKS, WIDTH, Fixture, build_fixture, private_copy, project_mm
+from PIL import Image
 
 from hmh.data.blurhand import (
     BadImageError,
@@ -24,127 +21,9 @@ from hmh.data.blurhand import (
 )
 from hmh.data.transforms import Augmentation, crop_affine, mirror_points, warp_image
 from hmh.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project
-from hmh.mano import MANO21_TO_INTERHAND, Mano
+from hmh.mano import Mano
 
-WIDTH, HEIGHT = 240, 180
-FOCAL, PRINCPT = (200.0, 200.0), (113.0, 95.0)
-SIZE = 64
-MARKS = {0: (255, 0, 0), 4: (0, 0, 255), 12: (0, 255, 0)}  # MANO-21 joint -> disc colour: wrist, thumb/middle tip
-SEQUENCES = [("0", "seq_a", 0), ("1", "seq_b", 0), ("1", "seq_c", 100)]  # capture, seq_name, first frame
-FRAMES_PER_SEQ = 7  # middle frames 2, 3, 4 with aid_list covering frame-2 .. frame+2
-CAMERAS = {"400": (0.0, -700.0, 1000.0), "401": (350.0, -620.0, 1200.0)}  # mm, all looking at the hands
-
-
-@dataclass
-class Fixture:
-    root: Path
-    joints: dict = field(default_factory=dict)  # (capture, frame, side) -> (21, 3) world metres, MANO-21
-    params: dict = field(default_factory=dict)  # (capture, frame, side) -> (pose 48, shape 10, trans 3)
-    cams: dict = field(default_factory=dict)  # (capture, cam) -> (R (3, 3), campos (3,) mm)
-    anns: dict = field(default_factory=dict)  # annotation id -> (capture, frame, cam, hand_type, aid_list)
-    data: dict = field(default_factory=dict)  # the four JSONs by name
-
-    def path(self, name: str, split: str = "train") -> Path:
-        suffix = {"data": "data", "camera": "camera", "joint_3d": "joint_3d", "mano": "MANO_NeuralAnnot"}[name]
-        return self.root / "annotations" / split / f"BlurHand_{split}_{suffix}.json"
-
-    def write(self, name: str) -> None:
-        self.path(name).write_text(json.dumps(self.data[name]))
-
-
-def _look_at(campos: np.ndarray, target: np.ndarray) -> np.ndarray:
-    z = (target - campos) / np.linalg.norm(target - campos)
-    down = np.array([0.0, 0.0, -1.0])
-    y = down - down.dot(z) * z
-    y /= np.linalg.norm(y)
-    return np.stack([np.cross(y, z), y, z])  # rows: camera x, y, z axes in world coordinates
-
-
-def build_fixture(root: Path) -> Fixture:
-    """Three sequences x 7 frames, 2 cameras, both hands posed with the synthetic MANO; images for middles."""
-    fx = Fixture(root)
-    rng = np.random.default_rng(0)
-    models = {"right": Mano("", side="right"), "left": Mano("", side="left")}
-    world_joints, mano_json, cameras_json = {}, {}, {}
-    for capture, _, first in SEQUENCES:
-        cameras_json.setdefault(capture, {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}})
-        for cam, pos in CAMERAS.items():
-            rot = _look_at(np.array(pos), np.array([0.0, 0.0, 1000.0]))
-            fx.cams[(capture, cam)] = (rot, np.array(pos))
-            cameras_json[capture]["campos"][cam] = list(pos)
-            cameras_json[capture]["camrot"][cam] = rot.tolist()
-            cameras_json[capture]["focal"][cam] = list(FOCAL)
-            cameras_json[capture]["princpt"][cam] = list(PRINCPT)
-        base = {side: (rng.normal(0, 0.6, 3), rng.normal(0, 0.3, 45), rng.normal(0, 0.8, 10)) for side in models}
-        for k in range(FRAMES_PER_SEQ):
-            frame = str(first + k)
-            coords = []
-            for side, centre in (("right", (-0.125, 0.0, 1.0)), ("left", (0.125, 0.0, 1.0))):
-                orient, pose, shape = base[side]
-                pose48 = np.concatenate([orient + 0.05 * k, pose + 0.02 * k * np.sin(np.arange(45))])
-                trans = np.array(centre) + np.array([0.01 * k, 0.0, 0.0])
-                t = lambda a: torch.tensor(np.asarray(a)[None], dtype=torch.float32)  # noqa: E731
-                out = models[side](t(pose48[:3]), t(pose48[3:]), t(shape), transl=t(trans))
-                fx.joints[(capture, frame, side)] = out.joints[0].double().numpy()
-                fx.params[(capture, frame, side)] = (pose48, shape, trans)
-                coords.append(out.joints[0].double().numpy()[MANO21_TO_INTERHAND] * 1000.0)
-                entry = {"pose": pose48.tolist(), "shape": shape.tolist(), "trans": trans.tolist()}
-                mano_json.setdefault(capture, {}).setdefault(frame, {})[side] = entry
-            world_joints.setdefault(capture, {})[frame] = {
-                "world_coord": np.concatenate(coords).tolist(), "joint_valid": [1] * 42, "hand_type": "interacting",
-            }  # fmt: skip
-    images, annotations = [], []
-    hand_cycle = ["right", "left", "interacting"]
-    for capture, seq, first in SEQUENCES:
-        for cam in CAMERAS:
-            ids = {}
-            for k in range(FRAMES_PER_SEQ):
-                image_id = len(images)
-                ids[k] = image_id  # annotation id == image id
-                images.append({"id": image_id, "file_name": f"Capture{capture}/{seq}/cam{cam}/image{first + k}.jpg",
-                               "width": WIDTH, "height": HEIGHT, "capture": int(capture), "subject": 0,
-                               "seq_name": seq, "camera": cam, "frame_idx": first + k})  # fmt: skip
-            for k in range(FRAMES_PER_SEQ):
-                middle = 2 <= k <= 4
-                hand_type = hand_cycle[(len(annotations) + k) % 3] if middle else "interacting"
-                annotations.append({
-                    "id": ids[k], "image_id": ids[k], "bbox": [0, 0, 10, 10], "joint_valid": [1] * 42,
-                    "hand_type": hand_type, "hand_type_valid": 1,
-                    "aid_list": [ids[j] for j in range(k - 2, k + 3)] if middle else [ids[k]] * 5,
-                    "is_middle": middle,
-                })  # fmt: skip
-                fx.anns[ids[k]] = (capture, str(first + k), cam, hand_type, annotations[-1]["aid_list"])
-    fx.data = {"data": {"images": images, "annotations": annotations}, "camera": cameras_json,
-               "joint_3d": world_joints, "mano": mano_json}  # fmt: skip
-    fx.path("data").parent.mkdir(parents=True)
-    for name in fx.data:
-        fx.write(name)
-    for ann in annotations:
-        if ann["is_middle"]:
-            _draw_image(fx, images[ann["image_id"]], ann["hand_type"])
-    return fx
-
-
-def _draw_image(fx: Fixture, image: dict, hand_type: str) -> None:
-    capture, frame, cam = str(image["capture"]), str(image["frame_idx"]), image["camera"]
-    rot, campos = fx.cams[(capture, cam)]
-    canvas = Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128))
-    draw = ImageDraw.Draw(canvas)
-    for side in ("right", "left"):
-        if hand_type not in (side, "interacting"):
-            continue
-        pixels = _project(fx.joints[(capture, frame, side)] * 1000.0, rot, campos)
-        for joint, colour in MARKS.items():
-            x, y = pixels[joint]
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-    path = fx.root / "blur_images" / "train" / image["file_name"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, quality=95, subsampling=0)
-
-
-def _project(world_mm: np.ndarray, rot: np.ndarray, campos: np.ndarray) -> np.ndarray:
-    cam = (world_mm - campos) @ rot.T
-    return cam[:, :2] / cam[:, 2:] * np.array(FOCAL) + np.array(PRINCPT)
+SIZE = 64  # crop side
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +34,7 @@ def _pristine(tmp_path_factory) -> Fixture:
 @pytest.fixture
 def fixture(_pristine, tmp_path) -> Fixture:
     """A private copy of the fixture root (tests edit files), built once per module."""
-    root = tmp_path / "blurhand"
-    shutil.copytree(_pristine.root, root)
-    return replace(copy.deepcopy(_pristine), root=root)
+    return private_copy(_pristine, tmp_path)
 
 
 def _find(ds: BlurHandDataset, hand_type: str, side: str) -> int:
@@ -184,16 +61,17 @@ def test_counts_and_sample_layout(fixture):
     ds = BlurHandDataset(fixture.root, "train", SIZE, augment=False)
     middles = [a for a in fixture.anns.values() if a[3] in ("right", "left", "interacting") and a[4][2] != a[4][0]]
     assert len(ds) == sum(2 if a[3] == "interacting" else 1 for a in middles) == 24
-    assert ds.skipped == {"no_valid_joint": 0, "invalid_bbox": 0}
+    assert set(ds.skipped) >= {"no_valid_joint", "invalid_bbox", "non_finite_joints"} and not any(ds.skipped.values())
     sample = ds[0]
     shapes = {k: tuple(v.shape) for k, v in sample.items()}
     assert shapes == {
         "image": (3, SIZE, SIZE), "joints_3d": (3, 21, 3), "joints_2d": (3, 21, 2), "joint_valid": (3, 21),
         "mano_pose": (3, 48), "mano_shape": (3, 10), "mano_valid": (3,), "mesh": (778, 3), "mesh_valid": (),
-        "cam_focal": (2,), "cam_princpt": (2,), "is_left": (), "index": (),
+        "cam_focal": (2,), "cam_princpt": (2,), "is_left": (), "index": (), "annot_id": (),
     }  # fmt: skip
-    assert all(v.dtype == torch.float32 for k, v in sample.items() if k != "index")
+    assert all(v.dtype == torch.float32 for k, v in sample.items() if k not in ("index", "annot_id"))
     assert sample["index"].dtype == torch.int64 and int(sample["index"]) == 0
+    assert sample["annot_id"].dtype == torch.int64 and int(sample["annot_id"]) == int(ds.index.annot_id[ds.rows[0]])
     batch = torch.utils.data.default_collate([ds[0], ds[1]])
     assert batch["joints_3d"].shape == (2, 3, 21, 3)
 
@@ -253,7 +131,7 @@ def test_crop_is_blurhandnet_box(fixture):
     for i in range(len(ds)):
         aid, side = int(ds.index.annot_id[ds.rows[i]]), "left" if ds.index.is_left[ds.rows[i]] else "right"
         capture, frame, cam, _, _ = fixture.anns[aid]
-        pixels = _project(fixture.joints[(capture, frame, side)] * 1000.0, *fixture.cams[(capture, cam)])
+        pixels = project_mm(fixture.joints[(capture, frame, side)] * 1000.0, *fixture.cams[(capture, cam)])
         low, high = pixels.min(0), pixels.max(0)
         centre = (low + high) / 2.0 - 0.5  # the sanitised box is one pixel shorter, from the same corner
         box_side = 1.25 * (1.2 * (high - low).max() - 1.0)
@@ -345,7 +223,7 @@ def test_skips_are_counted(fixture):
     images[interacting["image_id"]]["width"] = 1  # the clipped box is empty: both hands skipped
     fixture.write("data")
     ds = BlurHandDataset(fixture.root, "train", SIZE, augment=False)
-    assert ds.skipped == {"no_valid_joint": 1, "invalid_bbox": 2}
+    assert {k: v for k, v in ds.skipped.items() if v} == {"no_valid_joint": 1, "invalid_bbox": 2}
     assert len(ds) == 24 - 3
 
 
@@ -376,7 +254,7 @@ def test_missing_mano_frame_is_invalid(fixture):
 def test_index_cache_second_start_does_not_parse(fixture, caplog):
     first = BlurHandDataset(fixture.root, "train", SIZE, augment=False)
     caplog.clear()
-    with caplog.at_level("INFO", logger="hmh.data.blurhand_index"):
+    with caplog.at_level("INFO", logger="hmh.data"):
         second = BlurHandDataset(fixture.root, "train", SIZE, augment=False)
     assert not first.index_from_cache and second.index_from_cache
     assert not any("parsing" in r.getMessage() for r in caplog.records)

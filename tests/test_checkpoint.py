@@ -12,6 +12,7 @@ from hmh.checkpoint import (
     models_from_checkpoint,
     save_checkpoint,
 )
+from hmh.cli import main
 from hmh.config import load_config, to_dict
 from hmh.loop import make_optimizer, make_scheduler
 from hmh.models.build import build_models, unwrap
@@ -97,6 +98,22 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(path)
     assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [{"format": FORMAT, "payload": Evil()}, b"\x00not a checkpoint at all"])
+def test_refusals_say_what_was_found_and_never_advise_an_unsafe_load(tmp_path, content, one_line_error):
+    """torch's own message advises weights_only=False: hmh says what it found and what it accepts instead."""
+    path = tmp_path / "other.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    assert main(["evaluate", "--checkpoint", str(path), "--out", str(tmp_path / "eval")]) == 2
+    err = one_line_error()
+    assert f"{path}: refused, not an hmh checkpoint: " in err and "hmh reads only its own checkpoints" in err
+    assert "weights_only" not in err and "trust" not in err
+    assert ("import the Python object print" in err) == (not isinstance(content, bytes))
+    assert not (tmp_path / "eval").exists()
 
 
 def test_unwrap_nested():

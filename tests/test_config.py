@@ -7,6 +7,7 @@ import pytest
 from hmh.config import (
     Config,
     ConfigError,
+    field_types,
     flatten,
     from_dict,
     load_config,
@@ -68,6 +69,7 @@ def test_overrides_are_typed_and_nested() -> None:
         ("data.synthetic_profile=easy", "data.synthetic_profile"),
         ("selection.embedding_std=0", "selection.embedding_std"),
         ("train.generator=3", "train.generator"),
+        ("train.device=cudax", "train.device"),
     ],
 )
 def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:
@@ -134,3 +136,19 @@ def test_non_numeric_float_strings_are_rejected(text: str) -> None:
 def test_exponent_strings_stay_invalid_for_integer_fields() -> None:
     with pytest.raises(ConfigError, match="model.num_hypotheses: expected an integer"):
         load_config("cpu", ["model.num_hypotheses=1e1"])
+
+
+FLOAT_KEYS = [key for key, tp in field_types().items() if tp is float]  # every float of the schema, not a list
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_inf_and_nan_from_yaml_and_from_set(key: str, tmp_path: Path) -> None:
+    section, name = key.split(".")
+    for yaml_text, set_text, shown in ((".inf", "inf", "inf"), ("-.inf", "-Infinity", "-inf"), (".nan", "nan", "nan"),
+                                       ("1e999", "1e999", "inf")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(f"base: cpu\n{section}:\n  {name}: {yaml_text}\n")
+        for source, overrides in ((path, []), ("cpu", [f"{key}={set_text}"])):
+            with pytest.raises(ConfigError) as info:
+                load_config(source, overrides)
+            assert f"{key}={shown} is invalid: expected a finite number" in str(info.value)

@@ -110,8 +110,21 @@ def test_non_finite_loss_stops_with_a_clear_error(cfg, batch, monkeypatch):
         return {"total": out.joints.sum() * float("nan"), "joint_3d": torch.tensor(float("nan"))}
 
     monkeypatch.setattr(hmh.losses, "generation_loss", nan_loss)
-    with pytest.raises(TrainingError, match="generation epoch 2 step 0: non-finite loss"):
+    with pytest.raises(TrainingError, match="generation epoch 2 step 0: non-finite loss in total, joint_3d"):
         train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, 1)
+
+
+def test_non_finite_loss_names_the_batch_samples_and_the_bad_input(cfg, batch):
+    generator, _ = fresh_models(cfg)
+    optimizer = make_optimizer("generation", generator, cfg)
+    bad = dict(batch, joints_3d=batch["joints_3d"].clone())
+    bad["joints_3d"][1, 0, 3, 2] = float("nan")
+    with pytest.raises(TrainingError) as info:
+        train_one_epoch("generation", generator, None, [bad], optimizer, None, cfg, CPU, 0)
+    message = str(info.value)
+    assert "non-finite loss in total, joint_3d (" in message and "\n" not in message
+    assert f"batch samples: index {batch['index'].tolist()}; annot_id {batch['annot_id'].tolist()}" in message
+    assert f"non-finite input 'joints_3d' in samples index [{int(batch['index'][1])}]" in message
 
 
 def test_schedules(cfg):

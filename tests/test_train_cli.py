@@ -1,13 +1,16 @@
 """``hmh train`` + ``hmh evaluate`` end to end on a tiny config and the tiny synthetic dataset."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
+from hmh import runner
 from hmh.checkpoint import load_checkpoint
 from hmh.cli import main
 from hmh.evaluation import REDUCTIONS, SELECTION_STATS
+from hmh.loop import TrainingError
 from hmh.metrics import METRICS
 
 TINY = [
@@ -20,13 +23,15 @@ TINY = [
 ALL_KEYS = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {f"selection/{s}" for s in SELECTION_STATS}
 
 
+def _train_args(out, *overrides: str) -> list[str]:
+    return ["train", "--config", "cpu", "--out", str(out), "--no-progress",
+            *(a for item in (*TINY, *overrides) for a in ("--set", item))]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    args = ["train", "--config", "cpu", "--out", str(out), "--no-progress"]
-    for item in TINY:
-        args += ["--set", item]
-    return out, main(args)
+    return out, main(_train_args(out))
 
 
 def test_train_writes_everything(trained, capsys):
@@ -147,3 +152,108 @@ def test_a_given_generator_of_another_model_is_refused_by_name(trained, tmp_path
     assert main(args + [a for item in overrides for a in ("--set", item)]) == 2
     err = capsys.readouterr().err
     assert "train.generator=" in err and "model.embed_dim: 32 there, 16 here" in err and "Traceback" not in err
+
+
+# Bad input: one line naming the argument or key and the value, no traceback, nothing that existed changed.
+
+def test_train_into_a_run_folder_is_refused_before_anything_is_written(trained, snapshot, one_line_error):
+    out, _ = trained
+    before = snapshot(out)
+    assert main(_train_args(out)) == 2
+    err = one_line_error()
+    assert (f"--out {out}: already holds a run (config.yaml, checkpoints, tensorboard, metrics.json, metrics.md); "
+            "pass --overwrite to replace it") in err
+    assert main(["train", "--config", "cpu", "--set", f"train.out_dir={out}"]) == 2  # the folder of the config
+    assert f"train.out_dir {out}: already holds a run" in one_line_error()
+    assert snapshot(out) == before
+
+
+def test_a_failed_overwrite_leaves_the_old_run_as_it_was(trained, tmp_path, snapshot, one_line_error, monkeypatch):
+    old = tmp_path / "run"
+    shutil.copytree(trained[0], old)
+    before = snapshot(old)
+
+    def fail(stage, cfg, generator, selector, loaders, device, paths, *rest):
+        paths.checkpoint(stage, "last").parent.mkdir(parents=True, exist_ok=True)
+        paths.checkpoint(stage, "last").write_bytes(b"half an epoch")  # the new run wrote, then failed
+        raise TrainingError(f"{stage} 1/2 step 1: non-finite loss")
+
+    monkeypatch.setattr(runner, "_run_stage", fail)
+    assert main(_train_args(old) + ["--overwrite"]) == 2
+    assert "generation 1/2 step 1: non-finite loss" in one_line_error()
+    assert snapshot(old) == before  # config.yaml, checkpoints, the one TensorBoard events file: all as they were
+
+
+def test_overwrite_replaces_the_run_when_it_succeeds(trained, tmp_path):
+    old = tmp_path / "run"
+    shutil.copytree(trained[0], old)
+    given = trained[0] / "checkpoints" / "generation_best.pt"
+    assert main(_train_args(old, f"train.generator={given}", "train.selection_epochs=0") + ["--overwrite"]) == 0
+    assert not (old / "checkpoints" / "selection_best.pt").exists()  # nothing of the old run is left
+    assert len(list((old / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in old.iterdir()) == sorted(runner.RunPaths.ENTRIES)
+
+
+def test_evaluate_into_a_folder_with_a_metric_table_needs_overwrite(trained, tmp_path, snapshot, one_line_error):
+    out, _ = trained
+    before = snapshot(out)
+    args = ["evaluate", "--checkpoint", str(out / "checkpoints" / "generation_best.pt"), "--max-samples", "2",
+            "--no-progress", "--out"]
+    assert main(args + [str(out)]) == 2  # the training run's own metrics.json
+    assert f"--out {out}: already holds a metric table (metrics.json, metrics.md); pass --overwrite" in one_line_error()
+    assert snapshot(out) == before
+    assert main(args + [str(tmp_path)]) == 0
+    assert main(args + [str(tmp_path), "--overwrite"]) == 0  # replaces its own table
+    assert json.loads((tmp_path / "metrics.json").read_text())["stage"] == "generation"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_out_that_is_a_file_is_refused_first(trained, tmp_path, one_line_error, command):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    checkpoint = str(trained[0] / "checkpoints" / "selection_best.pt")
+    for out, message in ((taken, f"--out {taken}: exists and is not a folder"),
+                         (taken / "sub", f"--out {taken / 'sub'}: {taken} is a file, not a folder")):
+        args = _train_args(out) if command == "train" else ["evaluate", "--checkpoint", checkpoint, "--out", str(out)]
+        assert main(args) == 2
+        assert message in one_line_error()
+    assert taken.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "--device", "gpu0"], "--device='gpu0' is invalid: expected auto, cpu, cuda or cuda:N"),
+    (["evaluate", "--device", "cuda:7"], "--device='cuda:7' but "),  # no CUDA here, or fewer than 8 devices
+    (["train", "--set", "train.device=gpu0"], "train.device='gpu0' is invalid: expected auto, cpu, cuda or cuda:N"),
+])
+def test_a_bad_device_is_one_line_error(trained, tmp_path, one_line_error, args, message):
+    command, *rest = args
+    base = (_train_args(tmp_path / "out") if command == "train" else
+            ["evaluate", "--checkpoint", str(trained[0] / "checkpoints" / "selection_best.pt"), "--out",
+             str(tmp_path / "out")])
+    assert main(base + rest) == 2
+    assert message in one_line_error()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_count_is_one_line_error(tmp_path, one_line_error, value):
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--max-samples", value])
+    assert info.value.code == 2
+    assert (f"hmh evaluate: error: argument --max-samples: invalid value {value!r}: expected an integer >= 0 "
+            "(0 = all)") in one_line_error()
+
+
+@pytest.mark.parametrize("source", ["set", "yaml"])
+def test_a_non_finite_config_value_is_refused_before_anything_runs(tmp_path, one_line_error, source):
+    out = tmp_path / "out"
+    if source == "set":
+        args = _train_args(out, "loss.jrc=inf")
+    else:
+        config = tmp_path / "inf.yaml"
+        config.write_text("base: cpu\noptim:\n  lr: .inf\n")
+        args = ["train", "--config", str(config), "--out", str(out)]
+    assert main(args) == 2
+    key = "loss.jrc" if source == "set" else "optim.lr"
+    assert f"{key}=inf is invalid: expected a finite number" in one_line_error()
+    assert not out.exists()

@@ -187,17 +187,14 @@ def evaluate_checkpoint(checkpoint_path: str, split: str, max_samples: int) -> d
     import ray.train
 
     from hmh.checkpoint import models_from_checkpoint
-    from hmh.data.blurhand import BlurHandDataset
     from hmh.loop import evaluate, resolve_device
-    from hmh.runner import make_loader
+    from hmh.runner import eval_dataset, make_loader
 
     device = resolve_device("auto")
     with ray.train.Checkpoint(checkpoint_path).as_directory() as folder:
         loaded = models_from_checkpoint(Path(folder) / CHECKPOINT_FILE, device)
     cfg = loaded.config
-    dataset = BlurHandDataset(cfg.data.root, split, image_size=cfg.model.image_size, augment=False,
-                              mano_path=cfg.model.mano_path, max_samples=max_samples,
-                              skip_bad_images=cfg.data.skip_bad_images)
+    dataset = eval_dataset(cfg, cfg.data.root, split, max_samples)
     loader = make_loader(dataset, cfg, train=False, pin_memory=device.type == "cuda")
     metrics = evaluate(loaded.generator, loaded.selector, loader, cfg, device)
     return {"metrics": metrics, "samples": len(dataset), "root": str(cfg.data.root)}

@@ -7,6 +7,7 @@ import resource
 import time
 from pathlib import Path
 
+from hmh.cli import count
 from hmh.config import SYNTHETIC_PROFILES, DataConfig
 
 
@@ -81,6 +82,8 @@ def run_preview(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.tile < 16:
         raise PreviewError(f"--n must be >= 1 and --tile >= 16, got {args.n} and {args.tile}")
+    if args.out.is_dir():
+        raise PreviewError(f"--out {args.out}: is a folder, expected the path of the PNG to write")
     sheet = contact_sheet(args.root, args.split, args.n, args.tile)
     with atomic_path(args.out) as tmp:
         sheet.save(tmp, format="PNG")
@@ -92,7 +95,7 @@ def _register_check(commands) -> None:
     parser = commands.add_parser("check", help="validate a BlurHand root; print samples per split and hand type")
     parser.add_argument("root", type=Path, help="BlurHand root (real or synthetic)")
     parser.add_argument("--full", action="store_true", help="decode every image, not a sample")
-    parser.add_argument("--images", type=int, default=200, help="images decoded per split without --full")
+    parser.add_argument("--images", type=count(0), default=200, help="images decoded per split without --full")
     parser.set_defaults(func=run_check)
 
 

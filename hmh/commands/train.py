@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hmh.cli import count
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser(
@@ -18,6 +20,8 @@ def register(subparsers) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="config override, e.g. --set model.num_hypotheses=8 (repeatable)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: train.out_dir)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run the output folder holds (kept until this run succeeds)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
 
@@ -34,8 +38,10 @@ def register(subparsers) -> None:
     ev.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
     ev.add_argument("--out", type=Path, default=None,
                     help="output folder (default: eval-<split> beside the checkpoint's folder)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the metric table the output folder holds")
     ev.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: auto)")
-    ev.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many samples (0 = all)")
+    ev.add_argument("--max-samples", type=count(0, "0 = all"), default=None,
+                    help="evaluate at most this many samples (0 = all)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=run_evaluate)
 
@@ -50,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     progress = not args.no_progress and sys.stderr.isatty()
-    result = run_training(cfg, args.out, echo=_print, progress=progress)
+    result = run_training(cfg, args.out, echo=_print, progress=progress, overwrite=args.overwrite)
     p = result.paths
     _print(f"outputs in {p.root}:\n  config       {p.config}\n  checkpoints  {p.root / 'checkpoints'}\n"
            f"  tensorboard  {p.tensorboard}  (tensorboard --logdir {p.tensorboard})\n"
@@ -60,23 +66,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from hmh.checkpoint import models_from_checkpoint
-    from hmh.data.blurhand import BlurHandDataset
     from hmh.loop import evaluate, resolve_device
+    from hmh.outputs import check_free
     from hmh.report import metric_table, write_metrics
-    from hmh.runner import data_root, make_loader
+    from hmh.runner import data_root, eval_dataset, make_loader
 
-    device = resolve_device(args.device or "auto")
+    device = resolve_device(args.device or "auto", "--device")
+    out = args.out or args.checkpoint.resolve().parent.parent / f"eval-{args.split}"
+    check_free(out, ("metrics.json", "metrics.md"), "--out", "a metric table", args.overwrite)
     loaded = models_from_checkpoint(args.checkpoint, device)
     cfg = loaded.config
     root = Path(args.data) if args.data else data_root(cfg, progress=not args.no_progress)
-    max_samples = cfg.data.max_eval_samples if args.max_samples is None else args.max_samples
-    dataset = BlurHandDataset(root, args.split, image_size=cfg.model.image_size, augment=False,
-                              mano_path=cfg.model.mano_path, max_samples=max_samples,
-                              skip_bad_images=cfg.data.skip_bad_images)
+    dataset = eval_dataset(cfg, root, args.split, args.max_samples)
     loader = make_loader(dataset, cfg, train=False, pin_memory=device.type == "cuda")
     progress = not args.no_progress and sys.stderr.isatty()
     metrics = evaluate(loaded.generator, loaded.selector, loader, cfg, device, progress=progress)
-    out = args.out or args.checkpoint.resolve().parent.parent / f"eval-{args.split}"
     title = f"{args.split} split ({len(dataset)} samples) of {root}, checkpoint {args.checkpoint}"
     json_path, md_path = write_metrics(out, metrics, title, extra={
         "checkpoint": str(args.checkpoint), "stage": loaded.stage, "epoch": loaded.epoch, "split": args.split,

@@ -21,14 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from hmh.data.blurhand_index import (
-    HAND_TYPES,
-    WRIST,
-    BlurHandIndex,
-    DatasetError,
-    image_folder,
-    load_index,
-)
+from hmh.data.blurhand_index import BlurHandIndex, image_folder, load_index
+from hmh.data.blurhand_json import HAND_TYPES, WRIST, DatasetError
 from hmh.data.transforms import (
     Augmentation,
     apply_affine,
@@ -102,6 +96,9 @@ class BlurHandDataset(Dataset):
         skip_bad_images: an unreadable image is logged, recorded in :attr:`bad_images` and replaced by the next
             readable sample, instead of raising :class:`BadImageError`. Records are per process: each
             DataLoader worker keeps its own.
+        skip_bad_annotations: samples using a NaN/inf annotation value (the index drops and counts them per
+            cause; see :mod:`hmh.data.blurhand_index`) are left out with a warning, instead of a
+            :class:`DatasetError` naming the first such value's file, JSON location and value.
         val_fraction, subset, seed: hold out whole capture/sequence groups (:func:`split_groups`); ``subset``
             picks ``"all"`` samples, the ``"train"`` remainder or the ``"val"`` part.
 
@@ -118,6 +115,7 @@ class BlurHandDataset(Dataset):
         mano_path: str = "",
         max_samples: int = 0,
         skip_bad_images: bool = False,
+        skip_bad_annotations: bool = False,
         val_fraction: float = 0.0,
         subset: str = "all",
         seed: int = 0,
@@ -141,6 +139,7 @@ class BlurHandDataset(Dataset):
         self.index: BlurHandIndex
         self.index, self.index_from_cache = load_index(self.root, split)
         self.skipped = self.index.skipped
+        self._check_non_finite(skip_bad_annotations)
         rows = np.arange(len(self.index))
         if subset != "all":
             is_val = split_groups(self.index.group, val_fraction, seed)
@@ -152,8 +151,20 @@ class BlurHandDataset(Dataset):
         self._mano: dict[str, torch.nn.Module] = {}
         log.info(
             "BlurHand %s (%s): %d samples (%d indexed; skipped %s)",
-            split, subset, len(rows), len(self.index), self.skipped or "none",
+            split, subset, len(rows), len(self.index), {k: v for k, v in self.skipped.items() if v} or "none",
         )  # fmt: skip
+
+    def _check_non_finite(self, skip: bool) -> None:
+        """Raise on the index's non-finite annotation values, or (``skip``) warn that their samples are left out."""
+        found = [str(m) for m in self.index.non_finite]
+        if not found:
+            return
+        more = f" (and {len(found) - 1} more; `hmh data check {self.root}` lists them)" if len(found) > 1 else ""
+        if not skip:
+            raise DatasetError(f"{found[0]}{more}; set data.skip_bad_annotations=true to skip the samples using them")
+        skipped = {k: v for k, v in self.skipped.items() if k.startswith("non_finite") and v}
+        log.warning("BlurHand %s: %d non-finite annotation value(s), samples skipped %s; first: %s",
+                    self.split, len(found), skipped or "none", found[0])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -165,7 +176,8 @@ class BlurHandDataset(Dataset):
         ``joints_2d (T, J, 2)`` crop pixels; ``joint_valid (T, J)``; ``mano_pose (T, 48)`` (camera frame,
         relative to the mean pose); ``mano_shape (T, 10)``; ``mano_valid (T,)``; ``mesh (778, 3)`` current frame
         minus the MANO wrist; ``mesh_valid ()``; ``cam_focal (2,)``, ``cam_princpt (2,)`` crop intrinsics;
-        ``is_left ()``; ``index ()`` int64 (the dataset position actually returned).
+        ``is_left ()``; ``index ()`` int64 (the dataset position actually returned); ``annot_id ()`` int64 (its
+        middle annotation's id in ``_data.json``).
         Invalid joints and missing MANO frames are zeros.
         """
         if not 0 <= i < len(self):
@@ -241,6 +253,7 @@ class BlurHandDataset(Dataset):
             "cam_princpt": torch.from_numpy(cam_princpt).float(),
             "is_left": torch.tensor(float(is_left)),
             "index": torch.tensor(i, dtype=torch.int64),
+            "annot_id": torch.tensor(int(ix.annot_id[row]), dtype=torch.int64),
         }
 
     def _camera_points(self, rows: np.ndarray) -> torch.Tensor:
@@ -330,7 +343,7 @@ class SplitCheck:
     def summary(self) -> str:
         """One line: samples per hand side and source hand type, skips, images checked."""
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        skipped = ", ".join(f"{k} {v}" for k, v in self.skipped.items()) or "none"
+        skipped = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v) or "none"
         status = f"{len(self.problems)} problem(s)" if self.problems else "ok"
         return (f"{self.split}: {self.samples} samples ({counts}); skipped: {skipped}; "
                 f"images checked {self.images_checked}/{self.images_total}: {status}")  # fmt: skip
@@ -339,9 +352,9 @@ class SplitCheck:
 def check_root(root: str | Path, full: bool = False, max_images: int = 200, seed: int = 0) -> list[SplitCheck]:
     """Validate a BlurHand root: layout, the four JSONs of each split (parsed into the index), and images.
 
-    Images are decoded and their size compared with ``_data.json``: all of them with ``full``, else a seeded
-    sample of ``max_images``. Returns one :class:`SplitCheck` per split found; raises :class:`DatasetError`
-    when ``root`` holds no split at all.
+    Every non-finite annotation value is a problem (file, JSON location, value). Images are decoded and their size
+    compared with ``_data.json``: all of them with ``full``, else a seeded sample of ``max_images``. Returns one
+    :class:`SplitCheck` per split found; raises :class:`DatasetError` when ``root`` holds no split at all.
     """
     root = Path(root)
     if not root.is_dir():
@@ -356,10 +369,11 @@ def check_root(root: str | Path, full: bool = False, max_images: int = 200, seed
         if not image_folder(root, split).is_dir():
             report.problems.append(f"{image_folder(root, split)}: image folder not found")
         try:
-            dataset = BlurHandDataset(root, split, image_size=1, augment=False)
+            dataset = BlurHandDataset(root, split, image_size=1, augment=False, skip_bad_annotations=True)
         except DatasetError as err:
             report.problems.append(str(err))
             continue
+        report.problems.extend(str(m) for m in dataset.index.non_finite)
         report.samples, report.counts, report.skipped = len(dataset), dataset.hand_counts(), dataset.skipped
         index = dataset.index
         used = np.unique(index.image)

@@ -58,6 +58,8 @@ from hmh.mano import cache_root
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
+GENERATOR = "hmh.data.synthetic"  # the manifest's "generator"
+CACHE_PREFIX = "blurhand-synth-"  # the cached datasets' folder names
 SPLITS = ("train", "test")
 CAMERAS_PER_CAPTURE = 8
 VIEWS_PER_CLIP = 2
@@ -113,7 +115,7 @@ def synthetic_dataset_dir(cfg: DataConfig, progress: bool = True) -> Path:
     args = SynthArgs(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_size, cfg.synthetic_subframes,
                      cfg.synthetic_seed, cfg.synthetic_profile)
     args.validate()
-    out = cache_root() / f"blurhand-synth-{args.digest()}"
+    out = cache_root() / f"{CACHE_PREFIX}{args.digest()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and find it complete
@@ -124,7 +126,7 @@ def _manifest(args: SynthArgs, counts: dict) -> str:
     return yaml.safe_dump(
         {
             "format": "BlurHand",
-            "generator": "hmh.data.synthetic",
+            "generator": GENERATOR,
             "generator_version": GENERATOR_VERSION,
             "hmh_version": hmh.__version__,
             "arguments": asdict(args),
@@ -132,6 +134,18 @@ def _manifest(args: SynthArgs, counts: dict) -> str:
         },
         sort_keys=False,
     )
+
+
+def is_synthetic_root(root: str | os.PathLike) -> bool:
+    """Whether a ``data.root`` names this generator's data: ``""`` (the cached synthetic dataset), a folder whose
+    ``dataset.yaml`` says so, or (when that folder is not on this machine) a cached dataset's folder name."""
+    if not str(root):
+        return True
+    try:
+        meta = yaml.safe_load((Path(root) / "dataset.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return Path(root).name.startswith(CACHE_PREFIX)
+    return isinstance(meta, dict) and meta.get("generator") == GENERATOR
 
 
 def is_complete(out: Path, args: SynthArgs) -> bool:
