@@ -5,6 +5,7 @@
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
+- the console: a failing worker's traceback reaches it; Ray Train's per-report lines do not (tune.console);
 - the reproduction study runs its arms (the no-MSF one on its partner's generator), writes its tables, and a second
   run finds every arm finished.
 
@@ -158,6 +159,25 @@ def test_a_second_local_ray_instance_is_refused(ray_address, tmp_path: Path) -> 
     assert not (tmp_path / "results" / "tiny" / "experiment.yaml").exists()  # nothing recorded: it can start later
 
 
+def test_a_failing_workers_traceback_reaches_the_console(ray_address, tmp_path: Path, capfd) -> None:
+    import dataclasses
+
+    from hmh.config import load_config
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=1", "search.max_failures=0"]), progress=False)
+    missing = tmp_path / "no-such-root"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(missing)))
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    with pytest.raises(Exception):  # noqa: B017 (Ray wraps the worker's error in its own types)
+        run_stage(cfg, "generation", paths, "failing")
+    time.sleep(2)  # the driver echoes worker output asynchronously
+    printed = capfd.readouterr()
+    console = printed.out + printed.err
+    assert "Traceback" in console and f"{missing}" in console and "annotation file not found" in console
+
+
 def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_address, tmp_path: Path) -> None:
     from hmh.search_summary import summarize
     from tune.search import load_experiment, run_search
@@ -203,7 +223,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_addres
     assert "Final retrain: test split" in summarize(paths.root)
 
 
-def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, tmp_path: Path, capsys) -> None:
+def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, tmp_path: Path, capfd) -> None:
     from hmh.config import load_config
     from hmh.study_results import StudyPaths, summarize
     from tune.study import run_study
@@ -231,6 +251,9 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
         line = next(x for x in summary.splitlines() if x.startswith("- ") and check in x)
         assert line.startswith(("- PASS: ", "- FAIL: ")), line
     assert (paths.plots / "best_of_k_vs_k.png").is_file() and (paths.plots / "selection_epochs.png").is_file()
-    capsys.readouterr()
+    console = capfd.readouterr()
+    for noise in ("Reporting training result", "TrainingReport(", "PreemptionWatcher", "Checkpoint successfully"):
+        assert noise not in console.out + console.err, noise  # tune.console keeps Ray's per-report detail out
+    assert "[study] k2: generation epoch 1" in console.out
     assert run_study(cfg, [1, 2], msf_k=2) == 0
-    assert "all finished" in capsys.readouterr().out
+    assert "all finished" in capfd.readouterr().out

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hmh.cli import run_reporting_errors
+from tune.console import set_verbose
 
 __all__ = ["add_config_args", "echo", "main", "repo_path"]
 
@@ -21,6 +22,8 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str) -> Non
                         help="config override, e.g. --set search.num_samples=8 (repeatable)")
     parser.add_argument("--address", default=None,
                         help="join this Ray cluster (auto, HOST:PORT, ray://...) instead of starting a local one")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray Train's own progress lines and every report's metrics dict")
 
 
 def repo_path(text: str) -> str:
@@ -41,5 +44,6 @@ def main(prog: str, run: Callable[[argparse.Namespace], int], parser: argparse.A
          argv: list[str] | None = None) -> int:
     """Parse, set up logging, run; an :class:`HmhError` becomes one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
+    set_verbose(getattr(args, "verbose", False))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_reporting_errors(prog, lambda: run(args))

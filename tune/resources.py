@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from hmh.config import SearchConfig
 from hmh.errors import HmhError
+from tune.console import VERBOSE_ENV, filter_worker_echo, verbose
 
 __all__ = ["DRIVER_CPUS", "ClusterError", "init_ray", "max_concurrent_trials", "scaling_config", "trial_resources",
            "worker_runtime_env"]
@@ -41,6 +42,7 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     else:
         _refuse_second_local_instance()
         context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+    filter_worker_echo()
     url = _url(context.dashboard_url or "")
     echo(f"Ray dashboard: {url or '(not available)'}")
     return url
@@ -111,4 +113,5 @@ def worker_runtime_env(search: SearchConfig) -> dict:
     """Runtime env of the Train workers: ``OMP_NUM_THREADS`` = their CPUs, rounded. Ray's own default floors a
     fractional share (1.99 -> 1), and OpenMP reads the variable once per process: the training thread that Train
     starts would otherwise compute with one thread."""
-    return {"env_vars": {"OMP_NUM_THREADS": str(max(1, round(search.cpus_per_worker)))}}
+    env = {"OMP_NUM_THREADS": str(max(1, round(search.cpus_per_worker)))}
+    return {"env_vars": env | ({VERBOSE_ENV: "1"} if verbose() else {})}

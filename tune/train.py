@@ -27,6 +27,7 @@ from hmh import atomic
 from hmh.config import Config, ConfigError, flatten, load_config, save_config
 from hmh.results import OBJECTIVE, ExperimentPaths
 from tune.cli import add_config_args, echo, main, repo_path
+from tune.console import train_logging_config
 from tune.worker import StageSpec, evaluate_checkpoint, train_fn_per_worker
 
 __all__ = ["RunResult", "StageResult", "check_same_config", "prepare_config", "run_stage", "run_two_stage",
@@ -151,7 +152,7 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
         scaling_config=scaling_config(cfg.search),
         run_config=ray.train.RunConfig(
             name=name, storage_path=paths.train_storage, callbacks=callbacks, checkpoint_config=checkpoint_config,
-            worker_runtime_env=worker_runtime_env(cfg.search),
+            worker_runtime_env=worker_runtime_env(cfg.search), logging_config=train_logging_config(),
             failure_config=ray.train.FailureConfig(max_failures=cfg.search.max_failures,
                                                    controller_failure_limit=cfg.search.controller_failure_limit),
         ),

@@ -30,6 +30,7 @@ from torch.utils.data import DistributedSampler
 from hmh.checkpoint import CHECKPOINT_FILE
 from hmh.config import Config, from_dict
 from hmh.results import OBJECTIVE, OBJECTIVE_SOURCE
+from tune.console import quiet_worker_logs
 
 __all__ = ["StageSpec", "evaluate_checkpoint", "stage_metrics", "train_fn_per_worker"]
 
@@ -110,6 +111,7 @@ def train_fn_per_worker(config: dict) -> None:
     from hmh.models.build import build_models, unwrap
     from hmh.runner import build_datasets, log_hypothesis_images, make_loader
 
+    quiet_worker_logs()
     spec = StageSpec(**config)
     stage = spec.stage
     cfg = from_dict(spec.config)

@@ -1,0 +1,84 @@
+"""What the Ray drivers print: Tune's trial table and hmh's own lines, with Ray's per-report detail only when asked
+for (``--verbose``, which sets :data:`VERBOSE_ENV` for the driver and, through the runtime env, for the workers).
+
+Quiet by default, and only these three sources; everything else Ray's processes print (warnings, errors, worker
+tracebacks) still reaches the console:
+
+- Ray Train's own INFO lines (the controller's "Requesting resources ...", "Started training worker group ...",
+  the workers' "Checkpoint successfully created ...", "Moving model to device ..."): each Train run's
+  ``RunConfig(logging_config=...)`` sets the ``ray.train`` console level to WARNING (:func:`train_logging_config`);
+  the Train log files in the session's ``logs/train/`` keep every level;
+- the per-report ``Reporting training result N: TrainingReport(checkpoint=..., metrics={...})`` line, which Ray
+  Train 2.60's worker context logs at INFO on a logger named after its source file (so ``LoggingConfig`` misses
+  it): that logger's level is raised on each worker (:func:`quiet_worker_logs`);
+- the Train controller's core-worker error line about the ``PreemptionWatcher`` actor's constructor arguments
+  (harmless, ray-project/ray#53727), a C++ log line that no Python logging setting reaches: it alone is dropped
+  from the driver's echo of worker output (:func:`filter_worker_echo`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+__all__ = ["VERBOSE_ENV", "filter_worker_echo", "quiet_worker_logs", "set_verbose", "train_logging_config",
+           "verbose"]
+
+VERBOSE_ENV = "HMH_VERBOSE"
+DROPPED_LINES = (re.compile(r"Actor with class name: 'PreemptionWatcher' .* has constructor arguments in the object "
+                            r"store"),)
+
+
+def set_verbose(on: bool) -> None:
+    """``--verbose``: set (or clear) :data:`VERBOSE_ENV` in this process, which the workers' runtime env copies."""
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def train_logging_config() -> Any:
+    """A ``ray.train.LoggingConfig``: Ray Train's console lines at INFO when verbose, else WARNING and above."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING")
+
+
+def quiet_worker_logs() -> None:
+    """On a Train worker: unless verbose, only warnings and errors from the logger of Ray Train's worker context."""
+    if verbose():
+        return
+    from ray.train.v2._internal.execution import context
+
+    for name in (context.__name__, context.__file__):  # 2.60 names it after the file; later versions may not
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def filter_worker_echo() -> None:
+    """On the driver, after ``ray.init``: unless verbose, drop the lines of :data:`DROPPED_LINES` from the echo of
+    the workers' output. Uses Ray's private stream dispatcher; when that is not there, nothing is dropped."""
+    if verbose():
+        return
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    with dispatcher._lock:
+        dispatcher.handlers = [(name, _without_dropped_lines(handle) if name == "ray_print_logs" else handle)
+                               for name, handle in dispatcher.handlers]
+
+
+def _without_dropped_lines(handle):
+    def emit(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not any(p.search(line) for p in DROPPED_LINES)]
+        if lines:
+            handle({**data, "lines": lines})
+
+    emit.hmh_filtered = True  # type: ignore[attr-defined]
+    return handle if getattr(handle, "hmh_filtered", False) else emit
