@@ -230,13 +230,13 @@ def _where(paths: ExperimentPaths, summary: Path, plots: list[Path], dashboard: 
     echo("\n".join(lines))
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_args(args: argparse.Namespace) -> int:
     exp = load_experiment(args.config, args.overrides, args.space, args.resume)
     return run_search(exp, args.address, args.resume)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or "python -m tune.search", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "tune/configs/demo.yaml")
     parser.add_argument("--space", default=None,
                         help="search space YAML (default: search.space, else tune/spaces/default.yaml)")
@@ -246,4 +246,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(main("tune.search", _run, build_parser()))
+    sys.exit(main("tune.search", run_args, build_parser()))

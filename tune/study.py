@@ -215,15 +215,15 @@ def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None
     return 1 if failed else 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_args(args: argparse.Namespace) -> int:
     from hmh.config import load_config
 
     cfg = load_config(repo_path(args.config), args.overrides)
     return run_study(cfg, args.ks, args.msf_k, args.address)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tune.study", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or "python -m tune.study", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "tune/configs/reproduce.yaml")
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS),
                         help=f"numbers of hypotheses of Table 4.2 (default: {' '.join(map(str, DEFAULT_KS))})")
@@ -234,4 +234,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(main("tune.study", _run, build_parser()))
+    sys.exit(main("tune.study", run_args, build_parser()))

@@ -205,7 +205,7 @@ def check_same_config(path: Path, cfg: Config, what: str) -> None:
                               "same config to resume, or another name / experiment")
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_args(args: argparse.Namespace) -> int:
     from hmh.report import metric_table, write_metrics
     from tune.resources import init_ray
     from tune.storage import check_shared_storage
@@ -228,8 +228,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tune.train", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or "python -m tune.train", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "tune/configs/demo.yaml")
     parser.add_argument("--name", default="run",
                         help="run name: the same name resumes an interrupted run (default: run)")
@@ -237,4 +237,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(main("tune.train", _run, build_parser()))
+    sys.exit(main("tune.train", run_args, build_parser()))
