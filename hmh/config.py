@@ -24,6 +24,7 @@ from hmh.config_schema import (
     DEVICE,
     DEVICES,
     KEEP,
+    PRECISIONS,
     SYNTHETIC_PROFILES,
     WINNERS,
     Config,
@@ -39,10 +40,10 @@ from hmh.config_schema import (
 )
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError",
-    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig",
-    "field_types", "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict", "to_yaml",
-    "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRECISIONS", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config",
+    "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig",
+    "TrainConfig", "field_types", "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict",
+    "to_yaml", "validate",
 ]
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -170,10 +171,21 @@ def parse_override(text: str) -> dict:
     return nested
 
 
+def _upgrade(data: dict) -> dict:
+    """A config stored by an earlier hmh (a checkpoint's): ``train.amp`` (CUDA autocast on/off) is now
+    ``train.precision`` (``bf16``/``fp32``)."""
+    train = data.get("train") if isinstance(data, dict) else None
+    if not isinstance(train, dict) or "amp" not in train or "precision" in train:
+        return data
+    train = {k: v for k, v in train.items() if k != "amp"} | {"precision": "bf16" if train["amp"] is True else "fp32"}
+    return data | {"train": train}
+
+
 def from_dict(data: dict, source: str = "") -> Config:
-    """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults)."""
+    """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults; a stored config
+    of an earlier hmh is upgraded first)."""
     try:
-        return validate(_from_dict(Config, data, ""))
+        return validate(_from_dict(Config, _upgrade(data), ""))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}" if source else str(err)) from None
 

@@ -14,14 +14,16 @@ from typing import Any
 from hmh.errors import HmhError
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig",
-    "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRECISIONS", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError",
+    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig",
+    "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 WINNERS = ("frame", "sample")  # loss.winner
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --device (hmh.loop.resolve_device)
 DEVICES = "auto, cpu, cuda or cuda:N"
 
@@ -117,7 +119,9 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision on CUDA only
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the models' forward passes, on any device (MANO,
+    # losses and metrics stay fp32); fp16 adds a GradScaler
+    channels_last: bool = False  # channels_last memory format for the convolutional backbones and their input
     compile: bool = False  # torch.compile
     out_dir: str = "runs/default"
     log_every: int = 20  # steps between console/TensorBoard loss lines
@@ -222,6 +226,7 @@ def validate(config: Config) -> Config:
         (DEVICE.fullmatch(t.device) is not None, "train.device", t.device, DEVICES),
         (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
         (t.keep in KEEP, "train.keep", t.keep, f"one of {', '.join(KEEP)}"),
+        (t.precision in PRECISIONS, "train.precision", t.precision, f"one of {', '.join(PRECISIONS)}"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
         (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,11 +35,14 @@ __all__ = [
     "OBJECTIVES",
     "STAGES",
     "TrainingError",
+    "amp_dtype",
     "autocast",
     "evaluate",
+    "infer",
     "init_selector_from_generator",
     "make_optimizer",
     "make_scheduler",
+    "model_images",
     "resolve_device",
     "seed_everything",
     "to_device",
@@ -89,19 +93,38 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 (or fp16 where bf16 is unsupported) with ``train.amp`` on CUDA; None otherwise."""
-    if not cfg.train.amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision
+
+
+def amp_dtype(cfg: Config) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` (None: fp32, no autocast)."""
+    return AUTOCAST_DTYPES[cfg.train.precision]
 
 
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    """The forward-pass precision context: CUDA autocast with ``train.amp``, a no-op otherwise."""
-    dtype = amp_dtype(cfg, device)
+    """The forward-pass precision context of ``train.precision`` on ``device`` (CPU and CUDA alike); a no-op for
+    fp32. MANO (:class:`hmh.mano.Mano`) turns it off for itself; losses and metrics run outside it, in fp32."""
+    dtype = amp_dtype(cfg)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def model_images(batch: Mapping[str, torch.Tensor], cfg: Config) -> torch.Tensor:
+    """The batch's ``image (B, 3, S, S)``, in channels_last memory format with ``train.channels_last``."""
+    images = batch["image"]
+    return images.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else images
+
+
+@torch.no_grad()
+def infer(generator: torch.nn.Module, selector: torch.nn.Module | None, batch: Mapping[str, torch.Tensor],
+          cfg: Config, device: torch.device) -> tuple[Any, torch.Tensor | None]:
+    """The generator's output and the selector's rewards ``(B, K)`` (None without a selector) for a batch on
+    ``device``, in ``train.precision``, the models in whatever mode the caller set."""
+    images = model_images(batch, cfg)
+    with autocast(cfg, device):
+        out = generator(images)
+        return out, None if selector is None else selector(images, out).reward
 
 
 def init_selector_from_generator(selector: torch.nn.Module, generator: torch.nn.Module) -> int:
@@ -179,14 +202,15 @@ def _forward_losses(
     """One training forward pass -> the stage's loss dict (``"total"`` + each term), losses in fp32."""
     from hmh.losses import generation_loss, selection_loss
 
+    images = model_images(batch, cfg)
     if stage == "generation":
         with autocast(cfg, device):
-            out = generator(batch["image"])
+            out = generator(images)
         return generation_loss(out, batch, cfg.loss)
     with torch.no_grad(), autocast(cfg, device):
-        gen_out = generator(batch["image"])
+        gen_out = generator(images)
     with autocast(cfg, device):
-        sel_out = selector(batch["image"], gen_out)
+        sel_out = selector(images, gen_out)
     return selection_loss(sel_out, gen_out, batch, cfg.loss, cfg.selection.top_n)
 
 
@@ -228,7 +252,7 @@ def train_one_epoch(
     if selector is not None:
         selector.train(stage == "selection")
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg, device) == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg) == torch.float16 else None
     steps_per_epoch = len(loader) if hasattr(loader, "__len__") else 0
     sums: dict[str, torch.Tensor] = {}
     grad_norm_sum = torch.zeros((), device=device)
@@ -306,9 +330,7 @@ def evaluate(
     batches = 0
     for cpu_batch in _progress(loader, "evaluate", -1, progress):
         batch = to_device(cpu_batch, device)
-        with autocast(cfg, device):
-            out = generator(batch["image"])
-            scores = None if selector is None else selector(batch["image"], out).reward
+        out, scores = infer(generator, selector, batch, cfg, device)
         joints = out.joints.float()  # (B, K, T, J, 3)
         verts = out.vertices[:, :, 1].float() - joints[:, :, 1, :1]  # (B, K, V, 3) current frame minus its wrist
         evaluator.update(

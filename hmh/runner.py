@@ -39,8 +39,8 @@ from hmh.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from hmh.config import Config, ConfigError, save_config
 from hmh.loop import (
     OBJECTIVES,
-    autocast,
     evaluate,
+    infer,
     init_selector_from_generator,
     make_optimizer,
     make_scheduler,
@@ -184,10 +184,7 @@ def log_hypothesis_images(
     generator.eval()
     if selector is not None:
         selector.eval()
-    moved = to_device(batch, device)
-    with autocast(cfg, device):
-        out = generator(moved["image"])
-        scores = None if selector is None else selector(moved["image"], out).reward
+    out, scores = infer(generator, selector, to_device(batch, device), cfg, device)
     grid = hypothesis_grid(batch, out.joints_2d.float().cpu(), None if scores is None else scores.float().cpu(),
                            cfg.selection.top_n)
     writer.add_image(tag, grid, step)

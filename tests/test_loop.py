@@ -182,13 +182,70 @@ def test_hypothesis_grid(cfg, batch):
     assert not torch.equal(grid, plain)  # the selected hypothesis is highlighted
 
 
-def test_amp_is_cuda_only(cfg):
-    from hmh.loop import amp_dtype, resolve_device
+def test_devices_resolve_and_cuda_is_refused_without_it():
+    from hmh.loop import resolve_device
 
-    amp = load_config("cpu", TINY + ["train.amp=true"])
-    assert amp_dtype(amp, CPU) is None  # mixed precision never on a CPU
     assert resolve_device("cpu") == CPU
     if not torch.cuda.is_available():
         assert resolve_device("auto") == CPU
         with pytest.raises(TrainingError, match="train.device='cuda'"):
             resolve_device("cuda")
+
+
+def _steps(cfg, batch, steps: int) -> tuple[list[float], dict]:
+    """Per-step generation losses of fresh models (seed 0) on one fixed batch, then their evaluation on it."""
+    generator, _ = fresh_models(cfg)
+    optimizer = make_optimizer("generation", generator, cfg)
+    losses = [train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, step)["loss/total"]
+              for step in range(steps)]
+    return losses, evaluate(generator, None, [batch], cfg, CPU)
+
+
+def test_bf16_trains_within_tolerance_of_fp32(cfg, batch):
+    """bf16 autocast on the CPU: after the same 4 steps from the same weights, every step's loss is within 5% of
+    fp32's and the evaluation within 2 mm (or 5%)."""
+    from hmh.loop import amp_dtype, autocast
+
+    mixed = load_config("cpu", TINY + ["train.precision=bf16"])
+    assert amp_dtype(mixed) == torch.bfloat16
+    generator, _ = fresh_models(mixed)
+    with autocast(mixed, CPU):
+        out = generator(batch["image"])
+    assert amp_dtype(mixed) in {t.dtype for t in vars(out).values()}  # layers ran in the low precision
+    assert out.joints.dtype == out.vertices.dtype == torch.float32  # MANO did not
+    reference, ref_metrics = _steps(cfg, batch, 4)
+    losses, metrics = _steps(mixed, batch, 4)
+    assert all(math.isfinite(x) for x in losses)
+    for got, want in zip(losses, reference, strict=True):
+        assert abs(got - want) <= 0.05 * abs(want), (losses, reference)
+    for key in ("mean_of_k/mpjpe_current", "best_of_k/mpjpe_current", "mean_of_k/mpvpe"):
+        assert abs(metrics[key] - ref_metrics[key]) <= max(2.0, 0.05 * ref_metrics[key]), key
+
+
+def test_fp16_runs_with_its_grad_scaler(batch):
+    """fp16 autocast + GradScaler on the CPU: finite losses; the scaler skips the first steps while it finds its
+    scale (65536 overflows fp16 gradients), as it does on a GPU."""
+    losses, metrics = _steps(load_config("cpu", TINY + ["train.precision=fp16"]), batch, 2)
+    assert all(math.isfinite(x) for x in losses) and math.isfinite(metrics["mean_of_k/mpjpe_current"])
+
+
+def test_channels_last_keeps_the_outputs(batch):
+    from hmh.loop import infer
+
+    outputs = []
+    for config in (load_config("cpu", TINY), load_config("cpu", TINY + ["train.channels_last=true"])):
+        generator, selector = fresh_models(config)
+        generator.eval(), selector.eval()
+        out, reward = infer(generator, selector, batch, config, CPU)
+        outputs.append((out.joints, reward))
+    assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
+    assert torch.allclose(outputs[0][1], outputs[1][1], atol=1e-5)
+
+
+def test_a_stored_config_with_the_old_amp_switch_is_upgraded():
+    from hmh.config import from_dict, to_dict
+
+    stored = to_dict(load_config("cpu", TINY))
+    train = {k: v for k, v in stored["train"].items() if k != "precision"}
+    assert from_dict(stored | {"train": train | {"amp": True}}).train.precision == "bf16"
+    assert from_dict(stored | {"train": train | {"amp": False}}).train.precision == "fp32"

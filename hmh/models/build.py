@@ -28,6 +28,8 @@ def build_models(cfg: Config, *, pretrained: bool | None = None) -> tuple[torch.
     mano = Mano(model_path(model_cfg.mano_path, "right"), side="right")
     generator = Generator(model_cfg, mano)
     selector = Selector(model_cfg, cfg.selection)
+    if cfg.train.channels_last:  # 4-D weights (the convolutions) only; the loop feeds channels_last images
+        generator, selector = (m.to(memory_format=torch.channels_last) for m in (generator, selector))
     if cfg.train.compile:
         generator, selector = torch.compile(generator), torch.compile(selector)
     return generator, selector
