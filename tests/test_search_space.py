@@ -179,9 +179,9 @@ def test_search_rejects_bad_config_or_space_before_ray_starts(tmp_path: Path, ar
     args = [str(bad_space) if a == "SPACE" else a for a in args]
     code = textwrap.dedent(f"""
         import sys
-        from tune.search import _run, build_parser
+        from tune.search import build_parser, run_args
         from tune.cli import main
-        status = main("tune.search", _run, build_parser(), {["--config", str(CONFIGS / "demo.yaml"), "--set",
+        status = main("tune.search", run_args, build_parser(), {["--config", str(CONFIGS / "demo.yaml"), "--set",
                                                              f"search.storage_path={tmp_path}", *args]!r})
         assert "ray" not in sys.modules, "Ray was imported before the config was checked"
         sys.exit(status)
