@@ -79,8 +79,9 @@ def write_experiment(tmp_path: Path, space: str) -> tuple[Path, Path]:
     return config, space_path
 
 
-def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path) -> None:
+def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, capfd) -> None:
     import optuna
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from tune.search import load_experiment, run_search
 
@@ -102,10 +103,18 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path) -> 
     assert list(first["trial_epoch"]) == [1, 2, 3]
     assert list(first["stage"]) == ["generation", "generation", "selection"]
     assert first["objective"].notna().all() and first["train/loss/total"].notna().all()
+    printed = capfd.readouterr().out
+    url = next(line.split()[2] for line in printed.splitlines() if line.strip().startswith("optuna "))
+    study = optuna.load_study(study_name="tiny", storage=url)  # the printed optuna-dashboard command's study
+    assert sorted(t.params["optim.lr"] for t in study.trials) == [1e-9, 1e-3]
+    assert all(t.value is not None or t.intermediate_values for t in study.trials)
+    logdir = next(line.split()[3] for line in printed.splitlines() if line.strip().startswith("tensorboard "))
+    tensorboard = Path(logdir)  # the printed `tensorboard --logdir` folder
     for trial_id in trials["trial_id"]:
-        assert list((exp.paths.tensorboard / trial_id).glob("events.out.tfevents.*")), trial_id
-    study = optuna.load_study(study_name="tiny", storage=exp.paths.optuna_url)
-    assert len(study.trials) == 2
+        events = EventAccumulator(str(tensorboard / trial_id), size_guidance={"images": 0})
+        events.Reload()
+        assert "val/mean_of_k/mpjpe_current" in events.Tags()["scalars"], trial_id
+        assert "generation/hypotheses" in events.Tags()["images"], trial_id
     summary = exp.paths.summary.read_text()
     assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
     assert (exp.paths.plots / "objective_vs_trial.png").is_file()

@@ -221,7 +221,7 @@ def _where(paths: ExperimentPaths, summary: Path, plots: list[Path], dashboard: 
     if paths.final.is_file():
         lines.append(f"  final table   {paths.final}, {paths.final_dir / 'metrics.md'}")
     lines += [f"  plots         {', '.join(p.name for p in plots)} in {paths.plots}",
-              f"  optuna        optuna-dashboard {paths.optuna_url}",
+              f"  optuna        optuna-dashboard {paths.optuna_url}  (pip install -e '.[dashboard]')",
               f"  tensorboard   tensorboard --logdir {paths.tensorboard}  (Tune's own: {paths.ray_storage}/"
               f"{TUNE_NAME})",
               f"  checkpoints   {paths.train_storage}"]
