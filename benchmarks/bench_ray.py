@@ -39,7 +39,7 @@ def plain_rates(cfg: Config, epochs: int, threads: int) -> list[float]:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     loader = make_loader(build_datasets(cfg, cfg.data.root, ("train",))["train"], cfg, train=True,
-                         seed=cfg.train.seed, pin_memory=device.type == "cuda")
+                         device=device, seed=cfg.train.seed)
     generator, _ = build_models(cfg)
     generator = generator.to(device)
     optimizer = make_optimizer("generation", generator, cfg)

@@ -59,7 +59,7 @@ def mean_pose_baseline(cfg: Config) -> dict[str, dict[str, float]]:
 
     def collect(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         joints, valid = [], []
-        for batch in make_loader(datasets[name], cfg, train=False):
+        for batch in make_loader(datasets[name], cfg, train=False, device=torch.device("cpu")):
             joints.append(batch["joints_3d"])
             valid.append(batch["joint_valid"])
         return torch.cat(joints), torch.cat(valid)  # (N, T, J, 3), (N, T, J)

@@ -40,7 +40,7 @@ def slot_labels_and_picks(models: LoadedModels, split: str) -> tuple[torch.Tenso
     dataset.augment = False
     top_n = cfg.selection.top_n
     labels, picks = [], []
-    for batch in make_loader(dataset, cfg, train=False):
+    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
         gen_out = models.generator(batch["image"])
         errors = sequence_errors(gen_out.joints.float(), batch["joints_3d"].float(), batch["joint_valid"])  # (B, K)
         valid = torch.isfinite(errors).all(dim=1)

@@ -78,6 +78,7 @@ def save_checkpoint(
     selector: torch.nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint to ``path`` atomically and return the path.
@@ -96,6 +97,7 @@ def save_checkpoint(
         },
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
         "epoch": int(epoch),
         "stage": stage,
         "config": to_dict(config),

@@ -24,7 +24,9 @@ from hmh.config_schema import (
     DEVICE,
     DEVICES,
     KEEP,
+    PICKS,
     PRECISIONS,
+    SEARCH_OBJECTIVES,
     SYNTHETIC_PROFILES,
     WINNERS,
     Config,
@@ -36,14 +38,15 @@ from hmh.config_schema import (
     SearchConfig,
     SelectionConfig,
     TrainConfig,
+    parse_pick,
     validate,
 )
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRECISIONS", "PRESET_DIR", "SYNTHETIC_PROFILES", "WINNERS", "Config",
-    "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig",
-    "TrainConfig", "field_types", "flatten", "from_dict", "load_config", "parse_override", "save_config", "to_dict",
-    "to_yaml", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PICKS", "PRECISIONS", "PRESET_DIR", "SEARCH_OBJECTIVES",
+    "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "SearchConfig", "SelectionConfig", "TrainConfig", "field_types", "flatten", "from_dict", "load_config",
+    "parse_override", "parse_pick", "save_config", "to_dict", "to_yaml", "validate",
 ]
 
 PRESET_DIR = Path(__file__).parent / "presets"

@@ -14,9 +14,9 @@ from typing import Any
 from hmh.errors import HmhError
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PRECISIONS", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError",
-    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig",
-    "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PICKS", "PRECISIONS", "SEARCH_OBJECTIVES", "SYNTHETIC_PROFILES",
+    "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig",
+    "SelectionConfig", "TrainConfig", "parse_pick", "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -26,6 +26,9 @@ KEEP = ("best", "last")  # train.keep
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --device (hmh.loop.resolve_device)
 DEVICES = "auto, cpu, cuda or cuda:N"
+SEARCH_OBJECTIVES = ("mpjpe", "mpjpe_ms")  # search.objectives (hmh.results.OBJECTIVE_KEYS)
+PICK = re.compile(r"min_mpjpe|min_ms|max_ms=(?P<ms>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")  # search.pick
+PICKS = "min_mpjpe, min_ms or max_ms=<ms per image, a number > 0>"
 
 
 class ConfigError(HmhError, ValueError):
@@ -106,7 +109,7 @@ class DataConfig:
     skip_bad_annotations: bool = False  # skip and count samples with NaN/inf annotation values instead of failing
     max_train_samples: int = 0  # 0 = all
     max_eval_samples: int = 0  # 0 = all
-    loader_workers: int = 0
+    loader_workers: int = -1  # DataLoader worker processes; -1 = from the CPUs the run holds (runner.loader_workers)
 
 
 @dataclass
@@ -151,6 +154,9 @@ class SearchConfig:
     final_retrain: bool = True  # retrain the best configuration and evaluate it on the test split
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's resources fit; set it for autoscaling clusters
     controller_failure_limit: int = 5  # Train worker-group start failures (60 s timeouts each) before a run fails
+    objectives: str = "mpjpe"  # mpjpe: the validation MPJPE alone (ASHA) | mpjpe_ms: MPJPE and inference ms per
+    # image, a Pareto front (no early stopping)
+    pick: str = "min_mpjpe"  # mpjpe_ms: the front's point the final retrain takes: min_mpjpe | min_ms | max_ms=<ms>
 
 
 @dataclass
@@ -162,6 +168,19 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+
+def parse_pick(text: str) -> tuple[str, float] | None:
+    """``search.pick`` as ``(rule, max_ms)``: ``("min_mpjpe", inf)``, ``("min_ms", inf)`` or ``("max_ms", limit)``
+    with a finite limit > 0 (ms per image); None when ``text`` is none of :data:`PICKS`. :func:`hmh.pareto.choose`
+    applies it."""
+    match = PICK.fullmatch(text)
+    if match is None:
+        return None
+    limit = float(match["ms"]) if match["ms"] else math.inf
+    if match["ms"] and not 0 < limit < math.inf:
+        return None
+    return text.partition("=")[0], limit
 
 
 def _finite_checks(config: Config) -> list[tuple[bool, str, Any, str]]:
@@ -218,7 +237,7 @@ def validate(config: Config) -> Config:
         (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
         (d.max_train_samples >= 0, "data.max_train_samples", d.max_train_samples, ">= 0"),
         (d.max_eval_samples >= 0, "data.max_eval_samples", d.max_eval_samples, ">= 0"),
-        (d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0"),
+        (d.loader_workers >= -1, "data.loader_workers", d.loader_workers, ">= 0, or -1 (from the run's CPUs)"),
         (t.generation_epochs >= 1, "train.generation_epochs", t.generation_epochs, ">= 1"),
         (t.selection_epochs >= 0, "train.selection_epochs", t.selection_epochs, ">= 0"),
         (t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1"),
@@ -239,6 +258,12 @@ def validate(config: Config) -> Config:
         (se.final_max_train_samples >= 0, "search.final_max_train_samples", se.final_max_train_samples, ">= 0"),
         (se.max_concurrent_trials >= 0, "search.max_concurrent_trials", se.max_concurrent_trials, ">= 0"),
         (se.controller_failure_limit >= 0, "search.controller_failure_limit", se.controller_failure_limit, ">= 0"),
+        (se.objectives in SEARCH_OBJECTIVES, "search.objectives", se.objectives,
+         f"one of {', '.join(SEARCH_OBJECTIVES)}"),
+        (parse_pick(se.pick) is not None, "search.pick", se.pick, PICKS),
+        (se.objectives == "mpjpe_ms" or se.pick == "min_mpjpe", "search.pick", se.pick,
+         "min_mpjpe with search.objectives='mpjpe' (one objective; search.objectives=mpjpe_ms picks from a Pareto "
+         "front)"),
     ]
     for name, value in dataclasses.asdict(lo).items():
         if name not in ("diversity_alpha", "jrc_alpha", "winner"):

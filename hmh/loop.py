@@ -41,6 +41,7 @@ __all__ = [
     "infer",
     "init_selector_from_generator",
     "make_optimizer",
+    "make_scaler",
     "make_scheduler",
     "model_images",
     "resolve_device",
@@ -99,6 +100,12 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16} 
 def amp_dtype(cfg: Config) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` (None: fp32, no autocast)."""
     return AUTOCAST_DTYPES[cfg.train.precision]
+
+
+def make_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler | None:
+    """The GradScaler of an fp16 stage (None otherwise): one per stage, passed to every epoch's
+    :func:`train_one_epoch` and saved in its checkpoints, so the scale it found carries across epochs and resumes."""
+    return torch.amp.GradScaler(device.type) if amp_dtype(cfg) == torch.float16 else None
 
 
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
@@ -234,13 +241,15 @@ def train_one_epoch(
     *,
     progress: bool = False,
     max_steps: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Train one epoch of ``stage`` (``epoch`` counts from 0) and return its means.
 
     Generation trains ``generator``; selection trains ``selector`` with ``generator`` frozen (eval mode, no
     gradients). Gradients are clipped to ``optim.grad_clip`` (0 = off); ``scheduler`` is stepped per step.
     Every ``train.log_every`` steps the losses and learning rate go to ``writer`` as ``train/{stage}/...`` at
-    global step ``epoch * len(loader) + step``. ``max_steps`` > 0 stops early (tests, benchmarks).
+    global step ``epoch * len(loader) + step``. ``max_steps`` > 0 stops early (tests, benchmarks). fp16 needs the
+    stage's ``scaler`` (:func:`make_scaler`).
 
     Returns ``{"loss/<term>": mean over samples, "lr": the last step's rate, "grad_norm": mean pre-clip norm,
     "samples": n, "steps": n, "seconds": s, "samples_per_s": n/s}``.
@@ -252,7 +261,9 @@ def train_one_epoch(
     if selector is not None:
         selector.train(stage == "selection")
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg) == torch.float16 else None
+    if (scaler is None) != (amp_dtype(cfg) != torch.float16):
+        raise ValueError(f"train.precision={cfg.train.precision!r}: a GradScaler is needed for fp16 and only there "
+                         f"(hmh.loop.make_scaler), got {scaler!r}")
     steps_per_epoch = len(loader) if hasattr(loader, "__len__") else 0
     sums: dict[str, torch.Tensor] = {}
     grad_norm_sum = torch.zeros((), device=device)

@@ -6,8 +6,9 @@ No Ray and no torch here, so ``hmh results summarize`` and tests read results ch
     trials.parquet       one row per trial (TRIALS columns below)
     iterations.parquet   one row per report of every trial (one epoch of one stage)
     final.parquet        the final retrain's test-split metric table, one row per reduction
+    pareto.parquet       a two-objective search's Pareto front (search.objectives=mpjpe_ms), one row per point
     summary.md           best configuration, final table, comparison with the seed's Tables 4.1 and 4.2
-    plots/               objective_vs_trial.png, mpjpe_vs_k.png, param_importances.png
+    plots/               objective_vs_trial.png, mpjpe_vs_k.png, param_importances.png (and pareto.png)
     optuna.db            the Optuna study (SQLite): optuna-dashboard sqlite:///results/<experiment>/optuna.db
     experiment.yaml      the experiment config; space.yaml: the search space (what --resume reuses)
     tensorboard/         rank-0 TensorBoard events per trial (<trial_id>/) and of the final run (final/)
@@ -24,6 +25,7 @@ Columns (every Parquet file has exactly these, in this order, with these Arrow t
   string (see :data:`OBJECTIVE`), ``config/<dotted key>`` for every config value (int64, double, bool, string,
   list<int64>), ``val/<reduction>/<metric>`` and ``val/selection/<stat>`` double (last report; the stats are
   hmh.evaluation's ``precision``, ``gain``, ``reward_spread``, ``common_set_share``),
+  ``cost/ms_per_image_b1`` and ``cost/ms_per_image_b8`` double (:data:`COST_KEYS`; two-objective searches only),
   ``time_total_s`` double, ``checkpoint_path``, ``trial_dir``, ``error`` string.
 - ``iterations.parquet``: ``trial_id``, ``trial_epoch`` int64, ``stage`` string, ``epoch`` int64 (within the
   stage), ``restored_epoch`` int64, ``objective`` double, ``objective_source`` string, ``train/<key>`` double
@@ -32,6 +34,11 @@ Columns (every Parquet file has exactly these, in this order, with these Arrow t
 - ``final.parquet``: ``reduction`` string, ``mpjpe_past``, ``mpjpe_current``, ``mpjpe_future``, ``mpvpe``,
   ``selection_precision``, ``selection_gain``, ``selection_reward_spread``, ``selection_common_set_share`` double
   (on the ``final`` row only), ``split`` string, ``samples`` int64.
+- ``pareto.parquet``: ``trial_id`` string, ``trial_index`` int64, ``k`` int64 (``model.num_hypotheses``),
+  ``top_n`` int64 (``selection.top_n``), ``mpjpe`` double (the trial's objective, mm), ``ms`` double (ms per image
+  at batch 1: the second objective), ``ms_batch8`` double (ms per image at batch 8), ``picked`` bool (the point
+  ``search.pick`` chose for the final retrain); ordered by ``ms``. Metadata ``hmh.pick`` and ``hmh.picked`` (its
+  trial id, null when no point qualified).
 
 Metric values are millimetres; a metric that was not measured is null.
 """
@@ -54,9 +61,10 @@ from hmh.config import field_types
 from hmh.errors import HmhError
 
 __all__ = [
-    "CONSTANT", "FINAL_SCHEMA", "ITERATIONS_SCHEMA", "METRICS", "OBJECTIVE", "OBJECTIVE_SOURCE", "REDUCTIONS",
-    "REDUCTION_NAMES", "SELECTION_STATS", "TRAIN_KEYS", "TRIALS_SCHEMA",
-    "ExperimentPaths", "ResultsError", "config_columns", "final_rows", "is_uri", "read_table",
+    "CONSTANT", "COST_BATCHES", "COST_KEYS", "COST_OBJECTIVE", "FINAL_SCHEMA", "ITERATIONS_SCHEMA", "METRICS",
+    "OBJECTIVE", "OBJECTIVE_KEYS", "OBJECTIVE_SOURCE", "PARETO_SCHEMA", "REDUCTIONS", "REDUCTION_NAMES",
+    "SELECTION_STATS", "TRAIN_KEYS", "TRIALS_SCHEMA",
+    "ExperimentPaths", "ResultsError", "completed", "config_columns", "final_rows", "is_uri", "read_table",
     "storage_dir", "val_columns", "write_table",
 ]
 
@@ -81,6 +89,14 @@ the validation split. In the generation stage no selector exists yet, so the mea
 for it (``val/mean_of_k/mpjpe_current``); ``objective_source`` says which one (``final`` or ``mean_of_k``).
 Best-of-K (``val/best_of_k/...``) is reported alongside at every step."""
 OBJECTIVE_SOURCE = "val/objective_source"
+COST_BATCHES = (1, 8)
+COST_KEYS = tuple(f"cost/ms_per_image_b{b}" for b in COST_BATCHES)
+COST_OBJECTIVE = COST_KEYS[0]
+"""The second objective of a two-objective search (ms, lower is better): milliseconds per image of the trial's
+generator + selector (forward, top-n aggregation) in eval mode at batch 1, on the trial's device
+(:mod:`hmh.inference_cost`); batch 8 is recorded beside it (``cost/ms_per_image_b8``). Batch 1 is the objective
+because it is the latency of one image, what ``hmh predict`` on a photo pays; batch 8 shows the throughput side."""
+OBJECTIVE_KEYS = {"mpjpe": (OBJECTIVE,), "mpjpe_ms": (OBJECTIVE, COST_OBJECTIVE)}  # by search.objectives, minimised
 TRAIN_KEYS = ("loss/total", "loss/joint_3d", "loss/proj", "loss/mano", "loss/aux", "loss/diversity", "loss/jrc",
               "lr", "grad_norm", "samples_per_s", "seconds")
 
@@ -116,7 +132,7 @@ TRIALS_SCHEMA = pa.schema([
         pa.field("stopped_early", pa.bool_()), pa.field("epochs_done", pa.int64()),
         pa.field("epochs_total", pa.int64()), pa.field("objective", pa.float64()),
         pa.field("objective_source", pa.string()),
-        *config_columns(), *_doubles(val_columns()),
+        *config_columns(), *_doubles(val_columns()), *_doubles(COST_KEYS),
         pa.field("time_total_s", pa.float64()), pa.field("checkpoint_path", pa.string()),
         pa.field("trial_dir", pa.string()), pa.field("error", pa.string()),
 ])
@@ -134,6 +150,16 @@ FINAL_SCHEMA = pa.schema([
     pa.field("reduction", pa.string()), *_doubles(METRICS), *_doubles(f"selection_{s}" for s in SELECTION_STATS),
     pa.field("split", pa.string()), pa.field("samples", pa.int64()),
 ])
+
+PARETO_SCHEMA = pa.schema([
+    pa.field("trial_id", pa.string()), pa.field("trial_index", pa.int64()), pa.field("k", pa.int64()),
+    pa.field("top_n", pa.int64()), *_doubles(("mpjpe", "ms", "ms_batch8")), pa.field("picked", pa.bool_()),
+])
+
+
+def completed(row: Mapping[str, Any]) -> bool:
+    """A ``trials.parquet`` row of a trial that ran its full budget (not stopped early, not errored)."""
+    return row["status"] == "TERMINATED" and row["epochs_done"] == row["epochs_total"]
 
 
 def _clean(value: Any, field: pa.Field) -> Any:
@@ -240,6 +266,7 @@ class ExperimentPaths:
     trials = property(lambda self: self.root / "trials.parquet")
     iterations = property(lambda self: self.root / "iterations.parquet")
     final = property(lambda self: self.root / "final.parquet")
+    pareto = property(lambda self: self.root / "pareto.parquet")
     summary = property(lambda self: self.root / "summary.md")
     plots = property(lambda self: self.root / "plots")
     optuna_db = property(lambda self: self.root / "optuna.db")

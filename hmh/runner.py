@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from hmh.loop import (
     infer,
     init_selector_from_generator,
     make_optimizer,
+    make_scaler,
     make_scheduler,
     resolve_device,
     seed_everything,
@@ -143,14 +145,26 @@ def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("tr
     return datasets
 
 
-def make_loader(dataset: Dataset, cfg: Config, *, train: bool, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+def loader_workers(cfg: Config, device: torch.device, cpus: float | None = None) -> int:
+    """``data.loader_workers``, or for -1 the count sized from the ``cpus`` the run holds (None: this process's
+    CPU affinity): on CUDA all but one of them (at most 8), the main process driving the GPU while the others decode
+    and augment; on the CPU one per four, as the models' own threads need the cores (0 on a 2-core machine)."""
+    if cfg.data.loader_workers >= 0:
+        return cfg.data.loader_workers
+    held = int(cpus) if cpus is not None else len(os.sched_getaffinity(0))
+    return min(8, max(1, held - 1)) if device.type == "cuda" else held // 4
+
+
+def make_loader(dataset: Dataset, cfg: Config, *, train: bool, device: torch.device, seed: int = 0,
+                cpus: float | None = None) -> DataLoader:
     """Shuffled, last-partial-batch-dropping loader for training (``train.batch_size``); ordered for evaluation
-    (``train.eval_batch_size``). ``seed`` fixes the shuffling and the workers' augmentation RNG."""
+    (``train.eval_batch_size``). ``seed`` fixes the shuffling and the workers' augmentation RNG. Batches are pinned
+    for CUDA; the worker processes come from :func:`loader_workers` (``cpus``: the CPUs the run holds)."""
     batch_size = cfg.train.batch_size if train else cfg.train.eval_batch_size
-    workers = cfg.data.loader_workers
+    workers = loader_workers(cfg, device, cpus)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed) if train else None,
     )
 
@@ -193,13 +207,13 @@ def log_hypothesis_images(
 def run_epoch(
     stage: str, generator, selector, train_loader, val_loader, optimizer, scheduler, cfg: Config,
     device: torch.device, epoch: int, writer: SummaryWriter | None = None, *, image_batch: dict | None = None,
-    progress: bool = False,
+    progress: bool = False, scaler: torch.amp.GradScaler | None = None,
 ) -> EpochResult:
     """``train_one_epoch`` + validation (``evaluate``; the selector is used in the selection stage only) +
     TensorBoard epoch scalars ``{stage}/train/...``, ``{stage}/val/...`` and images at step ``epoch + 1``."""
     start = time.perf_counter()
     train = train_one_epoch(stage, generator, selector, train_loader, optimizer, scheduler, cfg, device, epoch,
-                            writer, progress=progress)
+                            writer, progress=progress, scaler=scaler)
     scorer = selector if stage == "selection" else None
     val = {} if val_loader is None else evaluate(generator, scorer, val_loader, cfg, device, progress=progress)
     objective = val.get(OBJECTIVES[stage], math.nan)
@@ -253,6 +267,7 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
     model = generator if stage == "generation" else selector
     optimizer = make_optimizer(stage, model, cfg)
     scheduler = make_scheduler(stage, optimizer, cfg, len(loaders["train"]))
+    scaler = make_scaler(cfg, device)
     has_val = loaders.get("val") is not None
     keep_last = cfg.train.keep == "last" or not has_val
     image_batch = next(iter(loaders["val"] if has_val else loaders["test"]))
@@ -261,13 +276,13 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
     best_metrics: dict[str, float] = {}
     for epoch in range(epochs):
         result = run_epoch(stage, generator, selector, loaders["train"], loaders.get("val"), optimizer, scheduler, cfg,
-                           device, epoch, writer, image_batch=image_batch, progress=progress)
+                           device, epoch, writer, image_batch=image_batch, progress=progress, scaler=scaler)
         echo(epoch_line(result, epochs))
         metrics = result.flat()
         history.append(metrics)
         save_checkpoint(last_path, generator=generator, selector=selector if stage == "selection" else None,
-                        optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, stage=stage, config=cfg,
-                        metrics=metrics)
+                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1, stage=stage,
+                        config=cfg, metrics=metrics)
         if keep_last or _is_better(result.objective, best_value):
             best_value, best_metrics = result.objective, metrics
             with atomic.atomic_path(best_path) as tmp:
@@ -325,8 +340,7 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
     root = data_root(cfg, progress=progress)
     datasets = build_datasets(cfg, root)
     echo(f"data: {root} ({', '.join(f'{k} {len(v)}' for k, v in datasets.items())} samples); device: {device}")
-    pin = device.type == "cuda"
-    loaders = {name: make_loader(ds, cfg, train=name == "train", seed=cfg.train.seed, pin_memory=pin)
+    loaders = {name: make_loader(ds, cfg, train=name == "train", device=device, seed=cfg.train.seed)
                for name, ds in datasets.items()}
     generator, selector = build_models(cfg)
     generator, selector = generator.to(device), selector.to(device)

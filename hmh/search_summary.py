@@ -1,6 +1,7 @@
 """``summary.md`` of a search, built from its Parquet files alone (``hmh results summarize`` reprints it).
 
-Sections: the trials (completed, stopped early by ASHA, errored), the best configuration, the final retrain's
+Sections: the trials (completed, stopped early by ASHA, errored), the Pareto front of a two-objective search
+(``pareto.parquet``: MPJPE against inference ms per image), the best (or picked) configuration, the final retrain's
 test-split table, and the comparison with the seed dissertation's Table 4.1 (final vs best-of-K, MPJPE and
 MPVPE) and Table 4.2 (best-of-K MPJPE vs K) in shape: the seed's numbers are on the real BlurHand test split at
 paper scale, so only the orderings carry over to a small or synthetic run, not the millimetres.
@@ -9,14 +10,16 @@ paper scale, so only the orderings carry over to a small or synthetic run, not t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hmh import atomic
+from hmh.pareto import read_front
 from hmh.report import format_or_dash as _mm
 from hmh.report import selection_lines
 from hmh.results import (
+    COST_KEYS,
+    COST_OBJECTIVE,
     FINAL_SCHEMA,
     METRICS,
     OBJECTIVE,
@@ -25,6 +28,7 @@ from hmh.results import (
     TRIALS_SCHEMA,
     ExperimentPaths,
     ResultsError,
+    completed,
     read_table,
 )
 
@@ -44,29 +48,41 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def _completed(row: Mapping[str, Any]) -> bool:
-    return row["status"] == "TERMINATED" and row["epochs_done"] == row["epochs_total"]
-
-
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The completed trial (full budget, not stopped early) with the lowest objective, or None."""
-    done = [r for r in rows if _completed(r) and r["objective"] is not None]
+    done = [r for r in rows if completed(r) and r["objective"] is not None]
     return min(done, key=lambda r: r["objective"]) if done else None
 
 
-def _trial_table(rows: list[dict[str, Any]], searched: list[str]) -> list[str]:
-    header = ["trial", "status", "epochs", "objective (mm)", "from", "best-of-K (mm)", *searched]
+def _trial_table(rows: list[dict[str, Any]], searched: list[str], cost: bool) -> list[str]:
+    header = ["trial", "status", "epochs", "objective (mm)", "from", "best-of-K (mm)",
+              *(["ms per image"] if cost else []), *searched]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ordered = sorted(rows, key=lambda r: (r["objective"] is None, not _completed(r), r["objective"] or 0.0))
+    ordered = sorted(rows, key=lambda r: (r["objective"] is None, not completed(r), r["objective"] or 0.0))
     for r in ordered[:MAX_TRIAL_ROWS]:
         status = "stopped early" if r["stopped_early"] else r["status"].lower()
         cells = [r["trial_id"], status, f"{r['epochs_done']}/{r['epochs_total']}", _mm(r["objective"]),
                  r["objective_source"] or "-", _mm(r["val/best_of_k/mpjpe_current"]),
-                 *(_value(r[f"config/{k}"]) for k in searched)]
+                 *([_mm(r[COST_OBJECTIVE], ".3g")] if cost else []), *(_value(r[f"config/{k}"]) for k in searched)]
         lines.append("| " + " | ".join(cells) + " |")
     if len(rows) > MAX_TRIAL_ROWS:
         lines.append(f"\n({len(rows) - MAX_TRIAL_ROWS} more in trials.parquet)")
     return lines
+
+
+def _pareto_section(front: list[dict[str, Any]], meta: dict[str, Any], completed_trials: int) -> list[str]:
+    """The front of ``pareto.parquet`` (its rows and metadata) as a table, cheapest first, with the point
+    ``search.pick`` took."""
+    lines = [f"## Pareto front: {len(front)} of {completed_trials} completed trials (MPJPE and ms per image, both "
+             "minimised; no other completed trial is better in one and no worse in the other)", "",
+             "| trial | K | top-n | MPJPE (mm, val) | ms per image, batch 1 | ms per image, batch 8 | picked |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in front:
+        lines.append(f"| {r['trial_id']} | {r['k']} | {r['top_n']} | {_mm(r['mpjpe'])} | {_mm(r['ms'], '.3g')} | "
+                     f"{_mm(r['ms_batch8'], '.3g')} | {'yes' if r['picked'] else ''} |")
+    took = (f"took trial {meta['picked']} for the final retrain" if meta.get("picked")
+            else "took no point (none qualifies; resume with another search.pick)")
+    return lines + ["", f"`search.pick={meta.get('pick', '?')}` {took}.", ""]
 
 
 def _final_table(final: list[dict[str, Any]]) -> list[str]:
@@ -110,7 +126,7 @@ def _lowest_best_of_k(rows: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def _shape_4_2(rows: list[dict[str, Any]]) -> list[str]:
-    done = _lowest_best_of_k([r for r in rows if _completed(r)])
+    done = _lowest_best_of_k([r for r in rows if completed(r)])
     every = _lowest_best_of_k(rows)
     lines = ["| K | seed: best of K (test, mm) | this search, completed trials (val, mm) | "
              "this search, all trials incl. stopped early (val, mm) |", "|---:|---:|---:|---:|"]
@@ -135,20 +151,33 @@ def summarize(root: str | Path) -> str:
         raise ResultsError(f"{paths.trials}: no trials recorded")
     searched = list(meta.get("searched", []))
     experiment = meta.get("experiment", paths.root.name)
-    completed = sum(_completed(r) for r in rows)
+    two_objectives = COST_OBJECTIVE in meta.get("objectives", [])
+    done = sum(completed(r) for r in rows)
     stopped = sum(bool(r["stopped_early"]) for r in rows)
     errored = sum(r["status"] == "ERROR" for r in rows)
     out = [f"# Search `{experiment}`", "",
            f"Objective `{OBJECTIVE}` (mm, lower is better): the selected (final, top-n aggregated) current-frame "
            "MPJPE on the validation split. A trial stopped during the generation stage has no selector yet and "
-           "reports the mean of all K hypotheses instead (`from` = mean_of_k).", "",
-           f"## Trials: {len(rows)} ({completed} completed, {stopped} stopped early by ASHA, {errored} errored)", "",
-           *_trial_table(rows, searched), ""]
-    best = best_trial(rows)
+           "reports the mean of all K hypotheses instead (`from` = mean_of_k).", ""]
+    if two_objectives:
+        out += [f"Second objective `{COST_OBJECTIVE}` (ms, lower is better): milliseconds per image of the trial's "
+                "generator + selector with top-n aggregation, eval mode, batch 1, on the trial's device (batch 8 in "
+                f"`{COST_KEYS[1]}`). Two objectives: no trial is stopped early.", ""]
+    out += [f"## Trials: {len(rows)} ({done} completed, {stopped} stopped early by ASHA, {errored} errored)", "",
+            *_trial_table(rows, searched, two_objectives), ""]
+    picked = None
+    if paths.pareto.is_file():
+        front, front_meta = read_front(paths)
+        out += _pareto_section(front, front_meta, done)
+        picked = next((r for r in rows if r["trial_id"] == front_meta.get("picked")), None)
+    best = picked or best_trial(rows)
     if best is None:
         out += ["No trial completed its full budget yet.", ""]
     else:
-        out += [f"## Best configuration: trial {best['trial_id']}, objective {_mm(best['objective'])} mm", "",
+        title = ("Picked configuration" if picked else "Lowest-MPJPE configuration" if two_objectives
+                 else "Best configuration")
+        cost = f", {_mm(best[COST_OBJECTIVE], '.3g')} ms per image" if picked else ""
+        out += [f"## {title}: trial {best['trial_id']}, objective {_mm(best['objective'])} mm{cost}", "",
                 "| key | value |", "|---|---|", *(f"| {k} | {_value(best[f'config/{k}'])} |" for k in searched), ""]
     if paths.final.is_file():
         final_table, final_meta = read_table(paths.final, FINAL_SCHEMA)

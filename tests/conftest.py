@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from blurhand_fixture import Fixture, build_fixture, private_copy
 
 _OWN_CACHE: str | None = None
 
@@ -50,3 +51,15 @@ def one_line_error(capsys):
         return err
 
     return read
+
+
+@pytest.fixture(scope="module")
+def _pristine(tmp_path_factory) -> Fixture:
+    return build_fixture(tmp_path_factory.mktemp("pristine") / "blurhand")
+
+
+@pytest.fixture
+def fixture(_pristine, tmp_path) -> Fixture:
+    """A private copy of the BlurHand-format fixture root (``blurhand_fixture``; tests edit its files), built once
+    per module."""
+    return private_copy(_pristine, tmp_path)

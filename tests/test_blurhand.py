@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from blurhand_fixture import MARKS, WIDTH, Fixture, build_fixture, private_copy, project_mm
+from blurhand_fixture import MARKS, WIDTH, Fixture, project_mm
 from PIL import Image
 
 from hmh.data.blurhand import (
@@ -24,17 +24,6 @@ from hmh.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project
 from hmh.mano import Mano
 
 SIZE = 64  # crop side
-
-
-@pytest.fixture(scope="module")
-def _pristine(tmp_path_factory) -> Fixture:
-    return build_fixture(tmp_path_factory.mktemp("pristine") / "blurhand")
-
-
-@pytest.fixture
-def fixture(_pristine, tmp_path) -> Fixture:
-    """A private copy of the fixture root (tests edit files), built once per module."""
-    return private_copy(_pristine, tmp_path)
 
 
 def _find(ds: BlurHandDataset, hand_type: str, side: str) -> int:

@@ -12,23 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from blurhand_fixture import Fixture, build_fixture, private_copy
+from blurhand_fixture import Fixture
 
 from hmh.data.blurhand import BlurHandDataset, DatasetError, check_root
 from hmh.data.blurhand_index import index_cache_path
 
 SIZE = 32
 NAN, INF = float("nan"), float("inf")
-
-
-@pytest.fixture(scope="module")
-def _pristine(tmp_path_factory) -> Fixture:
-    return build_fixture(tmp_path_factory.mktemp("pristine") / "blurhand")
-
-
-@pytest.fixture
-def fixture(_pristine, tmp_path) -> Fixture:
-    return private_copy(_pristine, tmp_path)
 
 
 def _set(path: tuple, value) -> Callable[[dict], None]:

@@ -1,5 +1,6 @@
 """Typed config: presets, overrides, validation errors that name the key, YAML round trip."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hmh.config import (
     from_dict,
     load_config,
     parse_override,
+    parse_pick,
     save_config,
     to_dict,
     to_yaml,
@@ -75,6 +77,36 @@ def test_overrides_are_typed_and_nested() -> None:
 def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_config("cpu", [override])
+
+
+TWO = "search.objectives=mpjpe_ms"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["search.objectives=time"], "search.objectives='time' is invalid: expected one of mpjpe, mpjpe_ms"),
+        ([TWO, "search.pick=fastest"], "search.pick='fastest' is invalid: expected min_mpjpe, min_ms or max_ms="),
+        ([TWO, "search.pick=max_ms=0"], "search.pick='max_ms=0' is invalid"),
+        ([TWO, "search.pick=max_ms=-3"], "search.pick='max_ms=-3' is invalid"),
+        ([TWO, "search.pick=max_ms=1e999"], "search.pick='max_ms=1e999' is invalid"),
+        ([TWO, "search.pick=max_ms="], "search.pick='max_ms=' is invalid"),
+        ([TWO, "search.pick=min_ms=3"], "search.pick='min_ms=3' is invalid"),
+        (["search.pick=min_ms"], "search.pick='min_ms' is invalid: expected min_mpjpe with search.objectives='mpjpe'"),
+    ],
+)
+def test_search_objectives_and_pick_are_checked_in_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("cpu", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_search_pick_parses_its_three_rules() -> None:
+    assert load_config("cpu").search.objectives == "mpjpe" and load_config("cpu").search.pick == "min_mpjpe"
+    assert load_config("cpu", [TWO, "search.pick=max_ms=2.5e1"]).search.pick == "max_ms=2.5e1"
+    assert parse_pick("max_ms=2.5e1") == ("max_ms", 25.0) and parse_pick("max_ms=20") == ("max_ms", 20.0)
+    assert parse_pick("min_mpjpe") == ("min_mpjpe", math.inf) and parse_pick("min_ms") == ("min_ms", math.inf)
+    assert parse_pick("max_ms=0") is None and parse_pick("max") is None
 
 
 def test_error_from_a_file_names_the_file(tmp_path: Path) -> None:

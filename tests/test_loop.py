@@ -1,6 +1,7 @@
 """Training and evaluation loops on a tiny config and a tiny synthetic dataset (built once per session)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def datasets(cfg):
 
 @pytest.fixture(scope="module")
 def batch(cfg, datasets):
-    return next(iter(make_loader(datasets["train"], cfg, train=True)))
+    return next(iter(make_loader(datasets["train"], cfg, train=True, device=CPU)))
 
 
 def fresh_models(cfg, seed=0):
@@ -156,7 +157,7 @@ def test_schedules(cfg):
 
 def test_evaluate_returns_every_metric(cfg, datasets):
     generator, selector = fresh_models(cfg)
-    loader = make_loader(datasets["val"], cfg, train=False)
+    loader = make_loader(datasets["val"], cfg, train=False, device=CPU)
     with_sel = evaluate(generator, selector, loader, cfg, CPU)
     expected = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {f"selection/{s}" for s in SELECTION_STATS}
     assert set(with_sel) == expected
@@ -192,12 +193,13 @@ def test_devices_resolve_and_cuda_is_refused_without_it():
             resolve_device("cuda")
 
 
-def _steps(cfg, batch, steps: int) -> tuple[list[float], dict]:
-    """Per-step generation losses of fresh models (seed 0) on one fixed batch, then their evaluation on it."""
+def _steps(cfg, batch, steps: int, scaler=None) -> tuple[list[float], dict]:
+    """Per-step generation losses of fresh models (seed 0) on one fixed batch (one-step epochs sharing
+    ``scaler``), then their evaluation on it."""
     generator, _ = fresh_models(cfg)
     optimizer = make_optimizer("generation", generator, cfg)
-    losses = [train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, step)["loss/total"]
-              for step in range(steps)]
+    losses = [train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, step,
+                              scaler=scaler)["loss/total"] for step in range(steps)]
     return losses, evaluate(generator, None, [batch], cfg, CPU)
 
 
@@ -222,11 +224,32 @@ def test_bf16_trains_within_tolerance_of_fp32(cfg, batch):
         assert abs(metrics[key] - ref_metrics[key]) <= max(2.0, 0.05 * ref_metrics[key]), key
 
 
-def test_fp16_runs_with_its_grad_scaler(batch):
-    """fp16 autocast + GradScaler on the CPU: finite losses; the scaler skips the first steps while it finds its
-    scale (65536 overflows fp16 gradients), as it does on a GPU."""
-    losses, metrics = _steps(load_config("cpu", TINY + ["train.precision=fp16"]), batch, 2)
+def test_fp16_runs_with_its_grad_scaler(batch, tmp_path):
+    """fp16 autocast + GradScaler on the CPU: finite losses; the stage's one scaler keeps the scale it found across
+    epochs (it starts at 65536 and halves on each overflowing step) and is saved in the checkpoint; a scaler is
+    refused where it does not belong and required where it does."""
+    from hmh.checkpoint import load_checkpoint, save_checkpoint
+    from hmh.loop import make_scaler
+
+    cfg = load_config("cpu", TINY + ["train.precision=fp16"])
+    scaler = make_scaler(cfg, CPU)
+    assert scaler is not None and make_scaler(load_config("cpu", TINY), CPU) is None
+    losses, metrics = _steps(cfg, batch, 3, scaler)
     assert all(math.isfinite(x) for x in losses) and math.isfinite(metrics["mean_of_k/mpjpe_current"])
+    scale = scaler.get_scale()
+    assert scale < 65536.0  # overflows in the earlier epochs lowered it; a per-epoch scaler would restart there
+    generator, _ = fresh_models(cfg)
+    path = save_checkpoint(tmp_path / "c.pt", generator=generator, config=cfg, stage="generation", epoch=3,
+                           scaler=scaler)
+    resumed = make_scaler(cfg, CPU)
+    resumed.load_state_dict(load_checkpoint(path)["scaler"])
+    assert resumed.get_scale() == scale
+    optimizer = make_optimizer("generation", generator, cfg)
+    with pytest.raises(ValueError, match="GradScaler is needed for fp16"):
+        train_one_epoch("generation", generator, None, [batch], optimizer, None, cfg, CPU, 0)
+    with pytest.raises(ValueError, match="train.precision='fp32'"):
+        train_one_epoch("generation", generator, None, [batch], optimizer, None, load_config("cpu", TINY), CPU, 0,
+                        scaler=scaler)
 
 
 def test_channels_last_keeps_the_outputs(batch):
@@ -249,3 +272,19 @@ def test_a_stored_config_with_the_old_amp_switch_is_upgraded():
     train = {k: v for k, v in stored["train"].items() if k != "precision"}
     assert from_dict(stored | {"train": train | {"amp": True}}).train.precision == "bf16"
     assert from_dict(stored | {"train": train | {"amp": False}}).train.precision == "fp32"
+
+
+def test_loader_workers_come_from_the_cpus_held():
+    """``data.loader_workers: -1`` sizes the loader from the run's CPUs: all but one per CUDA worker (at most 8),
+    one per four on the CPU; a set count is kept, and below -1 is refused naming the key."""
+    from hmh.config import ConfigError
+    from hmh.runner import loader_workers
+
+    auto, cuda = load_config("cpu", TINY), torch.device("cuda")
+    assert auto.data.loader_workers == -1
+    assert [loader_workers(auto, cuda, c) for c in (1, 2, 8, 32)] == [1, 1, 7, 8]
+    assert [loader_workers(auto, CPU, c) for c in (1.99, 2, 8, 16)] == [0, 0, 2, 4]
+    assert loader_workers(auto, CPU) == len(os.sched_getaffinity(0)) // 4
+    assert loader_workers(load_config("cpu", TINY + ["data.loader_workers=3"]), cuda, 16) == 3
+    with pytest.raises(ConfigError, match="data.loader_workers"):
+        load_config("cpu", TINY + ["data.loader_workers=-2"])

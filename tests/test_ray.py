@@ -1,11 +1,14 @@
 """Ray Train + Tune end to end on one session-scoped local Ray cluster (2 CPUs), on a tiny config.
 
 - a 2-trial search completes with one trial stopped early by ASHA (and writes its result files);
+- the two-objective demo (tune/configs/demo_pareto.yaml) writes a non-dominated Pareto front of MPJPE and ms per
+  image and retrains the point search.pick chose;
 - a Train stage resumes from its checkpoint after one of its DDP workers is killed;
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
 - the console: a failing worker's traceback reaches it; Ray Train's per-report lines do not (tune.console);
+- the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
 - the reproduction study runs its arms (the no-MSF one on its partner's generator), writes its tables, and a second
   run finds every arm finished.
 
@@ -13,6 +16,7 @@
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hmh.results import ExperimentPaths
+from hmh.results import FINAL_SCHEMA, ExperimentPaths, read_table, write_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
@@ -119,6 +123,50 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
     assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
     assert (exp.paths.plots / "objective_vs_trial.png").is_file()
     assert not exp.paths.final.exists()  # search.final_retrain is off in this test
+
+
+def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
+    from hmh.pareto import dominates
+    from hmh.results import COST_KEYS, COST_OBJECTIVE
+    from tune.search import load_experiment, run_search
+
+    exp = load_experiment(str(REPO / "tune" / "configs" / "demo_pareto.yaml"),
+                          [f"search.storage_path={tmp_path / 'results'}", "search.final_generation_epochs=1",
+                           "search.final_selection_epochs=1"])
+    assert run_search(exp) == 0
+    trials = pd.read_parquet(exp.paths.trials)
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert not trials["stopped_early"].any() and set(trials["epochs_done"]) == {3}  # no ASHA: every full budget
+    assert (trials[list(COST_KEYS)] > 0).all().all(), trials[list(COST_KEYS)]
+    assert set(trials["config/model.num_hypotheses"]) >= {2, 8}  # the space's initial points
+
+    front = pd.read_parquet(exp.paths.pareto)
+    assert list(front.columns) == ["trial_id", "trial_index", "k", "top_n", "mpjpe", "ms", "ms_batch8", "picked"]
+    assert len(front) >= 1 and front[["k", "top_n", "mpjpe", "ms", "ms_batch8"]].notna().all().all()
+    points = list(zip(front["mpjpe"], front["ms"], strict=True))
+    assert not any(dominates(a, b) for a in points for b in points)  # non-dominated among themselves
+    by_id = trials.set_index("trial_id")
+    for _, point in front.iterrows():  # each point is its trial's K, top-n, objective and cost
+        t = by_id.loc[point["trial_id"]]
+        assert (point["k"], point["top_n"]) == (t["config/model.num_hypotheses"], t["config/selection.top_n"])
+        assert (point["mpjpe"], point["ms"]) == (t["objective"], t[COST_OBJECTIVE])
+    for trial_id, t in by_id.iterrows():  # and every other completed trial is dominated by one of them
+        mine = (t["objective"], t[COST_OBJECTIVE])
+        assert trial_id in set(front["trial_id"]) or any(dominates(q, mine) for q in points), trial_id
+    picked = front[front["picked"]]
+    assert len(picked) == 1 and picked["mpjpe"].iloc[0] == front["mpjpe"].min()  # search.pick: min_mpjpe
+    _, final_meta = read_table(exp.paths.final, FINAL_SCHEMA)
+    assert final_meta["best_trial_id"] == picked["trial_id"].iloc[0] and final_meta["pick"] == "min_mpjpe"
+
+    import optuna
+
+    study = optuna.load_study(study_name="demo_pareto", storage=exp.paths.optuna_url)
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+    summary = exp.paths.summary.read_text()
+    assert f"## Pareto front: {len(front)} of 4 completed trials" in summary
+    assert f"## Picked configuration: trial {picked['trial_id'].iloc[0]}" in summary
+    assert (exp.paths.plots / "pareto.png").is_file()
+    assert "ms per image" in capfd.readouterr().out
 
 
 def _kill_a_worker_after_first_checkpoint(run_dir: Path, killed: list[int], deadline: float) -> None:
@@ -266,3 +314,41 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
     assert "[study] k2: generation epoch 1" in console.out
     assert run_study(cfg, [1, 2], msf_k=2) == 0
     assert "all finished" in capfd.readouterr().out
+
+
+def _search_efficiency():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_efficiency", REPO / "benchmarks" / "search_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_efficiency_replays_every_arm_through_tune(ray_address, tmp_path: Path) -> None:
+    """The tabular benchmark's replay on a made-up table (an objective that falls with the epochs, lowest at K=8,
+    lr 1e-3): every arm's searches go through Tuner + OptunaSearch (+ ASHA), trial-epochs are counted (ASHA spends
+    fewer than running every trial in full), and the report and the anytime plot are written. An incomplete table
+    is refused naming the file."""
+    bench = _search_efficiency()
+    epochs, rows = 3, []
+    for config_id, point in enumerate(bench.grid_points()):
+        final = 20.0 + 8.0 / point["model.num_hypotheses"] + abs(math.log10(point["optim.lr"]) + 3.0) * 5.0
+        for epoch in range(1, epochs + 1):
+            rows.append({"config_id": config_id, **point, "trial_epoch": epoch, "objective": final + 10.0 / epoch,
+                         "stage": "generation", "seconds": 1.0})
+    table = tmp_path / "table.parquet"
+    write_table(table, rows[:-1], bench.TABLE_SCHEMA)
+    with pytest.raises(SystemExit, match="table.parquet: 48 of 48 configurations, incomplete curves"):
+        bench.load_curves(table)
+    write_table(table, rows, bench.TABLE_SCHEMA)
+    out = tmp_path / "efficiency.md"
+    assert bench.main(["replay", "--table", str(table), "--seeds", "2", "--trials", "6", "--out", str(out)]) == 0
+    text = out.read_text()
+    for arm in bench.ARMS:
+        assert f"| {arm.name} |" in text
+    assert (tmp_path / "efficiency.png").stat().st_size > 0
+    asha = bench.replay(bench.ARMS[2], 0, 6, bench.load_curves(table)[0], epochs)
+    fifo = bench.replay(bench.ARMS[3], 0, 6, bench.load_curves(table)[0], epochs)
+    assert len({trial for trial, _, _ in fifo}) == 6 and len(fifo) == 6 * epochs
+    assert len(asha) < len(fifo)  # ASHA stopped someone at a rung

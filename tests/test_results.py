@@ -15,6 +15,8 @@ import hmh.evaluation
 import hmh.metrics
 from hmh.config import load_config, to_dict
 from hmh.results import (
+    COST_KEYS,
+    COST_OBJECTIVE,
     FINAL_SCHEMA,
     ITERATIONS_SCHEMA,
     METRICS,
@@ -44,13 +46,15 @@ def metrics_table(base: float) -> dict[str, float]:
 
 
 def trial(trial_id: str, index: int, k: int, objective: float, done: int, total: int = 3,
-          status: str = "TERMINATED") -> dict:
-    """A trials.parquet row as tune.export.trial_row builds it."""
+          status: str = "TERMINATED", ms: float | None = None) -> dict:
+    """A trials.parquet row as tune.export.trial_row builds it (``ms``: a two-objective search's cost)."""
     from tune.export import trial_row
 
     source = "final" if done == total else "mean_of_k"
     last = {"trial_epoch": done, OBJECTIVE: objective, "val/objective_source": source, "time_total_s": 12.5,
             "checkpoint_path": f"/ckpt/{trial_id}", **{f"val/{k}": v for k, v in metrics_table(objective).items()}}
+    if ms is not None:
+        last.update({COST_KEYS[0]: ms, COST_KEYS[1]: ms / 5})
     params = {"model.num_hypotheses": k, "selection.top_n": min(2, k), "optim.lr": 1e-3}
     return trial_row(trial_id, index, status, params, to_dict(load_config("cpu")), last, total, f"/trials/{trial_id}")
 
@@ -217,3 +221,65 @@ def test_uri_storage_gets_the_exports_published_beside_rays_files(tmp_path: Path
     local = ExperimentPaths.for_config(str(tmp_path / "nfs"), "demo")
     local.publish()  # the storage is the local folder itself: nothing to copy, nothing created
     assert not (tmp_path / "nfs").exists()
+
+
+@pytest.fixture
+def pareto_experiment(tmp_path: Path) -> ExperimentPaths:
+    """A finished two-objective experiment: five trials, a front of three, the picked point retrained."""
+    from hmh.pareto import choose, front, write_front
+
+    paths = ExperimentPaths(tmp_path / "pareto")
+    rows = [trial("ab_00000", 0, 2, 40.0, 3, ms=2.0), trial("ab_00001", 1, 4, 30.0, 3, ms=4.0),
+            trial("ab_00002", 2, 8, 25.0, 3, ms=9.0), trial("ab_00003", 3, 4, 35.0, 3, ms=5.0),
+            trial("ab_00004", 4, 8, math.nan, 0, status="ERROR")]
+    write_table(paths.trials, rows, TRIALS_SCHEMA, {"experiment": "pareto", "searched": SEARCHED,
+                                                    "objectives": [OBJECTIVE, COST_OBJECTIVE]})
+    points = front(read_table(paths.trials, TRIALS_SCHEMA)[0].to_pylist())
+    write_front(paths, points, "max_ms=5", choose(points, "max_ms=5"))
+    write_table(paths.final, final_rows(metrics_table(31.0), "test", 64), FINAL_SCHEMA,
+                {"best_trial_id": "ab_00001", "checkpoint": "/ckpt/final", "pick": "max_ms=5"})
+    return paths
+
+
+def test_trial_rows_carry_the_inference_cost(pareto_experiment: ExperimentPaths) -> None:
+    frame = pd.read_parquet(pareto_experiment.trials)
+    assert list(frame[COST_OBJECTIVE].iloc[:4]) == [2.0, 4.0, 9.0, 5.0] and frame[COST_KEYS[1]].iloc[0] == 0.4
+    assert frame[COST_OBJECTIVE].isna().iloc[4]  # the errored trial reported none
+
+
+def test_summary_lists_the_pareto_front_and_the_picked_point(pareto_experiment: ExperimentPaths) -> None:
+    text = summarize(pareto_experiment.root)
+    assert "Second objective `cost/ms_per_image_b1`" in text
+    assert "## Pareto front: 3 of 4 completed trials" in text
+    assert "| ab_00000 | 2 | 2 | 40.00 | 2 | 0.4 |  |" in text
+    assert "| ab_00001 | 4 | 2 | 30.00 | 4 | 0.8 | yes |" in text and "| ab_00003 |" not in text.split("Pareto")[1]
+    assert "`search.pick=max_ms=5` took trial ab_00001 for the final retrain." in text
+    assert "## Picked configuration: trial ab_00001, objective 30.00 mm, 4 ms per image" in text
+    assert "Final retrain: test split (64 samples), trial ab_00001's configuration" in text
+    assert "ms per image" in text.split("## Trials")[1].splitlines()[2]  # the trial table's cost column
+
+
+def test_summary_when_no_point_was_picked(pareto_experiment: ExperimentPaths) -> None:
+    from hmh.pareto import front, write_front
+
+    rows = read_table(pareto_experiment.trials, TRIALS_SCHEMA)[0].to_pylist()
+    write_front(pareto_experiment, front(rows), "max_ms=1", None)
+    pareto_experiment.final.unlink()
+    text = summarize(pareto_experiment.root)
+    assert "`search.pick=max_ms=1` took no point (none qualifies; resume with another search.pick)." in text
+    assert "## Lowest-MPJPE configuration: trial ab_00002" in text
+
+
+def test_pareto_plot_and_the_mpjpe_importances_are_written(pareto_experiment: ExperimentPaths) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="pareto", storage=pareto_experiment.optuna_url,
+                                directions=["minimize", "minimize"])
+    for i in range(6):
+        t = study.ask()
+        k = t.suggest_categorical("model.num_hypotheses", [2, 4, 8])
+        lr = t.suggest_float("optim.lr", 1e-4, 1e-2, log=True)
+        study.tell(t, [50 - k + 100 * lr + i * 0.01, float(k)])
+    written = write_plots(pareto_experiment.root, "pareto")
+    assert [p.name for p in written] == ["objective_vs_trial.png", "mpjpe_vs_k.png", "pareto.png",
+                                         "param_importances.png"]
+    assert (pareto_experiment.plots / "pareto.png").read_bytes()[:4] == b"\x89PNG"

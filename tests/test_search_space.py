@@ -172,6 +172,8 @@ def test_apply_params_names_the_invalid_key() -> None:
         (["--set", "search.num_workers=0"], "search.num_workers"),
         (["--set", "model.num_hypotheses=1"], "selection.top_n"),
         (["--space", "SPACE"], "loss.jrc_alpha"),
+        (["--set", "search.objectives=mpjpe_ms", "--set", "train.selection_epochs=0"], "train.selection_epochs=0"),
+        (["--set", "search.objectives=mpjpe_ms", "--set", "search.pick=max_ms=none"], "search.pick='max_ms=none'"),
     ],
 )
 def test_search_rejects_bad_config_or_space_before_ray_starts(tmp_path: Path, args: list[str], names: str) -> None:
@@ -190,3 +192,22 @@ def test_search_rejects_bad_config_or_space_before_ray_starts(tmp_path: Path, ar
     assert proc.returncode == 2, proc.stderr
     assert names in proc.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_two_objective_demo_loads_and_a_resume_may_change_only_the_pick(tmp_path: Path) -> None:
+    from hmh.config import save_config
+    from tune.search import load_experiment
+
+    config = str(CONFIGS / "demo_pareto.yaml")
+    storage = f"search.storage_path={tmp_path}"
+    exp = load_experiment(config, [storage, "search.grace_period=9"])  # no ASHA: its grace period is not used
+    assert exp.two_objectives and exp.objectives == ("val/objective_mpjpe_current", "cost/ms_per_image_b1")
+    assert exp.space.keys == ["model.num_hypotheses", "selection.top_n", "optim.lr"]
+    assert not load_experiment(str(CONFIGS / "demo.yaml"), [storage]).two_objectives
+    exp = load_experiment(config, [storage])
+    save_config(exp.cfg, exp.paths.config)
+    exp.paths.space.write_text(exp.space.to_yaml())
+    again = load_experiment(config, [storage, "search.pick=max_ms=20"], resume=True)
+    assert again.cfg.search.pick == "max_ms=20"
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_experiment(config, [storage, "optim.lr=0.1"], resume=True)

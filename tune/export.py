@@ -18,6 +18,8 @@ import ray.tune
 from hmh.config import flatten
 from hmh.report import format_or_dash as _mm
 from hmh.results import (
+    COST_KEYS,
+    COST_OBJECTIVE,
     ITERATIONS_SCHEMA,
     OBJECTIVE,
     OBJECTIVE_SOURCE,
@@ -96,6 +98,7 @@ def trial_row(trial_id: str, index: int, status: str, params: dict, base: dict, 
     }
     row.update({f"config/{k}": v for k, v in config.items()})
     row.update({k: _number(last, k) for k in val_columns()})
+    row.update({k: _number(last, k) for k in COST_KEYS})
     return row
 
 
@@ -103,8 +106,9 @@ class ExportCallback(ray.tune.Callback):
     """Writes the result files and the console progress of one search (module docstring)."""
 
     def __init__(self, paths: ExperimentPaths, base: dict, searched: list[str], epochs_total: int,
-                 experiment: str):
+                 experiment: str, objectives: tuple[str, ...]):
         self.paths = paths
+        self.objectives = objectives
         self.base = base
         self.searched = searched
         self.epochs_total = epochs_total
@@ -148,8 +152,9 @@ class ExportCallback(ray.tune.Callback):
             what = f"stopped early by ASHA after epoch {row['epochs_done']}/{self.epochs_total}"
         else:
             what = f"completed {row['epochs_done']} epochs"
+        cost = f" | {_mm(row[COST_OBJECTIVE])} ms per image" if COST_OBJECTIVE in self.objectives else ""
         echo(f"[{self.experiment}] trial {trial.trial_id} {what} | objective {_mm(row['objective'])} mm "
-                  f"({row['objective_source'] or '-'})")
+             f"({row['objective_source'] or '-'}){cost}")
         echo(self._standings(rows))
 
     def _rows(self, trials: list) -> list[dict]:
@@ -167,7 +172,7 @@ class ExportCallback(ray.tune.Callback):
     def _write(self, trials: list) -> list[dict]:
         rows = self._rows(trials)
         meta = {"experiment": self.experiment, "searched": self.searched, "objective": OBJECTIVE,
-                "written": time.time()}
+                "objectives": list(self.objectives), "written": time.time()}
         write_table(self.paths.trials, rows, TRIALS_SCHEMA, meta)
         order = {trial.trial_id: i for i, trial in enumerate(trials)}
         ordered = sorted(self._iterations.values(),

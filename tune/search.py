@@ -9,10 +9,19 @@
   (:mod:`tune.space`); ASHA stops poor trials at rungs of ``trial_epoch`` (both stages' epochs counted together).
 - Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.OBJECTIVE`): the selected current-frame MPJPE on
   the validation split; during the generation stage the mean of all K stands in for the selector.
+- Two objectives (``search.objectives=mpjpe_ms``): that MPJPE and the inference cost, ms per image at batch 1
+  (:data:`hmh.results.COST_OBJECTIVE`, measured in each trial's workers), through Optuna's multi-objective TPE
+  (``OptunaSearch`` with metric and mode lists). Nothing stops a trial early then: ASHA ranks trials by one number
+  at each rung, and ranking by MPJPE alone would stop exactly the cheap configurations a front needs (a cheap trial
+  is worse by MPJPE early on and stays on the front); every trial runs its full budget (FIFO). The front goes to
+  ``pareto.parquet`` and ``plots/pareto.png``, and the final retrain takes the point ``search.pick`` chooses
+  (:func:`hmh.pareto.choose`); when none qualifies the search stops with that error after writing the front, and
+  ``--resume --set search.pick=...`` retrains another point.
 - ``max_concurrent_trials`` comes from the cluster's resources and each trial's workers; Train runs get a finite
   ``controller_failure_limit``. Config and space are checked before Ray starts.
-- Then the best completed trial's configuration is retrained with the final budget (``search.final_*``) and
-  evaluated on the test split; results, summary and plots are written (:mod:`hmh.results`).
+- Then the best completed trial's configuration (two objectives: the picked point's) is retrained with the final
+  budget (``search.final_*``) and evaluated on the test split; results, summary and plots are written
+  (:mod:`hmh.results`).
 - ``--resume`` continues an interrupted search with ``Tuner.restore`` (finished trials are not rerun, running
   ones resume from their Train checkpoints) and then does whatever is left.
 """
@@ -27,9 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmh import atomic
+from hmh import atomic, pareto
 from hmh.config import Config, ConfigError, save_config, to_dict
-from hmh.results import FINAL_SCHEMA, OBJECTIVE, TRIALS_SCHEMA, ExperimentPaths, final_rows, read_table, write_table
+from hmh.results import (
+    COST_OBJECTIVE,
+    FINAL_SCHEMA,
+    OBJECTIVE_KEYS,
+    TRIALS_SCHEMA,
+    ExperimentPaths,
+    final_rows,
+    read_table,
+    write_table,
+)
 from hmh.search_summary import best_trial, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.space import SearchSpace, SpaceError, apply_params, default_space_path, load_space
@@ -54,6 +72,15 @@ class Experiment:
     def epochs_total(self) -> int:
         return self.cfg.train.generation_epochs + self.cfg.train.selection_epochs
 
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The minimised metric keys (:data:`hmh.results.OBJECTIVE_KEYS` of ``search.objectives``)."""
+        return OBJECTIVE_KEYS[self.cfg.search.objectives]
+
+    @property
+    def two_objectives(self) -> bool:
+        return len(self.objectives) == 2
+
 
 def load_experiment(config: str, overrides: list[str], space: str | None = None, resume: bool = False) -> Experiment:
     """Load and check everything a search needs, before Ray starts (errors name the key or the file)."""
@@ -63,16 +90,20 @@ def load_experiment(config: str, overrides: list[str], space: str | None = None,
     if cfg.data.val_fraction <= 0:
         raise ConfigError("data.val_fraction=0.0 is invalid for a search: the objective needs a validation split")
     epochs = cfg.train.generation_epochs + cfg.train.selection_epochs
-    if cfg.search.grace_period > epochs:
+    if cfg.search.objectives == "mpjpe" and cfg.search.grace_period > epochs:
         raise ConfigError(f"search.grace_period={cfg.search.grace_period} is invalid: expected <= the epochs of a "
                           f"trial (train.generation_epochs + train.selection_epochs = {epochs})")
+    if cfg.search.objectives == "mpjpe_ms" and cfg.train.selection_epochs < 1:
+        raise ConfigError("search.objectives='mpjpe_ms' is invalid with train.selection_epochs=0: the cost objective "
+                          "is of the generator + selector, so trials need a selection stage")
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     space_path = Path(repo_path(space or cfg.search.space or str(default_space_path())))
     searched = load_space(space_path, cfg)
     if resume:
         if not paths.config.is_file():
             raise ConfigError(f"--resume: no search to resume in {paths.root} (no {paths.config.name})")
-        check_same_config(paths.config, cfg, f"the search in {paths.root}")
+        # search.pick only chooses among finished trials: a resumed search may choose another point
+        check_same_config(paths.config, cfg, f"the search in {paths.root}", ignore=("search.pick",))
         saved = load_space(paths.space, cfg)
         if saved.to_yaml() != searched.to_yaml():
             raise SpaceError(f"--resume: the search in {paths.root} used the space {paths.space}, which differs "
@@ -115,17 +146,24 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     from tune.space import DefineByRun
 
     s = exp.cfg.search
-    searcher = OptunaSearch(space=DefineByRun(exp.space), metric=OBJECTIVE, mode="min",
+    # One objective: metric and mode are strings, and TuneConfig names them for ASHA. Two: lists, set on the
+    # searcher only (Tune's TuneConfig takes one metric), and no scheduler: FIFO, every trial its full budget.
+    metric, mode = ((exp.objectives[0], "min") if not exp.two_objectives
+                    else (list(exp.objectives), ["min"] * len(exp.objectives)))
+    searcher = OptunaSearch(space=DefineByRun(exp.space), metric=metric, mode=mode,
                             points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None,
                             study_name=s.experiment, storage=optuna.storages.RDBStorage(exp.paths.optuna_url),
                             seed=s.seed)
-    scheduler = ASHAScheduler(time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
-                              reduction_factor=s.reduction_factor, stop_last_trials=False)
-    export = ExportCallback(exp.paths, base, exp.space.keys, exp.epochs_total, s.experiment)
+    scheduler = None if exp.two_objectives else ASHAScheduler(
+        time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor, stop_last_trials=False)
+    export = ExportCallback(exp.paths, base, exp.space.keys, exp.epochs_total, s.experiment, exp.objectives)
+    tune_metric, tune_mode = (None, None) if exp.two_objectives else (metric, mode)
     return ray.tune.Tuner(
         _trainable(exp, base),
-        tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=s.num_samples, max_concurrent_trials=concurrent),
+        tune_config=ray.tune.TuneConfig(metric=tune_metric, mode=tune_mode, search_alg=searcher,
+                                        scheduler=scheduler, num_samples=s.num_samples,
+                                        max_concurrent_trials=concurrent),
         # Worker failures are Train's to retry (search.max_failures); a trial whose Train run still fails has a
         # deterministic problem, so Tune does not rerun it.
         run_config=ray.tune.RunConfig(name=TUNE_NAME, storage_path=exp.paths.ray_storage, callbacks=[export],
@@ -144,38 +182,63 @@ def final_config(base: Config, params: dict[str, Any]) -> Config:
     return dataclasses.replace(cfg, train=train, data=data)
 
 
-def _final_retrain(exp: Experiment, base: Config, rows: list[dict]) -> dict[str, Any] | None:
-    """Retrain the best completed trial's configuration (on the prepared ``base``) and write ``final.parquet``;
+def _chosen_trial(exp: Experiment, rows: list[dict]) -> dict | None:
+    """The trial row the final retrain takes: the best completed trial, or with two objectives the point of the
+    Pareto front ``search.pick`` chooses (``pareto.parquet`` is written first, with it marked; on a
+    :class:`hmh.pareto.PickError` without one). None when no trial completed."""
+    if not exp.two_objectives:
+        return best_trial(rows)
+    pick = exp.cfg.search.pick
+    front = pareto.front(rows)
+    if not front:
+        pareto.write_front(exp.paths, front, pick, None)
+        return None
+    earlier = pareto.read_front(exp.paths)[1].get("picked") if exp.paths.pareto.is_file() else None
+    try:
+        picked = pareto.choose(front, pick)
+    except pareto.PickError:
+        pareto.write_front(exp.paths, front, pick, None)
+        raise
+    if exp.cfg.search.final_retrain and earlier not in (None, picked.trial_id):
+        raise ConfigError(f"search.pick={pick!r} chooses trial {picked.trial_id}, but the final retrain of this "
+                          f"search was started on trial {earlier} ({exp.paths.pareto}); resume with the pick that "
+                          "chose it, or run another search.experiment")
+    pareto.write_front(exp.paths, front, pick, picked)
+    echo(f"Pareto front: {len(front)} point(s); search.pick={pick} takes trial {picked.trial_id} (K={picked.k}, "
+         f"top-n={picked.top_n}, {picked.mpjpe:.2f} mm, {picked.ms:.3g} ms per image)")
+    return next(r for r in rows if r["trial_id"] == picked.trial_id)
+
+
+def _final_retrain(exp: Experiment, base: Config, chosen: dict) -> dict[str, Any]:
+    """Retrain the ``chosen`` trial's configuration (on the prepared ``base``) and write ``final.parquet``;
     returns the test metrics."""
     from hmh.report import write_metrics
 
-    best = best_trial(rows)
-    if best is None:
-        echo("final retrain skipped: no trial completed its full budget")
-        return None
-    params = {k: best[f"config/{k}"] for k in exp.space.keys}
+    params = {k: chosen[f"config/{k}"] for k in exp.space.keys}
     cfg = final_config(base, params)
-    echo(f"final retrain of trial {best['trial_id']} ({best['objective']:.2f} mm): "
+    cost = f", {chosen[COST_OBJECTIVE]:.3g} ms per image" if exp.two_objectives else ""
+    echo(f"final retrain of trial {chosen['trial_id']} ({chosen['objective']:.2f} mm{cost}): "
          f"{cfg.train.generation_epochs} + {cfg.train.selection_epochs} epochs, "
          f"{cfg.data.max_train_samples or 'all'} training samples")
     result = run_two_stage(cfg, exp.paths, "final", tensorboard_dir=str(exp.paths.tensorboard / "final"), echo=echo)
     test = test_metrics(cfg, result.final.checkpoint)
-    meta = {"best_trial_id": best["trial_id"], "best_objective": best["objective"],
-            "checkpoint": result.final.checkpoint, "config": to_dict(cfg), "params": params}
+    meta = {"best_trial_id": chosen["trial_id"], "best_objective": chosen["objective"],
+            "checkpoint": result.final.checkpoint, "config": to_dict(cfg), "params": params,
+            "pick": exp.cfg.search.pick if exp.two_objectives else None}
     write_table(exp.paths.final, final_rows(test["metrics"], "test", test["samples"]), FINAL_SCHEMA, meta)
     write_metrics(exp.paths.final_dir, test["metrics"], f"final retrain, test split ({test['samples']} samples)",
-                  extra={"checkpoint": result.final.checkpoint, "best_trial_id": best["trial_id"]})
+                  extra={"checkpoint": result.final.checkpoint, "best_trial_id": chosen["trial_id"]})
     save_config(cfg, exp.paths.final_dir / "config.yaml")
     return test
 
 
 def run_search(exp: Experiment, address: str | None = None, resume: bool = False) -> int:
     """Run (or resume) the search of ``exp``, then the final retrain and the exports. Returns an exit status:
-    0 done, 130 interrupted (resume with ``--resume``)."""
+    0 done, 130 interrupted (resume with ``--resume``). Raises :class:`hmh.pareto.PickError` (after writing the
+    front, the summary and the plots) when no point of a two-objective search's front satisfies ``search.pick``."""
     import ray.tune
 
     from hmh.report import metric_table
-    from hmh.search_plots import write_plots
     from tune.export import FINISHED
     from tune.resources import init_ray, max_concurrent_trials
     from tune.storage import check_shared_storage
@@ -184,8 +247,8 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
     base = to_dict(base_cfg)
     dashboard = init_ray(address, echo=echo)
     check_shared_storage(exp.cfg.search.storage_path)
+    save_config(exp.cfg, exp.paths.config)  # on --resume too: search.pick may have changed (load_experiment)
     if not resume:
-        save_config(exp.cfg, exp.paths.config)
         atomic.write_text(exp.paths.space, exp.space.to_yaml())
     tune_path = f"{exp.paths.ray_storage}/{TUNE_NAME}"
     if resume and ray.tune.Tuner.can_restore(tune_path):
@@ -194,8 +257,10 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
                                        resume_errored=False, restart_errored=False)
     else:
         concurrent = max_concurrent_trials(ray.cluster_resources(), exp.cfg.search)
+        objectives = " and ".join(exp.objectives) + (" (Pareto front, no early stopping)" if exp.two_objectives
+                                                     else " (ASHA)")
         echo(f"search {exp.cfg.search.experiment!r}: {exp.cfg.search.num_samples} trials, at most {concurrent} at "
-             f"once, {exp.epochs_total} epochs each; results in {exp.paths.root}")
+             f"once, {exp.epochs_total} epochs each, minimising {objectives}; results in {exp.paths.root}")
         tuner = _tuner(exp, base, concurrent)
     tuner.fit()
     rows = read_table(exp.paths.trials, TRIALS_SCHEMA)[0].to_pylist() if exp.paths.trials.is_file() else []
@@ -204,20 +269,37 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
         echo(f"search interrupted after {finished} finished trial(s); continue it with the same command and "
              "--resume")
         return 130
-    test = _final_retrain(exp, base_cfg, rows) if exp.cfg.search.final_retrain else None
-    summary = write_summary(exp.paths.root)
-    plots = write_plots(exp.paths.root, exp.cfg.search.experiment)
-    exp.paths.publish()
+    try:
+        chosen = _chosen_trial(exp, rows)
+    except pareto.PickError:
+        _write_reports(exp)  # the front is listed in the summary and plotted, for choosing another search.pick
+        raise
+    if exp.cfg.search.final_retrain and chosen is None:
+        echo("final retrain skipped: no trial completed its full budget")
+    test = _final_retrain(exp, base_cfg, chosen) if exp.cfg.search.final_retrain and chosen else None
+    summary, plots = _write_reports(exp)
     if test is not None:
         echo(f"final retrain, test split ({test['samples']} samples), mm:\n{metric_table(test['metrics'])}")
     _where(exp.paths, summary, plots, dashboard)
     return 0
 
 
+def _write_reports(exp: Experiment) -> tuple[Path, list[Path]]:
+    """``summary.md`` and the plots from the result files, published to URI storage."""
+    from hmh.search_plots import write_plots
+
+    summary = write_summary(exp.paths.root)
+    plots = write_plots(exp.paths.root, exp.cfg.search.experiment)
+    exp.paths.publish()
+    return summary, plots
+
+
 def _where(paths: ExperimentPaths, summary: Path, plots: list[Path], dashboard: str) -> None:
     lines = [f"results in {paths.root}:",
              f"  summary       {summary}  (reprint: hmh results summarize {paths.root})",
              f"  trials        {paths.trials}", f"  iterations    {paths.iterations}"]
+    if paths.pareto.is_file():
+        lines.append(f"  pareto front  {paths.pareto}")
     if paths.final.is_file():
         lines.append(f"  final table   {paths.final}, {paths.final_dir / 'metrics.md'}")
     lines += [f"  plots         {', '.join(p.name for p in plots)} in {paths.plots}",

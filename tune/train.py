@@ -194,13 +194,14 @@ def test_metrics(cfg: Config, checkpoint: str, split: str = "test") -> dict[str,
     return ray.get(task.remote(checkpoint, split, 0))
 
 
-def check_same_config(path: Path, cfg: Config, what: str) -> None:
-    """Refuse to resume ``what`` with a different config than the one recorded at ``path``."""
+def check_same_config(path: Path, cfg: Config, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to resume ``what`` with a different config than the one recorded at ``path`` (the dotted keys in
+    ``ignore`` may differ)."""
     if not path.is_file():
         return
     saved = flatten(load_config(path))
     for key, value in flatten(cfg).items():
-        if saved.get(key) != value:
+        if key not in ignore and saved.get(key) != value:
             raise ConfigError(f"{what} was started with {key}={saved.get(key)!r} ({path}), now {value!r}: use the "
                               "same config to resume, or another name / experiment")
 

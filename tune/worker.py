@@ -11,7 +11,8 @@ Reported metrics (rank 0's reach Train and Tune): ``stage``, ``epoch`` (1-based,
 ``trial_epoch`` (1-based across both stages: ASHA's time axis), ``restored_epoch`` (the epoch this worker group
 resumed from, 0 when it started fresh), ``train/<key>`` (``hmh.loop.train_one_epoch``'s means),
 ``val/<reduction>/<metric>`` (mm) and the objective ``val/objective_mpjpe_current`` with ``val/objective_source``
-(:data:`hmh.results.OBJECTIVE`).
+(:data:`hmh.results.OBJECTIVE`); in a two-objective search (``search.objectives=mpjpe_ms``) also the inference
+cost ``cost/ms_per_image_b1`` and ``_b8`` (:mod:`hmh.inference_cost`), measured by rank 0 once per stage.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ def train_fn_per_worker(config: dict) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from hmh.checkpoint import save_checkpoint
+    from hmh.inference_cost import cost_metrics
     from hmh.loop import (
         evaluate,
         init_selector_from_generator,
         make_optimizer,
+        make_scaler,
         make_scheduler,
         seed_everything,
         train_one_epoch,
@@ -121,10 +124,10 @@ def train_fn_per_worker(config: dict) -> None:
     seed_everything(cfg.train.seed)
     generator, selector = build_models(cfg)
     datasets = build_datasets(cfg, cfg.data.root, splits=("train", "val") if rank == 0 else ("train",))
-    pin = device.type == "cuda"
-    train_loader = ray.train.torch.prepare_data_loader(
-        make_loader(datasets["train"], _per_worker(cfg, world), train=True, seed=cfg.train.seed, pin_memory=pin))
-    val_loader = make_loader(datasets["val"], cfg, train=False, pin_memory=pin) if "val" in datasets else None
+    cpus = cfg.search.cpus_per_worker
+    train_loader = ray.train.torch.prepare_data_loader(make_loader(
+        datasets["train"], _per_worker(cfg, world), train=True, device=device, seed=cfg.train.seed, cpus=cpus))
+    val_loader = make_loader(datasets["val"], cfg, train=False, device=device, cpus=cpus) if "val" in datasets else None
 
     checkpoint = ray.train.get_checkpoint()
     state = _load_checkpoint_file(checkpoint.path, device) if checkpoint else None
@@ -140,29 +143,36 @@ def train_fn_per_worker(config: dict) -> None:
         model = generator = ray.train.torch.prepare_model(generator)
     optimizer = make_optimizer(stage, model, cfg)
     scheduler = make_scheduler(stage, optimizer, cfg, len(train_loader))
+    scaler = make_scaler(cfg, device)
     start = 0
     if state is not None:
         unwrap(model).load_state_dict(state["model"]["selector" if stage == "selection" else "generator"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start = int(state["epoch"])
         log.info("%s: resuming after epoch %d from %s", stage, start, checkpoint.path)
 
     writer = SummaryWriter(spec.tensorboard_dir) if rank == 0 and spec.tensorboard_dir else None
     image_batch = next(iter(val_loader)) if writer is not None and val_loader is not None else None
     scorer = selector if stage == "selection" else None
+    cost: dict[str, float] = {}  # search.objectives=mpjpe_ms: the models' inference cost, measured once per stage
     try:
         for epoch in range(start, spec.epochs):
             if isinstance(train_loader.sampler, DistributedSampler):
                 train_loader.sampler.set_epoch(epoch)
             train = train_one_epoch(stage, generator, model if stage == "selection" else None, train_loader,
-                                    optimizer, scheduler, cfg, device, epoch, writer)
+                                    optimizer, scheduler, cfg, device, epoch, writer, scaler=scaler)
             plain_scorer = None if scorer is None else unwrap(scorer)
             val = evaluate(unwrap(generator), plain_scorer, val_loader, cfg, device) if val_loader else {}
             metrics = stage_metrics(stage, epoch, spec, start, train, val)
             if rank != 0:
                 ray.train.report(metrics, checkpoint=None)
                 continue
+            if cfg.search.objectives == "mpjpe_ms":  # every report carries it: Tune checks a searcher's metrics
+                cost = cost or cost_metrics(unwrap(generator), unwrap(selector), cfg, device)
+                metrics.update(cost)
             if writer is not None:
                 step = metrics["trial_epoch"]
                 for key, value in metrics.items():
@@ -174,7 +184,8 @@ def train_fn_per_worker(config: dict) -> None:
                 writer.flush()
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(Path(folder) / CHECKPOINT_FILE, generator=generator, selector=scorer,
-                                optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, stage=stage, config=cfg,
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1, stage=stage,
+                                config=cfg,
                                 metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                                  checkpoint_dir_name=f"{stage}-epoch{epoch + 1:03d}")
@@ -197,6 +208,6 @@ def evaluate_checkpoint(checkpoint_path: str, split: str, max_samples: int) -> d
         loaded = models_from_checkpoint(Path(folder) / CHECKPOINT_FILE, device)
     cfg = loaded.config
     dataset = eval_dataset(cfg, cfg.data.root, split, max_samples)
-    loader = make_loader(dataset, cfg, train=False, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, cfg, train=False, device=device)
     metrics = evaluate(loaded.generator, loaded.selector, loader, cfg, device)
     return {"metrics": metrics, "samples": len(dataset), "root": str(cfg.data.root)}

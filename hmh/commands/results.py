@@ -12,11 +12,12 @@ def register(subparsers) -> None:
     commands = parser.add_subparsers(dest="results_command", metavar="SUBCOMMAND", required=True)
     summarize = commands.add_parser(
         "summarize",
-        help="print a search's summary (best configuration, final table, comparison with the seed) or a study's "
+        help="print a search's summary (best or picked configuration, a two-objective search's Pareto front, final "
+        "table, comparison with the seed) or a study's "
         "(the seed's Tables 4.1-4.3 with their shape checks)",
         description="Rebuild summary.md's text from the Parquet files of an experiment folder (results/<experiment>: "
-        "a search's trials.parquet and final.parquet, or a python -m tune.study study's test.parquet and "
-        "epochs.parquet) and print it. Needs neither Ray nor the checkpoints.",
+        "a search's trials.parquet, final.parquet and pareto.parquet, or a python -m tune.study study's "
+        "test.parquet and epochs.parquet) and print it. Needs neither Ray nor the checkpoints.",
     )
     summarize.add_argument("experiment", type=Path, help="experiment folder, e.g. results/demo")
     summarize.add_argument("--write", action="store_true", help="also rewrite <experiment>/summary.md")

@@ -78,7 +78,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cfg = loaded.config
     root = Path(args.data) if args.data else data_root(cfg, progress=not args.no_progress)
     dataset = eval_dataset(cfg, root, args.split, args.max_samples)
-    loader = make_loader(dataset, cfg, train=False, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, cfg, train=False, device=device)
     progress = not args.no_progress and sys.stderr.isatty()
     metrics = evaluate(loaded.generator, loaded.selector, loader, cfg, device, progress=progress)
     title = f"{args.split} split ({len(dataset)} samples) of {root}, checkpoint {args.checkpoint}"

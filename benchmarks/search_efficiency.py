@@ -1,0 +1,287 @@
+"""Does the search earn its keep? TPE (+ASHA) against random search (+ASHA, and without early stopping), tabular.
+
+    python benchmarks/search_efficiency.py table  [--out results/benchmarks/search_table.parquet]
+    python benchmarks/search_efficiency.py replay [--table results/benchmarks/search_table.parquet] [--seeds 10]
+                                                  [--trials 16] [--out results/benchmarks/search_efficiency.md]
+
+The established tabular method (as in NAS-Bench / HPOBench): training a model for every trial of every arm and
+seed costs too much, so
+
+1. ``table`` trains once every configuration of the grid :data:`GRID` (48 of them; seeded, the same data) with
+   ``hmh.runner.run_training`` (the code of ``hmh train``) on the ``demo`` experiment at :data:`BUDGET`, and
+   records every epoch's validation objective (the search's own: the mean of all K during generation, the selected
+   top-n during selection, current-frame MPJPE in mm) in a Parquet table. Resumable: configurations already in
+   the table are skipped; the table is rewritten after each one.
+2. ``replay`` runs searches over that table **through the real** ``ray.tune.Tuner`` **with** ``OptunaSearch``
+   **and** ``ASHAScheduler``, as ``tune.search`` builds them (metric, mode, ``trial_epoch`` as ASHA's time,
+   grace period and reduction factor of the demo): the trainable looks the configuration's curve up and reports
+   it epoch by epoch instead of training. One trial at a time, so the order of trial-epochs is the search's.
+   Arms (:data:`ARMS`): TPE + ASHA as ``tune.search`` runs it (Optuna's default TPE, 10 random start-up
+   trials), TPE with 4 start-up trials and multivariate + ASHA, random + ASHA, random without early stopping.
+   Each arm runs ``--seeds`` seeds of ``--trials`` trials.
+
+A trial's result is its objective at the full budget (a trial ASHA stopped has none, as in the product, whose
+best trial must have finished). The target is the median over seeds of what random search without early stopping
+finds with all its trials; per arm and seed, the cost is the number of trial-epochs spent until the best finished
+trial reaches the target. The report gives, per arm, the median and quartiles of that cost, the ratio to random
+search, and the anytime curve (median best objective against trial-epochs) as a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from hmh import atomic
+from hmh.results import read_table, write_table
+
+GRID: dict[str, list[Any]] = {  # 3 x 4 x 4 = 48 configurations
+    "model.num_hypotheses": [2, 4, 8],
+    "optim.lr": [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3],
+    "loss.diversity": [0.01, 0.03, 0.1, 0.3],
+}
+BUDGET = ["train.generation_epochs=4", "train.selection_epochs=2", "selection.top_n=1",
+          "data.max_train_samples=192", "optim.selection_lr=1.0e-3"]  # on tune/configs/demo.yaml
+EXPERIMENT = "tune/configs/demo.yaml"
+GRACE, REDUCTION = 1, 2  # ASHA, as the demo search
+TABLE_SCHEMA = pa.schema([("config_id", pa.int64()), *((k, pa.float64()) for k in GRID),
+                          ("trial_epoch", pa.int64()), ("stage", pa.string()), ("objective", pa.float64()),
+                          ("seconds", pa.float64())])
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    sampler: str  # tpe | random
+    asha: bool
+    startup: int = 10  # TPE's random start-up trials (Optuna's default: 10)
+    multivariate: bool = False
+
+    def make_sampler(self, seed: int):
+        import optuna
+
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, multivariate=self.multivariate)
+
+
+ARMS = (Arm("TPE + ASHA (tune.search)", "tpe", True), Arm("TPE, 4 start-up, multivariate + ASHA", "tpe", True, 4, True),
+        Arm("random + ASHA", "random", True), Arm("random, no early stopping", "random", False))
+REFERENCE = ARMS[-1].name
+
+
+def grid_points() -> list[dict[str, Any]]:
+    """The 48 configurations of :data:`GRID`, in a fixed order (``config_id`` = position)."""
+    return [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
+
+
+def build_table(out: Path, echo: Callable[[str], None] = print) -> Path:
+    """Train every grid point (skipping those already in ``out``) and write their per-epoch objectives."""
+    from hmh.config import load_config
+    from hmh.runner import run_training
+
+    rows = read_table(out, TABLE_SCHEMA)[0].to_pylist() if out.is_file() else []
+    done = {r["config_id"] for r in rows}
+    points = grid_points()
+    for config_id, point in enumerate(points):
+        if config_id in done:
+            continue
+        cfg = load_config(EXPERIMENT, BUDGET + [f"{k}={v}" for k, v in point.items()])
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="hmh-search-table-") as folder:
+            result = run_training(cfg, folder, echo=lambda _line: None, progress=False)
+        seconds = time.perf_counter() - start
+        history = result.history["generation"] + result.history.get("selection", [])
+        for epoch, metrics in enumerate(history, start=1):
+            rows.append({"config_id": config_id, **point, "trial_epoch": epoch,
+                         "stage": "generation" if epoch <= cfg.train.generation_epochs else "selection",
+                         "objective": metrics["objective"], "seconds": seconds / len(history)})
+        write_table(out, rows, TABLE_SCHEMA, {"command": "python benchmarks/search_efficiency.py table",
+                                               "experiment": EXPERIMENT, "budget": BUDGET})
+        echo(f"config {config_id + 1}/{len(points)} {point}: final objective {history[-1]['objective']:.2f} mm "
+             f"({seconds:.0f} s)")
+    return out
+
+
+def load_curves(table: Path) -> tuple[dict[tuple, list[float]], int]:
+    """``{(value per GRID key): [objective per trial_epoch]}`` and the epochs per curve; every curve complete."""
+    rows = read_table(table, TABLE_SCHEMA)[0].to_pylist()
+    curves: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        curves.setdefault(tuple(r[k] for k in GRID), {})[r["trial_epoch"]] = r["objective"]
+    epochs = max(len(c) for c in curves.values())
+    broken = [key for key, c in curves.items() if sorted(c) != list(range(1, epochs + 1))]
+    if broken or len(curves) != len(grid_points()):
+        raise SystemExit(f"{table}: {len(curves)} of {len(grid_points())} configurations, incomplete curves: "
+                         f"{broken[:3]}; finish it with `python benchmarks/search_efficiency.py table`")
+    return {key: [c[e] for e in range(1, epochs + 1)] for key, c in curves.items()}, epochs
+
+
+def lookup_trainable(config: dict, curves: dict) -> None:
+    """A Tune trainable that reports the tabulated curve of ``config`` epoch by epoch."""
+    import ray.tune
+
+    for epoch, objective in enumerate(curves[tuple(float(config[k]) for k in GRID)], start=1):
+        ray.tune.report({"objective": objective, "trial_epoch": epoch})
+
+
+def replay(arm: Arm, seed: int, trials: int, curves: dict, epochs: int) -> list[tuple[str, int, float]]:
+    """One search of ``arm`` over the table: the ``(trial_id, trial_epoch, objective)`` reports in order."""
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    reports: list[tuple[str, int, float]] = []
+
+    class Record(ray.tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            reports.append((trial.trial_id, int(result["trial_epoch"]), float(result["objective"])))
+
+    scheduler = (ASHAScheduler(time_attr="trial_epoch", max_t=epochs, grace_period=GRACE,
+                               reduction_factor=REDUCTION, stop_last_trials=False) if arm.asha else FIFOScheduler())
+    searcher = OptunaSearch(metric="objective", mode="min", sampler=arm.make_sampler(seed))
+    with tempfile.TemporaryDirectory(prefix="hmh-search-replay-") as storage:
+        tuner = ray.tune.Tuner(
+            ray.tune.with_parameters(lookup_trainable, curves=curves),
+            param_space={k: ray.tune.choice(v) for k, v in GRID.items()},
+            tune_config=ray.tune.TuneConfig(metric="objective", mode="min", search_alg=searcher, scheduler=scheduler,
+                                            num_samples=trials, max_concurrent_trials=1, reuse_actors=True),
+            run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()]),
+        )
+        tuner.fit()
+    return reports
+
+
+def anytime(reports: list[tuple[str, int, float]], epochs: int) -> list[float]:
+    """Best objective of a finished trial after each trial-epoch (inf before the first finishes)."""
+    best, curve = math.inf, []
+    for _trial, epoch, objective in reports:
+        if epoch == epochs:
+            best = min(best, objective)
+        curve.append(best)
+    return curve
+
+
+def cost_to_reach(curve: list[float], target: float) -> float:
+    """Trial-epochs until the curve reaches ``target`` (inf if it never does)."""
+    return next((i + 1.0 for i, best in enumerate(curve) if best <= target), math.inf)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    finite = sorted(values)
+    q = statistics.quantiles(finite, n=4, method="inclusive") if len(finite) > 1 else [finite[0]] * 3
+    return q[0], statistics.median(finite), q[2]
+
+
+def _fmt(x: float) -> str:
+    return "never" if math.isinf(x) else f"{x:.0f}"
+
+
+def report(runs: dict[str, list[list[float]]], target: float, epochs: int, args: argparse.Namespace,
+           oracle: float) -> str:
+    costs = {name: [cost_to_reach(c, target) for c in curves] for name, curves in runs.items()}
+    ref = statistics.median(costs[REFERENCE])
+    lines = [
+        "# Search efficiency (tabular replay through Tuner + OptunaSearch + ASHA)", "",
+        f"Command: `python benchmarks/search_efficiency.py replay --table {args.table} --seeds {args.seeds} "
+        f"--trials {args.trials}`", "",
+        f"{len(grid_points())} configurations of {', '.join(GRID)} on `{EXPERIMENT}` with {' '.join(BUDGET)} "
+        f"({epochs} epochs each); best configuration of the table {oracle:.2f} mm. Target: {target:.2f} mm, the "
+        f"median over {args.seeds} seeds of the best that {REFERENCE} finds in {args.trials} trials.", "",
+        "| arm | trial-epochs to the target: median (quartiles) | vs random, no early stopping | seeds reaching it "
+        "| best at the end (median, mm) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, values in costs.items():
+        low, mid, high = _quartiles(values)
+        reached = sum(not math.isinf(v) for v in values)
+        end = statistics.median(c[-1] for c in runs[name])
+        ratio = "-" if math.isinf(mid) else f"{mid / ref:.2f}x"
+        lines.append(f"| {name} | {_fmt(mid)} ({_fmt(low)}-{_fmt(high)}) | {ratio} | {reached}/{len(values)} | "
+                     f"{end:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[list[float]]], target: float, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curves in runs.items():
+        length = max(len(c) for c in curves)
+        padded = [c + [c[-1]] * (length - len(c)) for c in curves]
+        median = [statistics.median(col) for col in zip(*padded, strict=True)]
+        xs = [i + 1 for i, v in enumerate(median) if not math.isinf(v)]
+        ax.plot(xs, [median[x - 1] for x in xs], label=name)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("best finished trial, val MPJPE current (mm, median over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic.atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return out
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import ray
+
+    from tune.resources import init_ray
+
+    curves, epochs = load_curves(args.table)
+    started = not ray.is_initialized()  # a caller's Ray (the tests') is reused and left running
+    init_ray(None, echo=lambda line: print(line, file=sys.stderr))  # local, dashboard on (RAY.md)
+    try:
+        runs: dict[str, list[list[float]]] = {}
+        for arm in ARMS:
+            runs[arm.name] = []
+            for seed in range(args.seeds):
+                runs[arm.name].append(anytime(replay(arm, seed, args.trials, curves, epochs), epochs))
+                print(f"{arm.name}, seed {seed}: best {runs[arm.name][-1][-1]:.2f} mm after "
+                      f"{len(runs[arm.name][-1])} trial-epochs", file=sys.stderr, flush=True)
+    finally:
+        if started:
+            ray.shutdown()
+    target = statistics.median(c[-1] for c in runs[REFERENCE])
+    text = report(runs, target, epochs, args, min(c[-1] for c in curves.values()))
+    picture = plot(runs, target, args.out.with_suffix(".png"))
+    atomic.write_text(args.out, text + f"\n\n![anytime curves]({picture.name})\n")
+    print(text)
+    print(f"written: {args.out}, {picture}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser("table", help="train the grid once and write its per-epoch objectives")
+    table.add_argument("--out", type=Path, default=Path("results/benchmarks/search_table.parquet"))
+    rep = sub.add_parser("replay", help="replay the searches over the table and report")
+    rep.add_argument("--table", type=Path, default=Path("results/benchmarks/search_table.parquet"))
+    rep.add_argument("--seeds", type=int, default=10)
+    rep.add_argument("--trials", type=int, default=16, help="trials per search")
+    rep.add_argument("--out", type=Path, default=Path("results/benchmarks/search_efficiency.md"))
+    args = parser.parse_args(argv)
+    if args.command == "table":
+        build_table(args.out)
+        return 0
+    return run_replay(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
