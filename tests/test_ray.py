@@ -125,7 +125,6 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
     assert not exp.paths.final.exists()  # search.final_retrain is off in this test
 
 
-@pytest.mark.slow  # not yet run green on a fresh clone (session 8); unmark once it has
 def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
     from hmh.pareto import dominates
     from hmh.results import COST_KEYS, COST_OBJECTIVE
@@ -322,11 +321,12 @@ def _search_efficiency():
 
     spec = importlib.util.spec_from_file_location("search_efficiency", REPO / "benchmarks" / "search_efficiency.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.mark.slow  # not yet run green on a fresh clone (session 8); unmark once it has
+@pytest.mark.slow  # session 8: failed before the sys.modules fix below, not yet rerun; unmark once green
 def test_search_efficiency_replays_every_arm_through_tune(ray_address, tmp_path: Path) -> None:
     """The tabular benchmark's replay on a made-up table (an objective that falls with the epochs, lowest at K=8,
     lr 1e-3): every arm's searches go through Tuner + OptunaSearch (+ ASHA), trial-epochs are counted (ASHA spends
