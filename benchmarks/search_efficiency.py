@@ -2,7 +2,7 @@
 
     python benchmarks/search_efficiency.py table  [--out results/benchmarks/search_table.parquet]
     python benchmarks/search_efficiency.py replay [--table results/benchmarks/search_table.parquet] [--seeds 10]
-                                                  [--trials 16] [--out results/benchmarks/search_efficiency.md]
+                                                  [--budget 96] [--out results/benchmarks/search_efficiency.md]
 
 The established tabular method (as in NAS-Bench / HPOBench): training a model for every trial of every arm and
 seed costs too much, so
@@ -17,14 +17,19 @@ seed costs too much, so
    grace period and reduction factor of the demo): the trainable looks the configuration's curve up and reports
    it epoch by epoch instead of training. One trial at a time, so the order of trial-epochs is the search's.
    Arms (:data:`ARMS`): TPE + ASHA as ``tune.search`` runs it (Optuna's default TPE, 10 random start-up
-   trials), TPE with 4 start-up trials and multivariate + ASHA, random + ASHA, random without early stopping.
-   Each arm runs ``--seeds`` seeds of ``--trials`` trials.
+   trials, ASHA's rungs from the first epoch), TPE with 4 start-up trials and multivariate (with ASHA, with ASHA
+   whose first rung is the first selection epoch, without early stopping), default TPE without early stopping,
+   random + ASHA, random without early stopping.
+   Each arm runs ``--seeds`` seeds, each search stopped once it has spent ``--budget`` trial-epochs (the same
+   compute for every arm: 96 = 16 trials run in full; an arm with early stopping fits more trials into it).
 
 A trial's result is its objective at the full budget (a trial ASHA stopped has none, as in the product, whose
-best trial must have finished). The target is the median over seeds of what random search without early stopping
-finds with all its trials; per arm and seed, the cost is the number of trial-epochs spent until the best finished
-trial reaches the target. The report gives, per arm, the median and quartiles of that cost, the ratio to random
-search, and the anytime curve (median best objective against trial-epochs) as a plot.
+best trial must have finished). Per arm and seed, the cost of a target objective is the number of trial-epochs
+spent until the best finished trial reaches it (censored at the budget). The targets (:func:`targets`): the
+objective that random search without early stopping reaches in every seed within the budget (its worst seed's
+best), and the third-best and the best configuration of the table. The report gives, per arm and target, the
+median and quartiles of the cost, the share of seeds that reach it, the ratio to random search without early
+stopping, and the anytime curve (median best objective against trial-epochs) as a plot.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ GRID: dict[str, list[Any]] = {  # 3 x 4 x 4 = 48 configurations
     "optim.lr": [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3],
     "loss.diversity": [0.01, 0.03, 0.1, 0.3],
 }
-BUDGET = ["train.generation_epochs=4", "train.selection_epochs=2", "selection.top_n=1",
+GENERATION_EPOCHS = 4
+BUDGET = [f"train.generation_epochs={GENERATION_EPOCHS}", "train.selection_epochs=2", "selection.top_n=1",
           "data.max_train_samples=192", "optim.selection_lr=1.0e-3"]  # on tune/configs/demo.yaml
 EXPERIMENT = "tune/configs/demo.yaml"
 GRACE, REDUCTION = 1, 2  # ASHA, as the demo search
@@ -67,6 +73,7 @@ class Arm:
     asha: bool
     startup: int = 10  # TPE's random start-up trials (Optuna's default: 10)
     multivariate: bool = False
+    grace: int = GRACE  # ASHA's first rung (trial-epoch); capped at the table's epochs
 
     def make_sampler(self, seed: int):
         import optuna
@@ -76,8 +83,15 @@ class Arm:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, multivariate=self.multivariate)
 
 
-ARMS = (Arm("TPE + ASHA (tune.search)", "tpe", True), Arm("TPE, 4 start-up, multivariate + ASHA", "tpe", True, 4, True),
-        Arm("random + ASHA", "random", True), Arm("random, no early stopping", "random", False))
+FIRST_SELECTION_EPOCH = GENERATION_EPOCHS + 1  # the first trial-epoch whose objective is the selected top-n
+ARMS = (Arm("TPE + ASHA (tune.search)", "tpe", True),
+        Arm("TPE, 4 start-up, multivariate + ASHA", "tpe", True, 4, True),
+        Arm("TPE, 4 start-up, multivariate + ASHA from the selection stage", "tpe", True, 4, True,
+            FIRST_SELECTION_EPOCH),
+        Arm("TPE, no early stopping", "tpe", False),
+        Arm("TPE, 4 start-up, multivariate, no early stopping", "tpe", False, 4, True),
+        Arm("random + ASHA", "random", True),
+        Arm("random, no early stopping", "random", False))
 REFERENCE = ARMS[-1].name
 
 
@@ -136,8 +150,9 @@ def lookup_trainable(config: dict, curves: dict) -> None:
         ray.tune.report({"objective": objective, "trial_epoch": epoch})
 
 
-def replay(arm: Arm, seed: int, trials: int, curves: dict, epochs: int) -> list[tuple[str, int, float]]:
-    """One search of ``arm`` over the table: the ``(trial_id, trial_epoch, objective)`` reports in order."""
+def replay(arm: Arm, seed: int, budget: int, curves: dict, epochs: int) -> list[tuple[str, int, float]]:
+    """One search of ``arm`` over the table, stopped after ``budget`` trial-epochs: the ``(trial_id, trial_epoch,
+    objective)`` reports in order (``budget`` of them)."""
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -148,7 +163,14 @@ def replay(arm: Arm, seed: int, trials: int, curves: dict, epochs: int) -> list[
         def on_trial_result(self, iteration, trials, trial, result, **info):
             reports.append((trial.trial_id, int(result["trial_epoch"]), float(result["objective"])))
 
-    scheduler = (ASHAScheduler(time_attr="trial_epoch", max_t=epochs, grace_period=GRACE,
+    class Budget(ray.tune.Stopper):  # the whole search stops once it has spent ``budget`` trial-epochs
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return len(reports) >= budget
+
+    scheduler = (ASHAScheduler(time_attr="trial_epoch", max_t=epochs, grace_period=min(arm.grace, epochs),
                                reduction_factor=REDUCTION, stop_last_trials=False) if arm.asha else FIFOScheduler())
     searcher = OptunaSearch(metric="objective", mode="min", sampler=arm.make_sampler(seed))
     with tempfile.TemporaryDirectory(prefix="hmh-search-replay-") as storage:
@@ -156,11 +178,12 @@ def replay(arm: Arm, seed: int, trials: int, curves: dict, epochs: int) -> list[
             ray.tune.with_parameters(lookup_trainable, curves=curves),
             param_space={k: ray.tune.choice(v) for k, v in GRID.items()},
             tune_config=ray.tune.TuneConfig(metric="objective", mode="min", search_alg=searcher, scheduler=scheduler,
-                                            num_samples=trials, max_concurrent_trials=1, reuse_actors=True),
-            run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()]),
+                                            num_samples=budget, max_concurrent_trials=1, reuse_actors=True),
+            run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()],
+                                          stop=Budget()),
         )
         tuner.fit()
-    return reports
+    return reports[:budget]
 
 
 def anytime(reports: list[tuple[str, int, float]], epochs: int) -> list[float]:
@@ -174,46 +197,57 @@ def anytime(reports: list[tuple[str, int, float]], epochs: int) -> list[float]:
 
 
 def cost_to_reach(curve: list[float], target: float) -> float:
-    """Trial-epochs until the curve reaches ``target`` (inf if it never does)."""
+    """Trial-epochs until the curve reaches ``target`` (inf if it never does within the curve's budget)."""
     return next((i + 1.0 for i, best in enumerate(curve) if best <= target), math.inf)
 
 
+def targets(runs: dict[str, list[list[float]]], finals: list[float]) -> dict[str, float]:
+    """The objectives a search is timed to: what random search without early stopping reaches in every seed, and
+    the third-best and the best of the table's configurations (``finals``: every configuration's result)."""
+    ranked = sorted(finals)
+    return {f"{REFERENCE}'s worst seed": max(c[-1] for c in runs[REFERENCE]),
+            "a top-3 configuration": ranked[2], "the best configuration": ranked[0]}
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    finite = sorted(values)
-    q = statistics.quantiles(finite, n=4, method="inclusive") if len(finite) > 1 else [finite[0]] * 3
-    return q[0], statistics.median(finite), q[2]
+    q = statistics.quantiles(sorted(values), n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return q[0], statistics.median(values), q[2]
 
 
-def _fmt(x: float) -> str:
-    return "never" if math.isinf(x) else f"{x:.0f}"
+def report(runs: dict[str, list[list[float]]], goals: dict[str, float], epochs: int, args: argparse.Namespace) -> str:
+    """The Markdown report: per target, per arm, the cost's median (quartiles), seeds reaching it, ratio."""
 
+    def fmt(x: float) -> str:
+        return f">{args.budget}" if math.isinf(x) else f"{x:.0f}"
 
-def report(runs: dict[str, list[list[float]]], target: float, epochs: int, args: argparse.Namespace,
-           oracle: float) -> str:
-    costs = {name: [cost_to_reach(c, target) for c in curves] for name, curves in runs.items()}
-    ref = statistics.median(costs[REFERENCE])
     lines = [
         "# Search efficiency (tabular replay through Tuner + OptunaSearch + ASHA)", "",
         f"Command: `python benchmarks/search_efficiency.py replay --table {args.table} --seeds {args.seeds} "
-        f"--trials {args.trials}`", "",
+        f"--budget {args.budget}`", "",
         f"{len(grid_points())} configurations of {', '.join(GRID)} on `{EXPERIMENT}` with {' '.join(BUDGET)} "
-        f"({epochs} epochs each); best configuration of the table {oracle:.2f} mm. Target: {target:.2f} mm, the "
-        f"median over {args.seeds} seeds of the best that {REFERENCE} finds in {args.trials} trials.", "",
-        "| arm | trial-epochs to the target: median (quartiles) | vs random, no early stopping | seeds reaching it "
-        "| best at the end (median, mm) |",
-        "|---|---:|---:|---:|---:|",
+        f"({epochs} epochs each). Every search spends {args.budget} trial-epochs ({args.budget // epochs} trials "
+        f"run in full); {args.seeds} seeds per arm. Cost = trial-epochs until the best finished trial reaches the "
+        f"target (`>{args.budget}`: not within the budget).",
     ]
-    for name, values in costs.items():
-        low, mid, high = _quartiles(values)
-        reached = sum(not math.isinf(v) for v in values)
-        end = statistics.median(c[-1] for c in runs[name])
-        ratio = "-" if math.isinf(mid) else f"{mid / ref:.2f}x"
-        lines.append(f"| {name} | {_fmt(mid)} ({_fmt(low)}-{_fmt(high)}) | {ratio} | {reached}/{len(values)} | "
-                     f"{end:.2f} |")
+    for goal, target in goals.items():
+        costs = {name: [cost_to_reach(c, target) for c in curves] for name, curves in runs.items()}
+        ref = statistics.median(costs[REFERENCE])
+        lines += ["", f"## Target: {goal}, {target:.2f} mm", "",
+                  "| arm | trial-epochs: median (quartiles) | vs random, no early stopping | seeds reaching it |",
+                  "|---|---:|---:|---:|"]
+        for name, values in costs.items():
+            low, mid, high = _quartiles(values)
+            ratio = "-" if math.isinf(mid) or math.isinf(ref) else f"{mid / ref:.2f}x"
+            reached = sum(not math.isinf(v) for v in values)
+            lines.append(f"| {name} | {fmt(mid)} ({fmt(low)}-{fmt(high)}) | {ratio} | {reached}/{len(values)} |")
+    lines += ["", "| arm | best finished trial at the end of the budget: median (quartiles), mm |", "|---|---:|"]
+    for name, curves in runs.items():
+        low, mid, high = _quartiles([c[-1] for c in curves])
+        lines.append(f"| {name} | {mid:.2f} ({low:.2f}-{high:.2f}) |")
     return "\n".join(lines)
 
 
-def plot(runs: dict[str, list[list[float]]], target: float, out: Path) -> Path:
+def plot(runs: dict[str, list[list[float]]], goals: dict[str, float], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,7 +260,8 @@ def plot(runs: dict[str, list[list[float]]], target: float, out: Path) -> Path:
         median = [statistics.median(col) for col in zip(*padded, strict=True)]
         xs = [i + 1 for i, v in enumerate(median) if not math.isinf(v)]
         ax.plot(xs, [median[x - 1] for x in xs], label=name)
-    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
+    for (goal, target), style in zip(goals.items(), (":", "--", "-."), strict=True):
+        ax.axhline(target, color="grey", linestyle=style, linewidth=1, label=f"target: {goal}")
     ax.set_xlabel("trial-epochs spent")
     ax.set_ylabel("best finished trial, val MPJPE current (mm, median over seeds)")
     ax.legend(fontsize=8)
@@ -251,15 +286,15 @@ def run_replay(args: argparse.Namespace) -> int:
         for arm in ARMS:
             runs[arm.name] = []
             for seed in range(args.seeds):
-                runs[arm.name].append(anytime(replay(arm, seed, args.trials, curves, epochs), epochs))
+                runs[arm.name].append(anytime(replay(arm, seed, args.budget, curves, epochs), epochs))
                 print(f"{arm.name}, seed {seed}: best {runs[arm.name][-1][-1]:.2f} mm after "
                       f"{len(runs[arm.name][-1])} trial-epochs", file=sys.stderr, flush=True)
     finally:
         if started:
             ray.shutdown()
-    target = statistics.median(c[-1] for c in runs[REFERENCE])
-    text = report(runs, target, epochs, args, min(c[-1] for c in curves.values()))
-    picture = plot(runs, target, args.out.with_suffix(".png"))
+    goals = targets(runs, [c[-1] for c in curves.values()])
+    text = report(runs, goals, epochs, args)
+    picture = plot(runs, goals, args.out.with_suffix(".png"))
     atomic.write_text(args.out, text + f"\n\n![anytime curves]({picture.name})\n")
     print(text)
     print(f"written: {args.out}, {picture}", file=sys.stderr)
@@ -274,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("replay", help="replay the searches over the table and report")
     rep.add_argument("--table", type=Path, default=Path("results/benchmarks/search_table.parquet"))
     rep.add_argument("--seeds", type=int, default=10)
-    rep.add_argument("--trials", type=int, default=16, help="trials per search")
+    rep.add_argument("--budget", type=int, default=96, help="trial-epochs each search spends (96 = 16 full trials)")
     rep.add_argument("--out", type=Path, default=Path("results/benchmarks/search_efficiency.md"))
     args = parser.parse_args(argv)
     if args.command == "table":
