@@ -29,7 +29,9 @@ spent until the best finished trial reaches it (censored at the budget). The tar
 objective that random search without early stopping reaches in every seed within the budget (its worst seed's
 best), and the third-best and the best configuration of the table. The report gives, per arm and target, the
 median and quartiles of the cost, the share of seeds that reach it, the ratio to random search without early
-stopping, and the anytime curve (median best objective against trial-epochs) as a plot.
+stopping, and the anytime curve (median best objective against trial-epochs) as a plot; and, from the table
+alone, how well each trial-epoch's objective ranks the configurations by their final one (Spearman), which is what
+an ASHA rung at that epoch relies on.
 """
 
 from __future__ import annotations
@@ -209,13 +211,31 @@ def targets(runs: dict[str, list[list[float]]], finals: list[float]) -> dict[str
             "a top-3 configuration": ranked[2], "the best configuration": ranked[0]}
 
 
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    for rank, i in enumerate(order):
+        ranks[i] = float(rank)
+    return ranks
+
+
+def rank_agreement(curves: dict[tuple, list[float]], epochs: int) -> list[float]:
+    """Per trial-epoch e (1..epochs): Spearman's rank correlation, over the table's configurations, of the
+    objective at epoch e with the final one: how well a rung at e ranks the trials by what they end at."""
+    finals = _ranks([c[-1] for c in curves.values()])
+    return [statistics.correlation(_ranks([c[e] for c in curves.values()]), finals) for e in range(epochs)]
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(sorted(values), n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
     return q[0], statistics.median(values), q[2]
 
 
-def report(runs: dict[str, list[list[float]]], goals: dict[str, float], epochs: int, args: argparse.Namespace) -> str:
-    """The Markdown report: per target, per arm, the cost's median (quartiles), seeds reaching it, ratio."""
+def report(runs: dict[str, list[list[float]]], goals: dict[str, float], agreement: list[float],
+           args: argparse.Namespace) -> str:
+    """The Markdown report: per target, per arm, the cost's median (quartiles), seeds reaching it, ratio; the
+    end-of-budget best per arm; the rank agreement of each epoch's objective with the final one."""
+    epochs = len(agreement)
 
     def fmt(x: float) -> str:
         return f">{args.budget}" if math.isinf(x) else f"{x:.0f}"
@@ -244,6 +264,12 @@ def report(runs: dict[str, list[list[float]]], goals: dict[str, float], epochs: 
     for name, curves in runs.items():
         low, mid, high = _quartiles([c[-1] for c in curves])
         lines.append(f"| {name} | {mid:.2f} ({low:.2f}-{high:.2f}) |")
+    lines += ["", "How well an ASHA rung at each trial-epoch ranks the configurations by their final objective "
+              "(Spearman's rank correlation over the table):", "",
+              "| trial-epoch | stage (objective) | rank correlation with the final |", "|---:|---|---:|"]
+    for e, rho in enumerate(agreement, start=1):
+        stage = "generation (mean of K)" if e <= GENERATION_EPOCHS else "selection (selected top-n)"
+        lines.append(f"| {e} | {stage} | {rho:.2f} |")
     return "\n".join(lines)
 
 
@@ -253,18 +279,20 @@ def plot(runs: dict[str, list[list[float]]], goals: dict[str, float], out: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
     for name, curves in runs.items():
         length = max(len(c) for c in curves)
         padded = [c + [c[-1]] * (length - len(c)) for c in curves]
         median = [statistics.median(col) for col in zip(*padded, strict=True)]
         xs = [i + 1 for i, v in enumerate(median) if not math.isinf(v)]
-        ax.plot(xs, [median[x - 1] for x in xs], label=name)
+        ax.plot(xs, [median[x - 1] for x in xs], label=name,
+                linestyle="--" if "no early stopping" in name else "-")  # TPE's start-up = random's, at first
     for (goal, target), style in zip(goals.items(), (":", "--", "-."), strict=True):
         ax.axhline(target, color="grey", linestyle=style, linewidth=1, label=f"target: {goal}")
     ax.set_xlabel("trial-epochs spent")
-    ax.set_ylabel("best finished trial, val MPJPE current (mm, median over seeds)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("best finished trial: val MPJPE current, mm")
+    ax.set_title("Anytime curves: median over seeds", fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic.atomic_path(out) as tmp:
@@ -293,7 +321,7 @@ def run_replay(args: argparse.Namespace) -> int:
         if started:
             ray.shutdown()
     goals = targets(runs, [c[-1] for c in curves.values()])
-    text = report(runs, goals, epochs, args)
+    text = report(runs, goals, rank_agreement(curves, epochs), args)
     picture = plot(runs, goals, args.out.with_suffix(".png"))
     atomic.write_text(args.out, text + f"\n\n![anytime curves]({picture.name})\n")
     print(text)

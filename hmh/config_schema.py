@@ -141,7 +141,9 @@ class SearchConfig:
     space: str = ""  # search space YAML; "" = tune/spaces/default.yaml
     num_samples: int = 4
     seed: int = 0
-    grace_period: int = 1  # ASHA: epochs before a trial may be stopped
+    grace_period: int = 1  # ASHA: epochs before a trial may be stopped (its first rung)
+    tpe_startup_trials: int = 10  # Optuna TPE: random trials before it models the space (Optuna's default: 10)
+    tpe_multivariate: bool = False  # Optuna TPE: model the parameters jointly (benchmarks/search_efficiency.py)
     reduction_factor: int = 2
     num_workers: int = 1  # Ray Train workers per trial
     cpus_per_worker: float = 1.0
@@ -248,6 +250,7 @@ def validate(config: Config) -> Config:
         (t.precision in PRECISIONS, "train.precision", t.precision, f"one of {', '.join(PRECISIONS)}"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
+        (se.tpe_startup_trials >= 0, "search.tpe_startup_trials", se.tpe_startup_trials, ">= 0"),
         (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),
         (se.num_workers >= 1, "search.num_workers", se.num_workers, ">= 1"),
         (se.cpus_per_worker > 0, "search.cpus_per_worker", se.cpus_per_worker, "> 0"),

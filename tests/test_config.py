@@ -72,6 +72,7 @@ def test_overrides_are_typed_and_nested() -> None:
         ("selection.embedding_std=0", "selection.embedding_std"),
         ("train.generator=3", "train.generator"),
         ("train.device=cudax", "train.device"),
+        ("search.tpe_startup_trials=-1", "search.tpe_startup_trials"),
     ],
 )
 def test_invalid_values_raise_naming_the_key(override: str, names: str) -> None:

@@ -332,8 +332,8 @@ def _search_efficiency():
 def test_search_efficiency_replays_every_arm_through_tune(ray_address, tmp_path: Path) -> None:
     """The tabular benchmark's replay on a made-up table (an objective that falls with the epochs, lowest at K=8,
     lr 1e-3): every arm's searches go through Tuner + OptunaSearch (+ ASHA) and stop at the trial-epoch budget (ASHA
-    fits more trials into it than running every trial in full), and the report and the anytime plot are written. An incomplete table
-    is refused naming the file."""
+    fits more trials into it than running every trial in full), and the report (with each epoch's rank agreement
+    with the final) and the anytime plot are written. An incomplete table is refused naming the file."""
     bench = _search_efficiency()
     epochs, rows = 3, []
     for config_id, point in enumerate(bench.grid_points()):
@@ -351,6 +351,7 @@ def test_search_efficiency_replays_every_arm_through_tune(ray_address, tmp_path:
     text = out.read_text()
     for arm in bench.ARMS:
         assert f"| {arm.name} |" in text
+    assert "| 1 | generation (mean of K) | 1.00 |" in text  # every epoch ranks the configurations as the final
     assert (tmp_path / "efficiency.png").stat().st_size > 0
     random_asha, random_fifo = bench.ARMS[-2:]
     assert random_asha.asha and not random_fifo.asha

@@ -211,3 +211,16 @@ def test_two_objective_demo_loads_and_a_resume_may_change_only_the_pick(tmp_path
     assert again.cfg.search.pick == "max_ms=20"
     with pytest.raises(ConfigError, match="optim.lr"):
         load_experiment(config, [storage, "optim.lr=0.1"], resume=True)
+
+
+def test_tpe_sampler_follows_the_search_settings_and_blurhand_uses_the_measured_ones() -> None:
+    """``search.tpe_*`` reach Optuna's TPE; the real-data search takes the settings the search-efficiency benchmark
+    measured best (4 start-up trials, multivariate, ASHA's first rung at the first selection epoch)."""
+    from tune.search import tpe_sampler
+
+    default = tpe_sampler(load_config("cpu").search)
+    assert (default._n_startup_trials, default._multivariate) == (10, False)  # Optuna's defaults
+    cfg = load_config(CONFIGS / "blurhand.yaml")
+    sampler = tpe_sampler(cfg.search)
+    assert (sampler._n_startup_trials, sampler._multivariate) == (4, True)
+    assert cfg.search.grace_period == cfg.train.generation_epochs + 1

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hmh import atomic, pareto
-from hmh.config import Config, ConfigError, save_config, to_dict
+from hmh.config import Config, ConfigError, SearchConfig, save_config, to_dict
 from hmh.results import (
     COST_OBJECTIVE,
     FINAL_SCHEMA,
@@ -136,6 +136,15 @@ def _trainable(exp: Experiment, base: dict):
     return ray.tune.with_resources(fn, {"cpu": DRIVER_CPUS, HEAD_NODE_RESOURCE: 0.001})
 
 
+def tpe_sampler(s: SearchConfig) -> Any:
+    """Optuna's TPE as ``search.*`` sets it: seeded, ``tpe_startup_trials`` random trials first, univariate or
+    multivariate (``benchmarks/search_efficiency.py`` measures both)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
+                                      multivariate=s.tpe_multivariate)
+
+
 def _tuner(exp: Experiment, base: dict, concurrent: int):
     import optuna
     import ray.tune
@@ -153,7 +162,7 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     searcher = OptunaSearch(space=DefineByRun(exp.space), metric=metric, mode=mode,
                             points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None,
                             study_name=s.experiment, storage=optuna.storages.RDBStorage(exp.paths.optuna_url),
-                            seed=s.seed)
+                            sampler=tpe_sampler(s))
     scheduler = None if exp.two_objectives else ASHAScheduler(
         time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor, stop_last_trials=False)
