@@ -7,7 +7,8 @@
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
-- the console: a failing worker's traceback reaches it; Ray Train's per-report lines do not (tune.console);
+- the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
+  not, Tune's trial table does (tune.console);
 - the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
 - the reproduction study runs its arms (the no-MSF one on its partner's generator), writes its tables, and a second
   run finds every arm finished.
@@ -309,9 +310,11 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
         assert line.startswith(("- PASS: ", "- FAIL: ")), line
     assert (paths.plots / "best_of_k_vs_k.png").is_file() and (paths.plots / "selection_epochs.png").is_file()
     console = capfd.readouterr()
-    for noise in ("Reporting training result", "TrainingReport(", "PreemptionWatcher", "Checkpoint successfully"):
+    for noise in ("Reporting training result", "TrainingReport(", "PreemptionWatcher", "Checkpoint successfully",
+                  "started with configuration", "Trial result"):
         assert noise not in console.out + console.err, noise  # tune.console keeps Ray's per-report detail out
     assert "[study] k2: generation epoch 1" in console.out
+    assert "== Status ==" in console.out and "| arm " in console.out  # Tune's trial table, with its arm column
     assert run_study(cfg, [1, 2], msf_k=2) == 0
     assert "all finished" in capfd.readouterr().out
 

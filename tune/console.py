@@ -1,8 +1,13 @@
 """What the Ray drivers print: Tune's trial table and hmh's own lines, with Ray's per-report detail only when asked
 for (``--verbose``, which sets :data:`VERBOSE_ENV` for the driver and, through the runtime env, for the workers).
 
-Quiet by default, and only these three sources; everything else Ray's processes print (warnings, errors, worker
+Quiet by default, and only these four sources; everything else Ray's processes print (warnings, errors, worker
 tracebacks) still reaches the console:
+
+- Tune's per-trial boxes (each trial's configuration when it starts, every reported metric when it ends: about 65
+  lines a trial): Ray 2.60's default console output has no level that keeps the trial table without them, so the
+  drivers use Tune's ``CLIReporter`` (a trial table with the named columns, every 30 s) at verbosity 1, which
+  is Tune's other, documented output (``RAY_AIR_NEW_OUTPUT=0``) (:func:`tune_console`);
 
 - Ray Train's own INFO lines (the controller's "Requesting resources ...", "Started training worker group ...",
   the workers' "Checkpoint successfully created ...", "Moving model to device ..."): each Train run's
@@ -24,7 +29,7 @@ import re
 from typing import Any
 
 __all__ = ["VERBOSE_ENV", "filter_worker_echo", "quiet_worker_logs", "set_verbose", "train_logging_config",
-           "verbose"]
+           "tune_console", "verbose"]
 
 VERBOSE_ENV = "HMH_VERBOSE"
 DROPPED_LINES = (re.compile(r"Actor with class name: 'PreemptionWatcher' .* has constructor arguments in the object "
@@ -41,6 +46,20 @@ def set_verbose(on: bool) -> None:
 
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def tune_console(metric_columns: dict[str, str], parameter_columns: dict[str, str]) -> dict[str, Any]:
+    """Keyword arguments of a driver's ``ray.tune.RunConfig`` for its console: unless verbose, Tune's trial table
+    alone (``metric_columns`` / ``parameter_columns``: reported key or parameter -> column title) every 30 s, with
+    ``RAY_AIR_NEW_OUTPUT=0`` set in this process (read when the Tuner starts); verbose: Tune's default output."""
+    if verbose():
+        return {}
+    from ray.tune import CLIReporter
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    return {"verbose": 1, "progress_reporter": CLIReporter(
+        metric_columns=metric_columns, parameter_columns=parameter_columns, max_report_frequency=30,
+        print_intermediate_tables=True)}
 
 
 def train_logging_config() -> Any:

@@ -41,6 +41,7 @@ from hmh.config import Config, ConfigError, SearchConfig, save_config, to_dict
 from hmh.results import (
     COST_OBJECTIVE,
     FINAL_SCHEMA,
+    OBJECTIVE,
     OBJECTIVE_KEYS,
     TRIALS_SCHEMA,
     ExperimentPaths,
@@ -50,6 +51,7 @@ from hmh.results import (
 )
 from hmh.search_summary import best_trial, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
+from tune.console import tune_console
 from tune.space import SearchSpace, SpaceError, apply_params, default_space_path, load_space
 from tune.train import check_same_config, prepare_config, run_two_stage, test_metrics
 
@@ -136,6 +138,18 @@ def _trainable(exp: Experiment, base: dict):
     return ray.tune.with_resources(fn, {"cpu": DRIVER_CPUS, HEAD_NODE_RESOURCE: 0.001})
 
 
+def _table_metrics(exp: Experiment) -> dict[str, str]:
+    """The trial table's metric columns: the trial epoch and each objective."""
+    titles = {OBJECTIVE: "mpjpe (mm)", COST_OBJECTIVE: "ms/image"}
+    return {"trial_epoch": "epoch", **{key: titles.get(key, key) for key in exp.objectives}}
+
+
+def _table_parameters(exp: Experiment) -> dict[str, str]:
+    """The trial table's parameter columns: K and top-n where searched (hmh's lines print every parameter)."""
+    return {key: title for key, title in (("model.num_hypotheses", "K"), ("selection.top_n", "top_n"))
+            if key in exp.space.keys}
+
+
 def tpe_sampler(s: SearchConfig) -> Any:
     """Optuna's TPE as ``search.*`` sets it: seeded, ``tpe_startup_trials`` random trials first, univariate or
     multivariate (``benchmarks/search_efficiency.py`` measures both)."""
@@ -176,7 +190,8 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
         # Worker failures are Train's to retry (search.max_failures); a trial whose Train run still fails has a
         # deterministic problem, so Tune does not rerun it.
         run_config=ray.tune.RunConfig(name=TUNE_NAME, storage_path=exp.paths.ray_storage, callbacks=[export],
-                                      failure_config=ray.tune.FailureConfig(max_failures=0)),
+                                      failure_config=ray.tune.FailureConfig(max_failures=0),
+                                      **tune_console(_table_metrics(exp), _table_parameters(exp))),
     )
 
 

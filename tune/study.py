@@ -34,6 +34,7 @@ from hmh.report import format_or_dash as _mm
 from hmh.results import CONSTANT, ExperimentPaths, read_table, val_columns, write_table
 from hmh.study_results import EPOCHS_SCHEMA, TEST_SCHEMA, StudyPaths, test_rows, write_study_plots, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
+from tune.console import tune_console
 from tune.space import apply_params
 from tune.train import check_same_config, prepare_config, run_stage, run_two_stage, test_metrics
 
@@ -201,7 +202,8 @@ def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None
             tune_config=ray.tune.TuneConfig(max_concurrent_trials=1),
             run_config=ray.tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=paths.ray_storage,
                                           callbacks=[StudyExport(study, specs)],
-                                          failure_config=ray.tune.FailureConfig(max_failures=0)),
+                                          failure_config=ray.tune.FailureConfig(max_failures=0),
+                                          **tune_console({"stage": "stage"}, {"arm": "arm"})),
         )
         results = tuner.fit()
         failed = sum(result.error is not None for result in results)
