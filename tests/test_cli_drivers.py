@@ -30,3 +30,20 @@ def test_an_unknown_option_is_the_drivers_error(capsys):
         main(["search", "--no-such-option"])
     assert done.value.code == 2
     assert "hmh search: error: unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_study_arms_train_a_selector_only_where_asked():
+    """``--select-ks``: the other arms train the generation stage alone (Table 4.2 reads best of K); the no-MSF
+    arm needs its partner's selector; a K outside ``--ks`` is refused naming the option."""
+    from hmh.config import ConfigError, load_config
+    from tune.study import study_arms
+
+    cfg = load_config("bench")  # top-2
+    every = {a.name: a.select for a in study_arms(cfg, [1, 4, 8, 16], 8)}
+    assert every == {"k1": False, "k4": True, "k8": True, "k8-no-msf": True, "k16": True}
+    asked = {a.name: a.select for a in study_arms(cfg, [1, 4, 8, 16], 8, [8])}
+    assert asked == {"k1": False, "k4": False, "k8": True, "k8-no-msf": True, "k16": False}
+    with pytest.raises(ConfigError, match="--msf-k 8: expected one of --ks .and of --select-ks"):
+        study_arms(cfg, [1, 4, 8, 16], 8, [4])
+    with pytest.raises(ConfigError, match="--select-ks 32: expected some of --ks 1 4 8 16"):
+        study_arms(cfg, [1, 4, 8, 16], 8, [32])

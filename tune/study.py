@@ -1,10 +1,11 @@
 """The reproduction study: the seed's Tables 4.1-4.3 as one Ray Tune experiment on hmh's own training.
 
-``python -m tune.study [--config tune/configs/reproduce.yaml] [--ks 1 4 8 16] [--msf-k 8] [--address ...]
-[--set k=v]``
+``python -m tune.study [--config tune/configs/reproduce.yaml] [--ks 1 4 8 16] [--msf-k 8] [--select-ks 8]
+[--address ...] [--set k=v]``
 
 - One Tune trial per *arm*, a grid run one trial at a time (:func:`study_arms`): ``k<K>`` for every K of ``--ks``
-  trains both stages at the config's budget (the selection stage only where K > ``selection.top_n``; ``k1`` is
+  trains both stages at the config's budget (the selection stage only where K > ``selection.top_n``, and with
+  ``--select-ks`` only for those K: Table 4.2 reads best of K, which the generation stage alone sets; ``k1`` is
   the single-hypothesis model), and ``k<M>-no-msf`` trains a selector without the Model-Specific Feature on the
   generator of ``k<M>`` (``--msf-k``): both use the same Ray Train generation run, which whichever of the two runs
   first trains and the other finds finished. Each trial runs its stages as Ray Train runs (:mod:`tune.train`),
@@ -66,18 +67,24 @@ class Arm:
         return {"arm": self.name, "num_hypotheses": self.num_hypotheses, "msf": self.msf, "top_n": self.top_n}
 
 
-def study_arms(cfg: Config, ks: list[int], msf_k: int) -> list[Arm]:
-    """The arms for ``ks`` (distinct, >= 1) and the no-MSF arm on ``msf_k``'s generator (0: none; else one of ``ks``
-    that trains a selector). Raises :class:`ConfigError` naming the bad value."""
+def study_arms(cfg: Config, ks: list[int], msf_k: int, select_ks: list[int] | None = None) -> list[Arm]:
+    """The arms for ``ks`` (distinct, >= 1), a selector trained for each K > top-n (of ``select_ks`` only, when
+    given), and the no-MSF arm on ``msf_k``'s generator (0: none; else one of ``ks`` that trains a selector).
+    Raises :class:`ConfigError` naming the bad value."""
     if not ks or len(set(ks)) != len(ks) or min(ks) < 1:
         raise ConfigError(f"--ks {' '.join(map(str, ks))}: expected distinct numbers of hypotheses >= 1")
+    if select_ks is not None and not set(select_ks) <= set(ks):
+        raise ConfigError(f"--select-ks {' '.join(map(str, select_ks))}: expected some of --ks "
+                          f"{' '.join(map(str, ks))}")
     top_n = cfg.selection.top_n
-    arms = [Arm(f"k{k}", k, True, min(top_n, k), k > top_n and cfg.train.selection_epochs > 0) for k in sorted(ks)]
+    arms = [Arm(f"k{k}", k, True, min(top_n, k), k > top_n and cfg.train.selection_epochs > 0
+                and (select_ks is None or k in select_ks)) for k in sorted(ks)]
     if msf_k:
         source = next((a for a in arms if a.num_hypotheses == msf_k), None)
         if source is None or not source.select:
-            raise ConfigError(f"--msf-k {msf_k}: expected one of --ks above selection.top_n={top_n} (with "
-                              "train.selection_epochs > 0), so that it trains a selector to compare with")
+            raise ConfigError(f"--msf-k {msf_k}: expected one of --ks (and of --select-ks, if given) above "
+                              f"selection.top_n={top_n} (with train.selection_epochs > 0), so that it trains a "
+                              "selector to compare with")
         arms.insert(arms.index(source) + 1, Arm(f"{source.name}-no-msf", msf_k, False, source.top_n, True,
                                                 source.name))
     return arms
@@ -172,12 +179,13 @@ def _constant_rows(cfg: Config) -> list[dict]:
     return test_rows(fields, constant_errors(datasets["train"], datasets["test"]), len(datasets["test"]))
 
 
-def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None) -> int:
+def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None,
+              select_ks: list[int] | None = None) -> int:
     """Run (or continue) the study of ``cfg``; returns 0 when every arm finished, 1 when some failed."""
     from tune.resources import DRIVER_CPUS, init_ray
     from tune.search import HEAD_NODE_RESOURCE
 
-    arms = study_arms(cfg, ks, msf_k)
+    arms = study_arms(cfg, ks, msf_k, select_ks)
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     study = StudyPaths(paths.root)
     check_same_config(paths.config, cfg, f"the study in {paths.root}")
@@ -221,7 +229,7 @@ def run_args(args: argparse.Namespace) -> int:
     from hmh.config import load_config
 
     cfg = load_config(repo_path(args.config), args.overrides)
-    return run_study(cfg, args.ks, args.msf_k, args.address)
+    return run_study(cfg, args.ks, args.msf_k, args.address, args.select_ks)
 
 
 def build_parser(prog: str = "") -> argparse.ArgumentParser:
@@ -232,6 +240,10 @@ def build_parser(prog: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--msf-k", type=int, default=DEFAULT_MSF_K,
                         help="K of the multi-hypothesis model of Tables 4.1 and 4.3, whose generator also gets a "
                              f"selector without MSF; 0 = no Table 4.3 (default: {DEFAULT_MSF_K})")
+    parser.add_argument("--select-ks", type=int, nargs="+", default=None, metavar="K",
+                        help="the K whose arms train a selector (default: every K above selection.top_n); Table "
+                             "4.2 reads best of K, set by the generation stage alone, so e.g. --select-ks 8 skips "
+                             "the selection stage of the other arms")
     return parser
 
 
