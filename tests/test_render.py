@@ -106,6 +106,39 @@ def test_antialiasing_by_jitter_or_msaa(sphere):
     assert abs(soft.sum() - hard.sum()) < 0.03 * hard.sum()
 
 
+def test_a_part_filled_atlas_after_a_full_one_equals_a_fresh_render(sphere):
+    """The draw clears the whole atlas (fast on llvmpipe), not only the rows it uses (the straightforward way):
+    tiles left from an earlier, larger draw must not show up; timing the phases changes nothing."""
+    from hmh.data.timing import PhaseTimer
+
+    verts, faces = sphere
+    offsets = np.linspace(-0.04, 0.04, 24)
+    frames = verts[None] * RADIUS + np.stack([offsets, offsets[::-1], DEPTH + 0 * offsets], -1)[:, None]
+    arrays = frame_arrays(24)
+    with MeshRenderer(faces, len(verts), SIZE, frames_per_image=3, images_per_draw=8) as fresh:
+        expected = fresh.render(frames[:6], *(a[:6] for a in arrays))  # 2 of 8 atlas rows
+    with MeshRenderer(faces, len(verts), SIZE, frames_per_image=3, images_per_draw=8) as reused:
+        reused.render(frames[::-1], *(a[::-1] for a in arrays))  # all 8 rows drawn first
+        timer = PhaseTimer()
+        again = reused.render(frames[:6], *(a[:6] for a in arrays), timer=timer)
+    np.testing.assert_array_equal(again.rgb, expected.rgb)
+    np.testing.assert_array_equal(again.alpha, expected.alpha)
+    assert set(timer.wall) == {"rendering", "averaging"} and all(t >= 0 for t in timer.cpu.values())
+
+
+def test_renderer_then_torchvision_and_triton_do_not_crash():
+    """EGL first, then triton's LLVM (torchvision, torch.compile) segfaulted; create_context preloads triton."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")  # CPU-only torch builds have no triton, and so nothing to conflict with
+    code = ("from hmh.data.render import create_context; ctx = create_context(); import torchvision, triton, torch; "
+            "print(float((torchvision.ops.box_area(torch.ones(1, 4) * torch.tensor([0, 0, 2, 3]))).sum()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "6.0"
+
+
 def test_open_mesh_is_capped_and_winding_is_checked(sphere):
     verts, faces = sphere
     top = np.isin(faces, [0]).any(1)  # remove the faces around the north pole: one open ring

@@ -201,6 +201,41 @@ def test_deterministic_bytes(dataset, tmp_path):
     assert (other / rel).read_bytes() != (dataset / rel).read_bytes()
 
 
+def test_annotations_written_per_split_during_the_build_equal_writing_them_at_the_end(dataset, tmp_path):
+    """The straightforward way: every chunk's records first, then both splits' annotation files."""
+    from hmh.data.synthetic import SPLITS, SynthArgs, _tasks, _write_annotations
+
+    args = SynthArgs(**ARGS)
+    records = {split: [] for split in SPLITS}
+    for task in _tasks(tmp_path, args):
+        records[task.split] += synth_worker.render_chunk(task)
+    for split in SPLITS:
+        _write_annotations(tmp_path, split, records[split], args)
+        for name in NAMES:
+            rel = Path("annotations") / split / f"BlurHand_{split}_{name}.json"
+            assert (tmp_path / rel).read_bytes() == (dataset / rel).read_bytes()
+
+
+def test_phase_timer_changes_nothing_and_sees_every_phase(tmp_path):
+    from hmh.data.synthetic import SynthArgs, _tasks
+    from hmh.data.timing import PhaseTimer
+
+    args = SynthArgs(**{**ARGS, "train": 8, "test": 0})
+    plain, timed = (_tasks(tmp_path / name, args)[0] for name in ("plain", "timed"))
+    timer = PhaseTimer()
+    records = synth_worker.render_chunk(plain), synth_worker.render_chunk(timed, timer)
+    assert [r.cameras for r in records[0]] == [r.cameras for r in records[1]]
+    for a, b in zip(*records, strict=True):
+        np.testing.assert_array_equal(a.world_mm, b.world_mm)
+    jpegs = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.jpg"))
+    assert len(jpegs) == 8
+    for rel in jpegs:
+        assert (tmp_path / "plain" / rel).read_bytes() == (tmp_path / "timed" / rel).read_bytes()
+    phases = ("posing", "skinning", "rendering", "averaging", "background", "encoding", "writing")
+    assert set(timer.wall) == set(timer.cpu) == set(phases)
+    assert all(timer.wall[p] > 0 for p in phases)
+
+
 def test_interrupted_build_leaves_nothing_complete_and_reruns(dataset, tmp_path, monkeypatch):
     calls = []
 

@@ -20,11 +20,13 @@ premultiplied by alpha (coverage), ready for ``mean_rgb + (1 - mean_alpha) * bac
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
+from hmh.data.timing import NO_TIMER, PhaseTimer
 from hmh.errors import HmhError
 
 SYSTEM_PACKAGES = ("libegl1", "libegl-mesa0", "libgl1-mesa-dri", "libgl1")
@@ -128,10 +130,13 @@ class Renders:
 
 def create_context():
     """A standalone moderngl context on EGL; raises :class:`RendererUnavailableError` naming what to install."""
-    # Load torchvision (and through it triton's LLVM) before Mesa's llvmpipe: with EGL loaded first, a later
-    # triton import in this process (torchvision, torch.compile) crashes with a segmentation fault.
+    # Load triton (and its LLVM) before Mesa's llvmpipe: with EGL loaded first, a later triton import in this
+    # process (torchvision, torch.compile) crashes with a segmentation fault. triton alone takes 0.1 s to import,
+    # torchvision (which imports it) 1.3 s: that was most of a generator worker's start-up.
     import moderngl
-    import torchvision  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # without triton (CPU-only torch) there is nothing to conflict
+        import triton  # noqa: F401
 
     try:
         return moderngl.create_context(standalone=True, backend="egl", require=330)
@@ -267,12 +272,20 @@ class MeshRenderer:
         self.mean_vao = ctx.vertex_array(self.mean_program, [])
         self.mean_fbo = ctx.framebuffer(color_attachments=[ctx.renderbuffer((self.size, atlas[1]), 4, dtype="f4")])
 
-    def render(self, vertices: np.ndarray, intrinsics: np.ndarray, albedo: np.ndarray, light: np.ndarray) -> Renders:
+    def render(
+        self,
+        vertices: np.ndarray,
+        intrinsics: np.ndarray,
+        albedo: np.ndarray,
+        light: np.ndarray,
+        timer: PhaseTimer = NO_TIMER,
+    ) -> Renders:
         """Render ``vertices (N, V, 3)`` (camera frame, metres) with ``intrinsics (N, 4)`` = fx, fy, cx, cy px.
 
         ``albedo (N, 4)``: linear skin rgb and specular strength; ``light (N, 4)``: key light direction (towards
         the light, camera frame) and ambient level. N must be a multiple of F; returns :class:`Renders` for the
-        ``B = N / F`` images, each the mean of its F consecutive frames.
+        ``B = N / F`` images, each the mean of its F consecutive frames. ``timer`` laps "rendering" (normals,
+        uploads, the draw) and "averaging" (the mean pass and the read back) of each draw.
         """
         vertices = np.asarray(vertices, dtype=np.float32)
         n, f = vertices.shape[0], self.frames_per_image
@@ -290,11 +303,13 @@ class MeshRenderer:
         for start in range(0, b, self.images_per_draw):
             images = slice(start, min(b, start + self.images_per_draw))
             frames = slice(images.start * f, images.stop * f)
-            rgba = self._draw(vertices[frames], *(np.asarray(a[frames], np.float32) for a in per_frame.values()))
+            rgba = self._draw(vertices[frames], *(np.asarray(a[frames], np.float32) for a in per_frame.values()),
+                              timer=timer)
             rgb[images], alpha[images] = rgba[..., :3], rgba[..., 3]
+            timer.lap("averaging")
         return Renders(rgb=rgb, alpha=alpha)
 
-    def _draw(self, vertices, intrinsics, albedo, light) -> np.ndarray:
+    def _draw(self, vertices, intrinsics, albedo, light, timer: PhaseTimer) -> np.ndarray:
         """One draw of ``n`` frames, one read of their ``B = n / F`` means ``(B, S, S, 4)``."""
         n, s = len(vertices), self.size
         block = np.zeros((3, self.tiles, 4), dtype=np.float32)  # (uniform array, frame, vec4)
@@ -307,9 +322,8 @@ class MeshRenderer:
         self.normals.write(normals.astype(np.float32).tobytes(), viewport=(0, 0, self.render_vertices, n))
         ctx, b = self.ctx, n // self.frames_per_image
         height = self.frames.height
-        used = (0, height - b * s, self.frames.width, b * s)  # GL window rows of the first b tile rows
         (self.msaa_fbo or self.frames_fbo).use()
-        ctx.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=used)
+        ctx.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)  # all of it: llvmpipe clears a part (scissored) ~5x slower
         ctx.enable(ctx.DEPTH_TEST | ctx.CULL_FACE)
         for plane in range(4):
             ctx.enable_direct(_GL_CLIP_DISTANCE0 + plane)
@@ -319,6 +333,7 @@ class MeshRenderer:
         self.vao.render(instances=n)
         if self.msaa_fbo is not None:
             ctx.copy_framebuffer(self.frames_fbo, self.msaa_fbo)
+        timer.lap("rendering", sync=ctx.finish)
         self.mean_fbo.viewport = (0, height - b * s, s, b * s)
         self.mean_fbo.use()
         ctx.disable(ctx.DEPTH_TEST | ctx.CULL_FACE)

@@ -19,6 +19,7 @@ import torch
 from hmh.data import motion
 from hmh.data.appearance import background, finish_image, sample_albedo, sample_light
 from hmh.data.render import MeshRenderer, orient_outward
+from hmh.data.timing import NO_TIMER, PhaseTimer
 
 SIDES = ("right", "left")
 EDGE_MARGIN = 0.06  # keyframe joints kept this fraction of the image away from its border when choosing cameras
@@ -156,8 +157,9 @@ def _jitter(rng: np.random.Generator, count: int) -> np.ndarray:
     return (0.5 + steps + rng.uniform(size=2)) % 1.0 - 0.5
 
 
-def _pose_side(models: _Models, side: str, clips: list[motion.Clip], times: np.ndarray):
-    """Pose every clip's K keyframes and F sub-frames of one side in one MANO call.
+def _pose_side(models: _Models, side: str, clips: list[motion.Clip], times: np.ndarray, timer: PhaseTimer):
+    """Pose every clip's K keyframes and F sub-frames of one side in one MANO call (sub-frames: posing; MANO:
+    skinning, for ``timer``).
 
     Returns per clip (joints (K, 21, 3), wrist rest J0 (3,), sub-frame vertices (F, V, 3)), MANO frame metres with
     the wrist path of the clip *not* yet added (transl = 0).
@@ -173,10 +175,12 @@ def _pose_side(models: _Models, side: str, clips: list[motion.Clip], times: np.n
     hand_pose = np.concatenate([pose, sub_pose]).transpose(1, 0, 2)  # (C, K + F, 45)
     betas = np.repeat(np.stack([clip.betas for clip in clips])[:, None], k + f, axis=1)  # (C, K + F, 10)
     to_t = lambda array: torch.from_numpy(array.reshape(c * (k + f), -1)).float()  # noqa: E731
+    timer.lap("posing")
     with torch.no_grad():
         out = models.mano[side](to_t(orient), to_t(hand_pose), to_t(betas))
     joints = out.joints.double().numpy().reshape(len(clips), k + f, 21, 3)
     verts = out.vertices.double().numpy().reshape(len(clips), k + f, -1, 3)
+    timer.lap("skinning")
     return [(joints[i, :k], joints[i, 0, 0], verts[i, k:]) for i in range(len(clips))]
 
 
@@ -212,16 +216,20 @@ def _place(task: ChunkTask, index: int, clip: motion.Clip, posed, rng: np.random
     return record, sub_verts - rest_wrist + sub_wrist[:, None], rig, local
 
 
-def render_chunk(task: ChunkTask) -> list[ClipRecord]:
-    """Generate clips ``task.first ..`` of the chunk, write their JPEGs under ``task.out``, return their records."""
+def render_chunk(task: ChunkTask, timer: PhaseTimer = NO_TIMER) -> list[ClipRecord]:
+    """Generate clips ``task.first ..`` of the chunk, write their JPEGs under ``task.out``, return their records.
+
+    ``timer``: laps each phase (posing, skinning, rendering, averaging, background, encoding, writing).
+    """
     models = _models(task.size, task.subframes)
+    timer.restart()
     times = motion.subframe_times(task.subframes)
     rngs, clips = _sample_clips(task, models)
     posed = [None] * len(clips)
     for side in SIDES:
         ids = [i for i, clip in enumerate(clips) if clip.side == side]
         if ids:
-            for i, result in zip(ids, _pose_side(models, side, [clips[i] for i in ids], times), strict=True):
+            for i, result in zip(ids, _pose_side(models, side, [clips[i] for i in ids], times, timer), strict=True):
                 posed[i] = result
 
     records, jobs = [], {side: [] for side in SIDES}
@@ -244,18 +252,23 @@ def render_chunk(task: ChunkTask) -> list[ClipRecord]:
             name = f"Capture{record.capture}/{record.seq_name}/cam{rig.names[cam]}/image{frame}.jpg"
             jobs[clip.side].append((rng, Path(task.out) / name, cam_verts, intr, albedo, light))
         records.append(record)
+    timer.lap("posing")
     for side in SIDES:
         if jobs[side]:
-            _write_images(models.renderers[side], jobs[side], task.size, motion.profile(task.profile).clutter)
+            _write_images(models.renderers[side], jobs[side], task.size, motion.profile(task.profile).clutter, timer)
     return records
 
 
-def _write_images(renderer: MeshRenderer, jobs: list[tuple], size: int, clutter: int) -> None:
+def _write_images(renderer: MeshRenderer, jobs: list[tuple], size: int, clutter: int, timer: PhaseTimer) -> None:
     """Render every job's F sub-frames in one call, then photograph and write each image (backgrounds with up to
     ``clutter`` shapes)."""
     verts, intr, albedo, light = (np.concatenate([job[j] for job in jobs]) for j in (2, 3, 4, 5))  # (B * F, ...)
-    renders = renderer.render(verts, intr, albedo, light)
+    renders = renderer.render(verts, intr, albedo, light, timer)
     for b, (rng, path, *_) in enumerate(jobs):
-        jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], background(rng, size, clutter))
+        back = background(rng, size, clutter)
+        timer.lap("background")
+        jpeg = finish_image(rng, renders.rgb[b], renders.alpha[b], back)
+        timer.lap("encoding")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg)
+        timer.lap("writing")

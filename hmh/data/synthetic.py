@@ -195,8 +195,7 @@ def build_dataset(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        records = _generate(partial, args, progress, workers)
-        counts = {split: _write_annotations(partial, split, records[split], args) for split in SPLITS}
+        counts = _generate(partial, args, progress, workers)
         (partial / "dataset.yaml").write_text(_manifest(args, counts))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half dataset behind
@@ -242,16 +241,25 @@ def _run(tasks: list[ChunkTask], workers: int | None) -> Iterator[list[ClipRecor
         yield from pool.imap(render_chunk, tasks)
 
 
-def _generate(partial: Path, args: SynthArgs, progress: bool, workers: int | None) -> dict[str, list[ClipRecord]]:
+def _generate(partial: Path, args: SynthArgs, progress: bool, workers: int | None) -> dict[str, dict]:
+    """Render every image and write each split's annotation files as soon as its last chunk is in (so the train
+    split's are written while the workers render the test split); returns each split's counts."""
     from tqdm import tqdm
 
     tasks = _tasks(partial, args)
+    last = {task.split: i for i, task in enumerate(tasks)}  # the index of each split's last task
     records = {split: [] for split in SPLITS}
+    counts = {}
     with tqdm(total=args.train + args.test, desc="synth", unit="img", disable=not progress) as bar:
-        for task, chunk in zip(tasks, _run(tasks, workers), strict=True):
+        for i, (task, chunk) in enumerate(zip(tasks, _run(tasks, workers), strict=True)):
             records[task.split] += chunk
             bar.update(sum(len(r.cameras) for r in chunk))
-    return records
+            if i == last[task.split]:
+                counts[task.split] = _write_annotations(partial, task.split, records.pop(task.split), args)
+    for split in SPLITS:
+        if split not in counts:  # no images in it: empty annotation files
+            counts[split] = _write_annotations(partial, split, [], args)
+    return {split: counts[split] for split in SPLITS}
 
 
 def _mano_entry(record: ClipRecord, k: int) -> dict:
