@@ -51,6 +51,7 @@ from typing import Any
 import pyarrow as pa
 
 from hmh import atomic
+from hmh.config import SearchConfig
 from hmh.results import read_table, write_table
 
 GRID: dict[str, list[Any]] = {  # 3 x 4 x 4 = 48 configurations
@@ -73,16 +74,20 @@ class Arm:
     name: str
     sampler: str  # tpe | random
     asha: bool
-    startup: int = 10  # TPE's random start-up trials (Optuna's default: 10)
+    startup: int = SearchConfig.tpe_startup_trials  # TPE's random start-up trials (search.tpe_startup_trials)
     multivariate: bool = False
     grace: int = GRACE  # ASHA's first rung (trial-epoch); capped at the table's epochs
 
     def make_sampler(self, seed: int):
+        """Random search, or TPE built by ``tune.search`` itself from the ``search.*`` settings of this arm."""
         import optuna
+
+        from tune.search import tpe_sampler
 
         if self.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, multivariate=self.multivariate)
+        return tpe_sampler(SearchConfig(seed=seed, tpe_startup_trials=self.startup,
+                                        tpe_multivariate=self.multivariate))
 
 
 FIRST_SELECTION_EPOCH = GENERATION_EPOCHS + 1  # the first trial-epoch whose objective is the selected top-n
