@@ -7,6 +7,7 @@
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
+- no placement group outlives its trial: the driver removes one that Ray Train's own cleaner left behind;
 - the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
   not, Tune's trial table does (tune.console);
 - the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
@@ -124,6 +125,46 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
     assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
     assert (exp.paths.plots / "objective_vs_trial.png").is_file()
     assert not exp.paths.final.exists()  # search.final_retrain is off in this test
+    assert _placement_groups_left() == []  # the stopped trial's Train workers were released
+
+
+def _placement_groups_left() -> list[dict]:
+    from ray.util.placement_group import placement_group_table
+
+    return [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
+
+
+def test_a_placement_group_that_an_ended_trial_left_behind_is_removed(ray_address) -> None:
+    from types import SimpleNamespace
+
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from tune.placement import ReleasePlacementGroups, record_group, recorded_groups
+
+    leaked, released = placement_group([{"CPU": 0.5}]), placement_group([{"CPU": 0.5}])
+    ray.get([leaked.ready(), released.ready()], timeout=60)
+    record_group("leaky", leaked.id.hex())
+    record_group("tidy", released.id.hex())
+    remove_placement_group(released)  # as Ray Train does when its run ends, or its cleaner after a stop
+    lines: list[str] = []
+    callback = ReleasePlacementGroups(grace_s=0.0, echo=lines.append)
+    leaky, tidy = SimpleNamespace(trial_id="leaky"), SimpleNamespace(trial_id="tidy")
+    callback.on_trial_complete(0, [leaky, tidy], leaky)
+    callback.on_trial_error(0, [leaky, tidy], tidy)
+    callback.on_step_begin(1, [leaky, tidy])
+    assert placement_group_table(leaked)["state"] == "REMOVED" and _placement_groups_left() == []
+    assert len(lines) == 1 and f"trial leaky: removed placement group {leaked.id.hex()}" in lines[0], lines
+    assert recorded_groups("leaky") == recorded_groups("tidy") == []
+
+    # At the end of an experiment, Ray's cleaner gets grace_s to remove a group before the driver does.
+    late = placement_group([{"CPU": 0.5}])
+    ray.get(late.ready(), timeout=60)
+    record_group("late", late.id.hex())
+    threading.Timer(1.0, remove_placement_group, args=(late,)).start()
+    start = time.monotonic()
+    ReleasePlacementGroups(grace_s=30.0, echo=lines.append).on_experiment_end([SimpleNamespace(trial_id="late")])
+    assert time.monotonic() - start < 20 and len(lines) == 1 and _placement_groups_left() == []
 
 
 def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:

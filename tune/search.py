@@ -166,6 +166,7 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     from ray.tune.search.optuna import OptunaSearch
 
     from tune.export import ExportCallback
+    from tune.placement import ReleasePlacementGroups
     from tune.space import DefineByRun
 
     s = exp.cfg.search
@@ -189,7 +190,8 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
                                         max_concurrent_trials=concurrent),
         # Worker failures are Train's to retry (search.max_failures); a trial whose Train run still fails has a
         # deterministic problem, so Tune does not rerun it.
-        run_config=ray.tune.RunConfig(name=TUNE_NAME, storage_path=exp.paths.ray_storage, callbacks=[export],
+        run_config=ray.tune.RunConfig(name=TUNE_NAME, storage_path=exp.paths.ray_storage,
+                                      callbacks=[export, ReleasePlacementGroups(echo=echo)],
                                       failure_config=ray.tune.FailureConfig(max_failures=0),
                                       **tune_console(_table_metrics(exp), _table_parameters(exp))),
     )

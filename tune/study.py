@@ -182,6 +182,7 @@ def _constant_rows(cfg: Config) -> list[dict]:
 def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None,
               select_ks: list[int] | None = None) -> int:
     """Run (or continue) the study of ``cfg``; returns 0 when every arm finished, 1 when some failed."""
+    from tune.placement import ReleasePlacementGroups
     from tune.resources import DRIVER_CPUS, init_ray
     from tune.search import HEAD_NODE_RESOURCE
 
@@ -209,7 +210,7 @@ def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None
             # One arm at a time: an arm and its no-MSF partner share one Ray Train generation run.
             tune_config=ray.tune.TuneConfig(max_concurrent_trials=1),
             run_config=ray.tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=paths.ray_storage,
-                                          callbacks=[StudyExport(study, specs)],
+                                          callbacks=[StudyExport(study, specs), ReleasePlacementGroups(echo=echo)],
                                           failure_config=ray.tune.FailureConfig(max_failures=0),
                                           **tune_console({"stage": "stage"}, {"arm": "arm"})),
         )
