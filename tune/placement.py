@@ -15,7 +15,6 @@ time Ray's own cleaner gets), talking to the GCS only: no dashboard involved.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -26,8 +25,6 @@ from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # int
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 __all__ = ["GRACE_S", "RecordPlacementGroups", "ReleasePlacementGroups", "recorded_groups", "record_group"]
-
-log = logging.getLogger(__name__)
 
 NAMESPACE = "hmh_placement_groups"
 GRACE_S = 30.0  # Ray's cleaner polls every second, each State API query waiting up to 10 s
@@ -96,7 +93,8 @@ class ReleasePlacementGroups(ray.tune.Callback):
         for trial in trials:  # Tune has stopped every trial, also those it never reported ended (interrupted)
             self._ended.setdefault(trial.trial_id, now)
         deadline = max(self._ended.values(), default=now) + self.grace_s
-        while time.monotonic() < deadline and any(_alive(g) for t in self._ended for g in recorded_groups(t)):
+        groups = [g for t in self._ended for g in recorded_groups(t)]  # final: no trial starts a run any more
+        while time.monotonic() < deadline and any(_alive(g) for g in groups):
             time.sleep(_POLL_S)
         for trial_id in list(self._ended):
             self.release(trial_id)
