@@ -216,6 +216,29 @@ def test_annotations_written_per_split_during_the_build_equal_writing_them_at_th
             assert (tmp_path / rel).read_bytes() == (dataset / rel).read_bytes()
 
 
+def test_render_chunk_runs_mano_with_one_torch_thread_whatever_the_caller_set(tmp_path, monkeypatch):
+    """Float32 reductions over several threads can change the last digit (AVX-512): every caller of render_chunk
+    gets the one-thread bytes, and its own thread count back."""
+    from hmh.data.synthetic import SynthArgs, _tasks
+
+    seen = []
+    pose_side = synth_worker._pose_side
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return pose_side(*args, **kwargs)
+
+    monkeypatch.setattr(synth_worker, "_pose_side", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        synth_worker.render_chunk(_tasks(tmp_path, SynthArgs(**{**ARGS, "train": 4, "test": 0}))[0])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+
+
 def test_phase_timer_changes_nothing_and_sees_every_phase(tmp_path):
     from hmh.data.synthetic import SynthArgs, _tasks
     from hmh.data.timing import PhaseTimer

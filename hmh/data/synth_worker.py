@@ -3,13 +3,17 @@
 A chunk's output depends only on (seed, split, clip indices, size, sub-frames): clip ``i`` draws everything from
 ``default_rng([seed, split_code, 1, i])``, capture ``c``'s camera rig from ``default_rng([seed, split_code, 0, c])``,
 and a chunk always renders the same images in the same atlas slots, so any number of worker processes gives
-identical files. MANO runs in float32 on the CPU with one thread.
+identical files. MANO runs in float32 on the CPU with one torch thread, whoever calls :func:`render_chunk`: float32
+reductions split over several threads can differ in the last bit (seen with AVX-512 kernels), and the files must
+not depend on the caller's thread count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +101,17 @@ class _Models:
 
 
 _MODELS: _Models | None = None
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block with one torch thread, then restore the caller's count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _models(size: int, subframes: int) -> _Models:
@@ -219,8 +234,14 @@ def _place(task: ChunkTask, index: int, clip: motion.Clip, posed, rng: np.random
 def render_chunk(task: ChunkTask, timer: PhaseTimer = NO_TIMER) -> list[ClipRecord]:
     """Generate clips ``task.first ..`` of the chunk, write their JPEGs under ``task.out``, return their records.
 
-    ``timer``: laps each phase (posing, skinning, rendering, averaging, background, encoding, writing).
+    ``timer``: laps each phase (posing, skinning, rendering, averaging, background, encoding, writing). Runs with
+    one torch thread (:func:`one_torch_thread`), so the files do not depend on the caller's thread count.
     """
+    with one_torch_thread():
+        return _render_chunk(task, timer)
+
+
+def _render_chunk(task: ChunkTask, timer: PhaseTimer) -> list[ClipRecord]:
     models = _models(task.size, task.subframes)
     timer.restart()
     times = motion.subframe_times(task.subframes)

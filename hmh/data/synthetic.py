@@ -228,14 +228,7 @@ def _run(tasks: list[ChunkTask], workers: int | None) -> Iterator[list[ClipRecor
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1
     if workers <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield from map(render_chunk, tasks)
-        finally:
-            torch.set_num_threads(threads)
+        yield from map(render_chunk, tasks)
         return
     with multiprocessing.get_context("spawn").Pool(workers, initializer=worker_init) as pool:
         yield from pool.imap(render_chunk, tasks)
