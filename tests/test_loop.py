@@ -169,6 +169,41 @@ def test_evaluate_returns_every_metric(cfg, datasets):
     assert set(OBJECTIVES.values()) <= set(with_sel)
 
 
+def test_evaluate_equals_the_one_shot_protocol_on_the_same_predictions(cfg, datasets):
+    """loop.evaluate against hmh.metrics' one-shot functions, fed the predictions of a plain forward pass."""
+    from hmh import metrics as M
+
+    generator, selector = fresh_models(cfg)
+    loader = make_loader(datasets["val"], cfg, train=False, device=CPU)
+    got = evaluate(generator, selector, loader, cfg, CPU)
+    parts = {key: [] for key in ("joints", "verts", "scores", "gt", "valid", "mesh", "mesh_valid")}
+    with torch.no_grad():
+        for batch in loader:
+            out = generator(batch["image"])
+            parts["joints"].append(out.joints.double())  # (B, K, T, J, 3)
+            parts["verts"].append((out.vertices[:, :, 1] - out.joints[:, :, 1, :1]).double())  # (B, K, V, 3)
+            parts["scores"].append(selector(batch["image"], out).reward.double())  # (B, K)
+            for key, name in (("gt", "joints_3d"), ("valid", "joint_valid"), ("mesh", "mesh"),
+                              ("mesh_valid", "mesh_valid")):
+                parts[key].append(batch[name])
+    joints, verts, scores, gt, valid, mesh, mesh_valid = (torch.cat(parts[key]) for key in parts)
+    top_n = cfg.selection.top_n
+    final = M.aggregate(joints, scores, top_n, verts)
+    mean = M.mean_of_k(joints, verts)
+    expected = {
+        "best_of_k": M.best_of_k(joints, gt, valid, verts, mesh, mesh_valid),
+        "hyp0": M.blurhand_errors(joints[:, 0], gt, valid, verts[:, 0], mesh, mesh_valid),
+        "final": M.blurhand_errors(final.joints, gt, valid, final.verts, mesh, mesh_valid),
+        "mean_of_k": M.blurhand_errors(mean.joints, gt, valid, mean.verts, mesh, mesh_valid),
+    }
+    assert expected["best_of_k"]["mpjpe_current"] < expected["hyp0"]["mpjpe_current"]
+    for reduction, metrics in expected.items():
+        for metric, value in metrics.items():
+            assert got[f"{reduction}/{metric}"] == pytest.approx(value, rel=1e-4), f"{reduction}/{metric}"
+    precision = M.selection_precision(scores, M.sequence_errors(joints, gt, valid), top_n)
+    assert got["selection/precision"] == pytest.approx(precision, rel=1e-6)
+
+
 def test_hypothesis_grid(cfg, batch):
     generator, selector = fresh_models(cfg)
     generator.eval()

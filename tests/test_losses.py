@@ -161,14 +161,19 @@ def test_diversity_loss_values_and_direction():
 
 
 def test_jrc_matches_hand_computed_value():
-    logits = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # one image, K = 2
-    labels = torch.tensor([[1, 0]])
-    # k=0 (y=1): calib -log(e^0/(e^1+e^0)) = log(1+e); rank on channel 1: -log(e^0/(e^0+e^2)) = log(1+e^2)
-    # k=1 (y=0): calib -log(e^0/(e^0+e^2)) = log(1+e^2); rank on channel 0: -log(e^0/(e^1+e^0)) = log(1+e)
-    a, b = math.log(1 + math.e), math.log(1 + math.e**2)
-    assert math.isclose(float(jrc_loss(logits, labels, 0.5)), 0.5 * (a + b), rel_tol=1e-6)
-    assert math.isclose(float(jrc_loss(logits, labels, 1.0)), (a + b) / 2, rel_tol=1e-6)
-    assert math.isclose(float(jrc_loss(logits, labels, 0.0)), (b + a) / 2, rel_tol=1e-6)
+    """An asymmetric image (K = 3), so calibration and ranking differ and each alpha expects its own number."""
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    labels = torch.tensor([[1, 0, 0]])
+    e = math.e
+    # calibration, -log softmax over the 2 logits at y^k: k=0 (y=1) log(1+e^2); k=1 (y=0) log(1+e); k=2 (y=0) log 2
+    calib = (math.log(1 + e**2) + math.log(1 + e) + math.log(2)) / 3
+    # ranking, -log softmax over the K hypotheses on channel y^k: channel 1 holds (0, 1, 1), channel 0 (2, 0, 1)
+    # k=0: log(1+2e); k=1: log(e^2+1+e) - 0; k=2: log(e^2+1+e) - 1
+    rank = (math.log(1 + 2 * e) + 2 * math.log(1 + e + e**2) - 1) / 3
+    assert abs(calib - rank) > 0.5
+    for alpha in (0.0, 0.3, 1.0):
+        expected = alpha * calib + (1 - alpha) * rank
+        assert math.isclose(float(jrc_loss(logits, labels, alpha)), expected, rel_tol=1e-6), alpha
 
 
 def _naive_jrc(logits, labels, alpha, valid):

@@ -355,6 +355,43 @@ def test_align_past_future():
     np.testing.assert_allclose(aligned[:, 1], h)
 
 
+def _past_and_future_decide_together() -> tuple[np.ndarray, np.ndarray]:
+    """``(reference (T, J, 3), hypothesis (T, J, 3))``, wrist at the origin: the hypothesis' past alone fits the
+    reference's past worse than its future does (11 vs 10 cm), yet past and future together fit best in order
+    (11 + 0 vs 10 + 21 cm), so the hypothesis must keep its order."""
+    reference = np.zeros((T, J, 3))
+    reference[2, 1:, 0] = 0.10  # future: the fingers 10 cm along x; past: all at the wrist
+    hypothesis = reference.copy()
+    hypothesis[0, 1:, 0] = -0.11  # its past 11 cm the other way; its future is the reference's
+    return reference, hypothesis
+
+
+def test_alignment_decides_on_past_and_future_together():
+    reference, hypothesis = _past_and_future_decide_together()
+    aligned, swapped = M.align_past_future(hypothesis[None, None], reference[None])
+    np.testing.assert_array_equal(swapped, [[False]])
+    np.testing.assert_array_equal(aligned[0, 0], hypothesis)
+    out = M.aggregate(np.stack([reference, hypothesis])[None], np.array([[0.9, 0.5]]), top_n=2)
+    np.testing.assert_array_equal(out.swapped, [[False, False]])
+    np.testing.assert_allclose(out.joints[0], (reference + hypothesis) / 2, atol=1e-12)
+
+
+def test_alignment_compares_wrist_relative_joints():
+    """Absolute joints: each hypothesis frame is the reference's hand, moved to the other frame's wrist position
+    (1 m away). Wrist-relative, the hands match in order; in absolute coordinates the exchanged order is nearer."""
+    rng = np.random.default_rng(23)
+    reference = rng.normal(scale=0.04, size=(T, J, 3))
+    reference[:, 0] = 0.0
+    wrists = np.array([[0.0, 0.0, 0.5], [0.5, 0.0, 0.5], [1.0, 0.0, 0.5]])  # (T, 3) the wrist's path
+    hypothesis = reference + wrists[::-1, None]  # each frame's hand at the mirrored frame's wrist
+    reference = reference + wrists[:, None]
+    aligned, swapped = M.align_past_future(hypothesis[None, None], reference[None])
+    np.testing.assert_array_equal(swapped, [[False]])
+    out = M.aggregate(np.stack([reference, hypothesis])[None], np.array([[0.9, 0.5]]), top_n=2)
+    np.testing.assert_array_equal(out.swapped, [[False, False]])
+    np.testing.assert_allclose(out.joints[0], (reference + hypothesis) / 2, atol=1e-12)
+
+
 def test_sequence_errors_hand_computed_and_types():
     gt = _hand(np.random.default_rng(20), 1)
     gt[0, 2] = gt[0, 0] + 0.05
@@ -497,6 +534,7 @@ def test_reward_spread_is_the_mean_over_slots_of_the_std_across_images():
 
 def test_selection_gain_without_headroom_is_nan_and_verdict_needs_a_problem():
     assert math.isnan(E.selection_gain(10.0, 9.0, 10.0))
+    assert math.isnan(E.selection_gain(10.0, 9.0, 12.0))  # a label oracle worse than random: no headroom either
     assert E.selection_gain(10.0, 8.0, 6.0) == pytest.approx(0.5)
     assert selection_verdict({"selection/gain": 0.4, "selection/common_set_share": 0.3}) is None
     assert "gain is -0.20" in selection_verdict({"selection/gain": -0.2, "selection/common_set_share": 0.3})
