@@ -253,8 +253,13 @@ def write_model(model: dict[str, np.ndarray], path: str | os.PathLike) -> None:
     """Validate MANO arrays and write them as an ``.npz`` atomically (``f`` as uint32, like the official files)."""
     arrays = validate_model(model, path)
     arrays["f"] = arrays["f"].astype(np.uint32)
-    with atomic.atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **arrays)
+    if Path(path).is_dir():
+        raise MANOFileError(f"{path}: is a folder; give the path of the .npz file to write")
+    try:
+        with atomic.atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, **arrays)
+    except OSError as err:
+        raise MANOFileError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def cache_root() -> Path:
@@ -262,6 +267,25 @@ def cache_root() -> Path:
     if os.environ.get("HMH_CACHE_DIR"):
         return Path(os.environ["HMH_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hmh"
+
+
+def cache_folder(*parts: str) -> Path:
+    """``cache_root() / parts``, created if missing, for writing; a cache that is not a writable folder raises
+    :class:`HmhError` naming it and the variable that chose it."""
+    variable = next((name for name in ("HMH_CACHE_DIR", "XDG_CACHE_HOME") if os.environ.get(name)), "HOME")
+    root = cache_root()
+    folder = root.joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        reason = "" if os.access(folder, os.W_OK | os.X_OK) else "no write permission"
+    except (FileExistsError, NotADirectoryError):
+        reason = "it or a folder above it is a file"
+    except OSError as err:
+        reason = err.strerror or str(err)
+    if reason:
+        raise HmhError(f"cache folder {root} (from ${variable}) is not a writable folder ({reason}); "
+                       "set HMH_CACHE_DIR to one")
+    return folder
 
 
 def synthetic_model_dir() -> Path:
@@ -273,6 +297,7 @@ def synthetic_model_dir() -> Path:
     folder = cache_root() / "mano" / f"synthetic-v{mano_synthetic.VERSION}"
     targets = {side: folder / f"MANO_{side.upper()}.npz" for side in ("right", "left")}
     if not all(target.exists() for target in targets.values()):
+        cache_folder("mano", folder.name)
         log.info("building the synthetic MANO hands into %s", folder)
         right = mano_synthetic.build_right()
         write_model(right, targets["right"])

@@ -250,3 +250,29 @@ def test_cli_errors_and_help(tmp_path: Path, capsys) -> None:
         with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stdout(io.StringIO()) as help_text:
             main(["mano", verb, "--help"])
         assert exit_info.value.code == 0 and "usage: hmh mano " + verb in help_text.getvalue()
+
+
+def test_convert_onto_a_folder_or_an_unwritable_place_is_one_line(right, tmp_path: Path, one_line_error,
+                                                                  monkeypatch) -> None:
+    source = tmp_path / "MANO_RIGHT.npz"
+    mano.write_model(right, source)
+    folder = tmp_path / "models"
+    (folder / "kept").mkdir(parents=True)
+    assert main(["mano", "convert", str(source), str(folder)]) == 2
+    assert f"{folder}: is a folder" in one_line_error() and os.listdir(folder) == ["kept"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file, not a folder")
+    assert main(["mano", "convert", str(source), str(plain / "MANO_RIGHT.npz")]) == 2
+    assert f"cannot write {plain / 'MANO_RIGHT.npz'}" in one_line_error()
+    target = tmp_path / "readonly" / "MANO_RIGHT.npz"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mano.atomic.tempfile, "mkstemp", refuse)  # a read-only folder, even when run as root
+    assert main(["mano", "convert", str(source), str(target)]) == 2
+    assert "Permission denied" in one_line_error() and not target.exists()
+    assert main(["mano", "build", "--out", str(plain)]) == 2
+    assert str(plain) in one_line_error() and plain.read_text() == "a file, not a folder"
+    assert main(["mano", "show", "", "--out", str(folder)]) == 2
+    assert f"--out {folder}: is a folder" in one_line_error() and os.listdir(folder) == ["kept"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+import hmh.mano
+from hmh import folder_lock
 from hmh.cli import main
 from hmh.config import DataConfig
-from hmh.data import motion, synth_worker
-from hmh.data.synthetic import SyntheticDataError, build_dataset, synthetic_dataset_dir
+from hmh.data import motion, synth_worker, synthetic
+from hmh.data.synthetic import PARTIAL_MARKER, SyntheticDataError, build_dataset, synthetic_dataset_dir
+from hmh.errors import HmhError
 from hmh.mano import INTERHAND_TO_MANO21, Mano
 
 ARGS = dict(train=6, test=4, size=64, subframes=5, seed=0)
@@ -277,12 +281,23 @@ def test_interrupted_build_leaves_nothing_complete_and_reruns(dataset, tmp_path,
     killed = out.with_name("ds.partial") / "annotations"  # what a killed (not failed) build leaves behind
     killed.mkdir(parents=True)
     (killed / "junk.json").write_text("{")
+    (killed.parent / PARTIAL_MARKER).write_text("")
     monkeypatch.setattr(synth_worker, "finish_image", real)
     build_dataset(out, **ARGS, progress=False, workers=1)
     assert not (out / "annotations" / "junk.json").exists()
     rel = Path("annotations/test/BlurHand_test_data.json")
     assert (out / rel).read_bytes() == (dataset / rel).read_bytes()
-    assert not out.with_name("ds.partial").exists()
+    assert not out.with_name("ds.partial").exists() and not (out / PARTIAL_MARKER).exists()
+
+
+def test_a_partial_folder_the_build_did_not_make_is_refused_and_kept(tmp_path, snapshot, one_line_error):
+    partial = tmp_path / "ds.partial"
+    (partial / "notes").mkdir(parents=True)
+    (partial / "notes" / "mine.txt").write_text("the user's own file")
+    before = snapshot(partial)
+    assert main(["data", "synth", "--out", str(tmp_path / "ds"), "--train", "2", "--test", "0", "--size", "32",
+                 "--subframes", "1", "--no-progress"]) == 2
+    assert str(partial) in one_line_error() and snapshot(partial) == before and not (tmp_path / "ds").exists()
 
 
 def test_existing_output_is_kept_or_refused(dataset, tmp_path):
@@ -301,6 +316,44 @@ def test_cached_dataset_is_built_once(monkeypatch, tmp_path):
     stamp = (root / "dataset.yaml").stat().st_mtime_ns
     assert synthetic_dataset_dir(cfg, progress=False) == root
     assert (root / "dataset.yaml").stat().st_mtime_ns == stamp
+
+
+def test_a_second_build_into_the_same_folder_stops_with_one_line(tmp_path, one_line_error):
+    out = tmp_path / "ds"
+    with folder_lock.exclusive(out):  # a first `hmh data synth --out ds` still running
+        assert main(["data", "synth", "--out", str(out), "--train", "2", "--test", "0", "--size", "32",
+                     "--subframes", "1", "--no-progress"]) == 2
+    assert f"{out} is being written by" in one_line_error()
+    assert not out.exists() and not out.with_name("ds.partial").exists()
+
+
+def test_the_cache_build_waits_for_the_builder_holding_the_lock(monkeypatch, tmp_path):
+    monkeypatch.setenv("HMH_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(synthetic_train=2, synthetic_test=2, synthetic_size=32, synthetic_subframes=3)
+    built = []
+    monkeypatch.setattr(synthetic, "_build_locked", lambda out, *args: built.append(out) or out)
+    out = tmp_path / f"blurhand-synth-{synthetic.SynthArgs(2, 2, 32, 3, cfg.synthetic_seed).digest()}"
+    with folder_lock.exclusive(out):
+        waiter = threading.Thread(target=synthetic_dataset_dir, args=(cfg, False))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not built  # waiting for the lock, not failing
+    waiter.join(10.0)
+    assert not waiter.is_alive() and built == [out]
+
+
+def test_cache_that_is_not_a_writable_folder_is_one_error_naming_it(monkeypatch, tmp_path):
+    cfg = DataConfig(synthetic_train=2, synthetic_test=2, synthetic_size=32, synthetic_subframes=3)
+    plain = tmp_path / "cache.txt"
+    plain.write_text("not a folder")
+    monkeypatch.setenv("HMH_CACHE_DIR", str(plain))
+    with pytest.raises(HmhError, match=rf"^cache folder {plain} \(from \$HMH_CACHE_DIR\) is not a writable folder"):
+        synthetic_dataset_dir(cfg, progress=False)
+    assert plain.read_text() == "not a folder"
+    monkeypatch.setenv("HMH_CACHE_DIR", str(tmp_path / "readonly"))
+    monkeypatch.setattr(hmh.mano.os, "access", lambda path, mode: False)  # read-only, even when run as root
+    with pytest.raises(HmhError, match=r"readonly \(from \$HMH_CACHE_DIR\) is not a writable folder"):
+        synthetic_dataset_dir(cfg, progress=False)
 
 
 @pytest.mark.parametrize(

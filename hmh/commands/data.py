@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hmh.cli import count
 from hmh.config import SYNTHETIC_PROFILES, DataConfig
+from hmh.data import preview
 
 
 def register(subparsers) -> None:
@@ -70,18 +71,20 @@ def _register_preview(commands) -> None:
     parser = commands.add_parser("preview", help="contact sheet of blurred images with past/current/future joints")
     parser.add_argument("root", type=Path, help="BlurHand root (real or synthetic)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--split", default="test", choices=("train", "test"))
-    parser.add_argument("--n", type=int, default=16, help="number of samples")
-    parser.add_argument("--tile", type=int, default=256, help="cell size in pixels")
+    parser.add_argument("--split", default="test", choices=("train", "test"), help="split to draw (default test)")
+    parser.add_argument("--n", type=int, default=16,
+                        help=f"samples on the sheet, 1 to {preview.MAX_SAMPLES} (default 16)")
+    parser.add_argument("--tile", type=int, default=256,
+                        help=f"cell side in pixels, {preview.MIN_TILE} to {preview.MAX_TILE}; the sheet is at most "
+                             f"{preview.MAX_SHEET_SIDE} px wide (default 256)")
     parser.set_defaults(func=run_preview)
 
 
 def run_preview(args: argparse.Namespace) -> int:
     from hmh.atomic import atomic_path
-    from hmh.data.preview import PreviewError, contact_sheet
+    from hmh.data.preview import PreviewError, check_size, contact_sheet
 
-    if args.n < 1 or args.tile < 16:
-        raise PreviewError(f"--n must be >= 1 and --tile >= 16, got {args.n} and {args.tile}")
+    check_size(args.n, args.tile)
     if args.out.is_dir():
         raise PreviewError(f"--out {args.out}: is a folder, expected the path of the PNG to write")
     sheet = contact_sheet(args.root, args.split, args.n, args.tile)

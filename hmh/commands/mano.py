@@ -79,6 +79,8 @@ def _show(args: argparse.Namespace) -> int:
     from hmh import mano
     from hmh.obj import write_obj
 
+    if args.out.is_dir():
+        raise mano.MANOFileError(f"--out {args.out}: is a folder, expected the path of the .obj to write")
     path = mano.model_path("" if args.model in SYNTHETIC else args.model, args.side)
     arrays = mano.load_model_file(path)
     layer = mano.Mano(arrays, side=args.side)

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from hmh.data.blurhand_index import BlurHandIndex, image_folder, load_index
-from hmh.data.blurhand_json import HAND_TYPES, WRIST, DatasetError
+from hmh.data.blurhand_index import BlurHandIndex, annotation_files, image_folder, load_index
+from hmh.data.blurhand_json import HAND_TYPES, WRIST, DatasetError, camera_problems
 from hmh.data.transforms import (
     Augmentation,
     apply_affine,
@@ -146,6 +146,8 @@ class BlurHandDataset(Dataset):
             rows = rows[is_val] if subset == "val" else rows[~is_val]
         if 0 < max_samples < len(rows):
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_samples, replace=False))
+        if len(rows) == 0:
+            raise DatasetError(self._no_samples(subset))
         self.rows = rows
         self.bad_images: dict[int, str] = {}
         self._mano: dict[str, torch.nn.Module] = {}
@@ -153,6 +155,17 @@ class BlurHandDataset(Dataset):
             "BlurHand %s (%s): %d samples (%d indexed; skipped %s)",
             split, subset, len(rows), len(self.index), {k: v for k, v in self.skipped.items() if v} or "none",
         )  # fmt: skip
+
+    def _no_samples(self, subset: str) -> str:
+        """Why no sample is left: an empty index (with its skips), or a hold-out that took them all."""
+        files = annotation_files(self.root, self.split)["data"]
+        if len(self.index):
+            return (f"{files}: no {subset!r} sample left of the {len(self.index)} in the {self.split} split; "
+                    "lower data.val_fraction")  # fmt: skip
+        skipped = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v)
+        if not skipped:
+            return f"{files}: the {self.split} split has no sample (no annotation with is_middle=true)"
+        return f"{files}: the {self.split} split has no usable sample: every hand was skipped ({skipped})"
 
     def _check_non_finite(self, skip: bool) -> None:
         """Raise on the index's non-finite annotation values, or (``skip``) warn that their samples are left out."""
@@ -342,17 +355,37 @@ class SplitCheck:
 
     def summary(self) -> str:
         """One line: samples per hand side and source hand type, skips, images checked."""
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        counts = f" ({', '.join(f'{k} {v}' for k, v in self.counts.items())})" if self.counts else ""
         skipped = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v) or "none"
         status = f"{len(self.problems)} problem(s)" if self.problems else "ok"
-        return (f"{self.split}: {self.samples} samples ({counts}); skipped: {skipped}; "
+        return (f"{self.split}: {self.samples} samples{counts}; skipped: {skipped}; "
                 f"images checked {self.images_checked}/{self.images_total}: {status}")  # fmt: skip
+
+
+def _check_annotations(report: SplitCheck, root: Path) -> BlurHandDataset | None:
+    """Parse the split's JSONs into ``report`` (its non-finite values, skips, and every camera of ``_camera.json``,
+    used by a sample or not); the split's dataset, or None when it has no usable sample or cannot be read."""
+    dataset = None
+    try:
+        index, _ = load_index(root, report.split)
+        report.problems.extend(str(m) for m in index.non_finite)
+        report.skipped = index.skipped
+        dataset = BlurHandDataset(root, report.split, image_size=1, augment=False, skip_bad_annotations=True)
+    except DatasetError as err:
+        report.problems.append(str(err))
+    try:
+        cameras = camera_problems(annotation_files(root, report.split)["camera"])
+    except DatasetError as err:
+        cameras = [str(err)]
+    report.problems.extend(p for p in cameras if p not in report.problems)
+    return dataset
 
 
 def check_root(root: str | Path, full: bool = False, max_images: int = 200, seed: int = 0) -> list[SplitCheck]:
     """Validate a BlurHand root: layout, the four JSONs of each split (parsed into the index), and images.
 
-    Every non-finite annotation value is a problem (file, JSON location, value). Images are decoded and their size
+    Every non-finite annotation value is a problem (file, JSON location, value), in every camera of the camera file
+    whether a sample uses it or not; so is a split without a usable sample. Images are decoded and their size
     compared with ``_data.json``: all of them with ``full``, else a seeded sample of ``max_images``. Returns one
     :class:`SplitCheck` per split found; raises :class:`DatasetError` when ``root`` holds no split at all.
     """
@@ -368,13 +401,10 @@ def check_root(root: str | Path, full: bool = False, max_images: int = 200, seed
         reports.append(report)
         if not image_folder(root, split).is_dir():
             report.problems.append(f"{image_folder(root, split)}: image folder not found")
-        try:
-            dataset = BlurHandDataset(root, split, image_size=1, augment=False, skip_bad_annotations=True)
-        except DatasetError as err:
-            report.problems.append(str(err))
+        dataset = _check_annotations(report, root)
+        if dataset is None:
             continue
-        report.problems.extend(str(m) for m in dataset.index.non_finite)
-        report.samples, report.counts, report.skipped = len(dataset), dataset.hand_counts(), dataset.skipped
+        report.samples, report.counts = len(dataset), dataset.hand_counts()
         index = dataset.index
         used = np.unique(index.image)
         report.images_total = len(used)

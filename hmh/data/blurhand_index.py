@@ -40,7 +40,7 @@ from hmh.data.blurhand_json import (
     lookup,
 )
 from hmh.data.transforms import joints_bbox, square_bbox
-from hmh.mano import cache_root
+from hmh.mano import cache_folder, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def load_index(root: Path, split: str, use_cache: bool = True) -> tuple[BlurHand
             log.warning("ignoring unreadable BlurHand index cache %s (%s); re-parsing", path, err)
     index = build_index(root, split)
     if use_cache:
+        cache_folder("blurhand")  # a cache that is not a writable folder: one line naming it
         index.save(path)
         log.info("cached the BlurHand %s index in %s", split, path)
     return index, False

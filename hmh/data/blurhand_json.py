@@ -68,6 +68,24 @@ def _array(value: Any, shape: tuple[int, ...], path: Path, where: str) -> np.nda
     return array.reshape(shape)
 
 
+def coco_records(data: Any, key: str, path: Path) -> list[dict]:
+    """``data[key]`` of a COCO ``_data.json``: a list of objects, or a :class:`DatasetError` naming file and key."""
+    records = lookup(data, key, path, "")
+    if not isinstance(records, list):
+        raise DatasetError(f"{path}: [{key!r}] is {_json_type(records)}, expected a list of objects")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DatasetError(f"{path}: [{key!r}][{i}] is {_json_type(record)}, expected an object")
+    return records
+
+
+def _json_type(value: Any) -> str:
+    """How JSON names the type of a parsed ``value``: null, a boolean, a number, a string, a list, an object."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
 def _pixels(value: Any, path: Path, where: str) -> int:
     """``value`` as a whole number of pixels, or a :class:`DatasetError` (NaN, inf, fractions, text are not)."""
     try:
@@ -77,6 +95,49 @@ def _pixels(value: Any, path: Path, where: str) -> int:
     if isinstance(value, bool) or not number.is_integer():
         raise DatasetError(f"{path}: {where} is {value!r}, expected a finite whole number of pixels")
     return int(number)
+
+
+def _finite(value: Any, shape: tuple[int, ...], path: Path, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``value`` at JSON location ``where`` of ``path`` as a float array of ``shape`` with its non-finite entries
+    (NaN, inf, null, or beyond float32) zeroed, their mask ``shape``, and a message naming the first one (``""`` when
+    all are finite); a malformed value raises :class:`DatasetError`."""
+    array = _array(value, shape, path, where)
+    bad = ~(np.abs(array) <= FLOAT32_MAX)
+    if not bad.any():
+        return array, bad, ""
+    first = int(np.flatnonzero(bad)[0])
+    at = "".join(f"[{int(i)}]" for i in np.unravel_index(first, np.shape(value)))
+    number = f"{array.flat[first]}" + (" (beyond float32)" if np.isfinite(array.flat[first]) else "")
+    message = (f"{path}: non-finite value {number} at {where}{at} "
+               f"(non-finite: {int(bad.sum())} of {array.size} values)")  # fmt: skip
+    return np.where(bad, 0.0, array), bad, message
+
+
+CAMERA_PARAMS = {"camrot": (3, 3), "campos": (3,), "focal": (2,), "princpt": (2,)}
+
+
+def camera_problems(path: Path) -> list[str]:
+    """Every camera of a ``_camera.json``, whether a sample uses it or not: one message per missing, malformed or
+    non-finite parameter (the same message the index gives for a camera it uses)."""
+    cameras = _load_json(path)
+    if not isinstance(cameras, dict):
+        return [f"{path}: the file holds {_json_type(cameras)}, expected an object of captures"]
+    problems = []
+    for capture, params in cameras.items():
+        where = f"[{capture!r}]"
+        if not isinstance(params, dict) or not all(isinstance(params.get(n), dict) for n in CAMERA_PARAMS):
+            problems.append(f"{path}: {where} must be an object with objects {', '.join(map(repr, CAMERA_PARAMS))}")
+            continue
+        for camera in sorted(set().union(*(params[name] for name in CAMERA_PARAMS))):
+            for name, shape in CAMERA_PARAMS.items():
+                try:
+                    value = lookup(params[name], camera, path, f"{where}[{name!r}]")
+                    message = _finite(value, shape, path, f"{where}[{name!r}][{camera!r}]")[2]
+                except DatasetError as err:
+                    message = str(err)
+                if message:
+                    problems.append(message)
+    return problems
 
 
 class AnnotationTables:
@@ -89,8 +150,8 @@ class AnnotationTables:
         self.joints = _load_json(files["joint_3d"])
         self.mano = _load_json(files["mano"])
         path = files["data"]
-        self.images = {lookup(im, "id", path, "images[...]"): im for im in lookup(data, "images", path, "")}
-        self.anns = {lookup(an, "id", path, "annotations[...]"): an for an in lookup(data, "annotations", path, "")}
+        self.images = {lookup(im, "id", path, "images[...]"): im for im in coco_records(data, "images", path)}
+        self.anns = {lookup(an, "id", path, "annotations[...]"): an for an in coco_records(data, "annotations", path)}
         self.image_rows: dict[Any, int] = {}
         self.image_files: list[str] = []
         self.image_size: list[tuple[int, int]] = []
@@ -108,16 +169,9 @@ class AnnotationTables:
         """``value`` from annotation file ``name`` as a float array of ``shape`` with its non-finite entries (NaN,
         inf, null, or beyond float32) zeroed, and their mask ``shape``; a message naming the file, the JSON
         location of the first such entry and its value is added to :attr:`non_finite`."""
-        path = self.files[name]
-        array = _array(value, shape, path, where)
-        bad = ~(np.abs(array) <= FLOAT32_MAX)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            at = "".join(f"[{int(i)}]" for i in np.unravel_index(first, np.shape(value)))
-            number = f"{array.flat[first]}" + (" (beyond float32)" if np.isfinite(array.flat[first]) else "")
-            self.non_finite.append(f"{path}: non-finite value {number} at {where}{at} "
-                                   f"(non-finite: {int(bad.sum())} of {array.size} values)")  # fmt: skip
-            array = np.where(bad, 0.0, array)
+        array, bad, message = _finite(value, shape, self.files[name], where)
+        if message:
+            self.non_finite.append(message)
         return array, bad
 
     def annotation(self, aid: Any, where: str) -> dict:
@@ -149,7 +203,7 @@ class AnnotationTables:
                 value = lookup(lookup(cams, name, path, where), camera, path, f"{where}[{name!r}]")
                 return self.numbers("camera", value, shape, f"{where}[{name!r}][{camera!r}]")
 
-            params = [param("camrot", (3, 3)), param("campos", (3,)), param("focal", (2,)), param("princpt", (2,))]
+            params = [param(name, shape) for name, shape in CAMERA_PARAMS.items()]
             self.cam_rows[key] = len(self.cam_params)
             self.cam_params.append(tuple(array for array, _ in params))
             self.cam_bad.append(any(bad.any() for _, bad in params))

@@ -7,39 +7,81 @@ come from ``joint_3d`` and are projected with the written cameras into the middl
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageDraw
+from typing import TYPE_CHECKING
 
 from hmh.errors import HmhError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # InterHand order per hand: bones from the wrist (20) out along each finger
 BONES = [(20, 3), (3, 2), (2, 1), (1, 0), (20, 7), (7, 6), (6, 5), (5, 4), (20, 11), (11, 10), (10, 9), (9, 8),
          (20, 15), (15, 14), (14, 13), (13, 12), (20, 19), (19, 18), (18, 17), (17, 16)]
 COLOURS = {"past": (40, 120, 255), "current": (60, 220, 60), "future": (255, 60, 40)}
+MAX_SAMPLES = 256
+MIN_TILE, MAX_TILE = 16, 1024
+MAX_SHEET_SIDE = 8192  # pixels: a sheet of at most 8192 x 8192 RGB (192 MiB in memory)
+# numpy and PIL are imported where used: ``hmh data preview --help`` reads the bounds above without them
 
 
 class PreviewError(HmhError):
     """A BlurHand root that cannot be previewed; the message names the file or key."""
 
 
+def _path(root: Path, split: str, name: str) -> Path:
+    return root / "annotations" / split / f"BlurHand_{split}_{name}.json"
+
+
 def _load(root: Path, split: str, name: str) -> dict:
-    path = root / "annotations" / split / f"BlurHand_{split}_{name}.json"
+    path = _path(root, split, name)
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise PreviewError(f"cannot read {path}: {err}") from err
 
 
+def check_size(n: int, tile: int) -> None:
+    """Raise :class:`PreviewError` unless ``1 <= n <= MAX_SAMPLES``, ``MIN_TILE <= tile <= MAX_TILE`` and the
+    sheet of ``n`` cells (a square-ish grid) is at most ``MAX_SHEET_SIDE`` px a side."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise PreviewError(f"--n must be between 1 and {MAX_SAMPLES}, got {n}")
+    if not MIN_TILE <= tile <= MAX_TILE:
+        raise PreviewError(f"--tile must be between {MIN_TILE} and {MAX_TILE} pixels, got {tile}")
+    side = math.ceil(math.sqrt(n)) * tile
+    if side > MAX_SHEET_SIDE:
+        raise PreviewError(f"--n {n} with --tile {tile} makes a {side} px wide sheet, more than {MAX_SHEET_SIDE}; "
+                           "lower --n or --tile")
+
+
 def contact_sheet(root: str | Path, split: str = "test", n: int = 16, tile: int = 256) -> Image.Image:
-    """Up to ``n`` samples (evenly spread over the split) on a grid of ``tile`` px cells.
+    """Up to ``n`` samples (evenly spread over the split) on a grid of ``tile`` px cells (bounds:
+    :func:`check_size`).
 
     Joints: blue = past (``aid_list[0]``), green = current (middle), red = future (``aid_list[-1]``); only joints
-    marked valid in each frame's annotation are drawn.
+    marked valid in each frame's annotation are drawn. Malformed annotations raise :class:`PreviewError` naming the
+    file (``hmh data check`` names the key).
     """
+    from hmh.data.blurhand_json import coco_records  # numpy: not at import, so the CLI starts fast
+
+    check_size(n, tile)
     root = Path(root)
     data, cameras, joints = (_load(root, split, name) for name in ("data", "camera", "joint_3d"))
+    for key in ("images", "annotations"):
+        coco_records(data, key, _path(root, split, "data"))  # a DatasetError naming the file and key
+    try:
+        return _draw_sheet(root, split, n, tile, data, cameras, joints)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise PreviewError(f"{root / 'annotations' / split}: malformed BlurHand annotations ({type(err).__name__}: "
+                           f"{err}); `hmh data check {root}` names the file and key") from None
+
+
+def _draw_sheet(root: Path, split: str, n: int, tile: int, data: dict, cameras: dict, joints: dict) -> Image.Image:
+    """:func:`contact_sheet` from the parsed ``_data``, ``_camera`` and ``_joint_3d`` JSONs."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     images = {image["id"]: image for image in data["images"]}
     anns = {ann["id"]: ann for ann in data["annotations"]}
     samples = [ann for ann in data["annotations"] if ann["is_middle"]]

@@ -32,7 +32,7 @@ Conventions the reader relies on (identical to BlurHand/InterHand2.6M):
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,12 +48,13 @@ import numpy as np
 import yaml
 
 import hmh
+from hmh import folder_lock
 from hmh.config import DataConfig
 from hmh.data import motion
 from hmh.data.render import MAX_SIDE
 from hmh.data.synth_worker import ChunkTask, ClipRecord, render_chunk, sample_rig, worker_init
 from hmh.errors import HmhError
-from hmh.mano import cache_root
+from hmh.mano import cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ CLIPS_PER_CAPTURE = 50
 CHUNK_CLIPS = 8  # clips per work unit; fixed, so the files never depend on the number of workers
 MAX_SIZE = 1024
 MAX_IMAGES = 10_000_000
+PARTIAL_MARKER = ".hmh-synth-partial"  # written first into the ``out.partial`` a build creates: only those are removed
 
 
 class SyntheticDataError(HmhError):
@@ -115,11 +117,8 @@ def synthetic_dataset_dir(cfg: DataConfig, progress: bool = True) -> Path:
     args = SynthArgs(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_size, cfg.synthetic_subframes,
                      cfg.synthetic_seed, cfg.synthetic_profile)
     args.validate()
-    out = cache_root() / f"{CACHE_PREFIX}{args.digest()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and find it complete
-        return build_dataset(out, **asdict(args), progress=progress)
+    out = cache_folder() / f"{CACHE_PREFIX}{args.digest()}"
+    return build_dataset(out, **asdict(args), progress=progress, wait=True)  # the others wait, find it complete
 
 
 def _manifest(args: SynthArgs, counts: dict) -> str:
@@ -171,17 +170,26 @@ def build_dataset(
     profile: str = "full",
     progress: bool = True,
     workers: int | None = None,
+    wait: bool = False,
 ) -> Path:
     """Write the dataset to ``out`` (via ``out.partial``, renamed when complete) and return ``out``.
 
     An existing complete dataset with the same arguments is kept as is; any other existing ``out`` is an error.
-    A build writes into ``out.partial`` and renames it when complete; a failed build removes it, and a leftover one
-    (a killed build) is removed first. ``workers``: processes (default: up to 2, inline for small builds); the
-    files do not depend on it.
+    The build holds ``out``'s folder lock (:mod:`hmh.folder_lock`): another build into ``out`` is an error, or with
+    ``wait`` waits for it (and then finds its dataset). It writes into ``out.partial``, marked as its own
+    (``PARTIAL_MARKER``), and renames it when complete; a failed build removes it, and a marked leftover (a killed
+    build) is removed first, while an unmarked ``out.partial`` is an error. ``workers``: processes (default: up to
+    2, inline for small builds); the files do not depend on it.
     """
     args = SynthArgs(train, test, size, subframes, seed, profile)
     args.validate()
     out = Path(out)
+    with folder_lock.exclusive(out, wait=wait):
+        return _build_locked(out, args, progress, workers)
+
+
+def _build_locked(out: Path, args: SynthArgs, progress: bool, workers: int | None) -> Path:
+    """:func:`build_dataset` under ``out``'s lock."""
     if out.exists():
         if is_complete(out, args):
             log.info("synthetic dataset already built: %s", out)
@@ -189,20 +197,38 @@ def build_dataset(
         raise SyntheticDataError(
             f"{out} exists and is not a synthetic dataset built with these arguments; remove it or choose another --out"
         )
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        log.info("removing the leftover of an interrupted build: %s", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = _fresh_partial(out)
     try:
         counts = _generate(partial, args, progress, workers)
         (partial / "dataset.yaml").write_text(_manifest(args, counts))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half dataset behind
         raise
+    (partial / PARTIAL_MARKER).unlink()
     os.replace(partial, out)
     log.info("synthetic dataset written: %s (%s)", out, counts)
     return out
+
+
+def _fresh_partial(out: Path) -> Path:
+    """Create ``out.partial`` with its marker, removing a marked leftover of a killed build first; an unmarked one
+    (not made by a build) is an error and left as it is."""
+    partial = out.with_name(out.name + ".partial")
+    if partial.is_dir() and not partial.is_symlink() and (partial / PARTIAL_MARKER).is_file():
+        log.info("removing the leftover of an interrupted build: %s", partial)
+        shutil.rmtree(partial)
+    elif partial.exists() or partial.is_symlink():
+        raise SyntheticDataError(
+            f"{partial} exists and was not made by a synthetic data build; move or remove it, or choose another --out"
+        )
+    try:
+        partial.mkdir(parents=True)
+        (partial / PARTIAL_MARKER).write_text("an unfinished synthetic dataset build; removed by the next one\n")
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            partial.rmdir()  # only when empty: the one this build just made
+        raise SyntheticDataError(f"cannot create {partial}: {err.strerror or err}") from None
+    return partial
 
 
 def _tasks(partial: Path, args: SynthArgs) -> list[ChunkTask]:
