@@ -5,6 +5,7 @@
 - :func:`contact_sheet`: every hypothesis' current-frame mesh over the crop, labelled with its reward and rank;
 - :func:`sequence_frames`: past -> current -> future, interpolated, over the crop (a ping-pong loop);
 - :func:`turntable_frames`: the final current mesh turning about the vertical axis;
+- :func:`side_by_side`: pictures of one size next to each other, each labelled;
 - :func:`save_gif`: frames as a looping animated GIF.
 
 Meshes are camera-frame vertices in metres, as the person sees them (a left hand un-mirrored), sharing one
@@ -27,7 +28,7 @@ from hmh.data.render import MeshRenderer, Renders, orient_outward
 from hmh.visualize import FRAME_COLOURS, GREY, RANK_COLOURS
 
 __all__ = ["contact_sheet", "crop_view_affine", "overlay_image", "render_meshes", "save_gif", "sequence_frames",
-           "turntable_frames", "view_intrinsics"]
+           "side_by_side", "turntable_frames", "unmirror_crop", "view_intrinsics"]
 
 SKIN = (224, 172, 150)  # sRGB of the final mesh
 GHOST_OPACITY = 0.45  # of the past and future meshes in the photo overlay
@@ -61,11 +62,15 @@ def crop_view_affine(size: int, scale: int, is_left: bool) -> np.ndarray:
     return np.array([[scale, 0.0, 0.5 * scale - 0.5], [0.0, scale, 0.5 * scale - 0.5]])
 
 
+def unmirror_crop(crop_image: np.ndarray, is_left: bool) -> np.ndarray:
+    """``crop_image (3, S, S)`` as the model saw it -> ``(3, S, S)`` as the person sees it (a left hand's crop
+    flipped back: crop pixel ``u -> S - 1 - u``, :func:`crop_view_affine` with scale 1)."""
+    return np.ascontiguousarray(crop_image[..., ::-1]) if is_left else crop_image
+
+
 def _crop_view_image(crop_image: np.ndarray, scale: int, is_left: bool) -> np.ndarray:
     """``crop_image (3, S, S)`` in [0, 1] (mirrored for a left hand) -> ``(S * scale, S * scale, 3)`` uint8 view."""
-    pixels = (np.clip(crop_image.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if is_left:
-        pixels = pixels[:, ::-1]
+    pixels = (np.clip(unmirror_crop(crop_image, is_left).transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     side = pixels.shape[0] * scale
     return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((side, side), Image.BILINEAR))
 
@@ -127,7 +132,7 @@ def contact_sheet(crop_image: np.ndarray, faces: np.ndarray, vertices: np.ndarra
                   is_left: bool, reward: np.ndarray | None, selected: Sequence[int], scale: int = 2,
                   columns: int = 4) -> Image.Image:
     """Every hypothesis' current-frame mesh over the (un-mirrored, enlarged) crop, one tile each, labelled
-    ``#k``, its reward and rank (1 = highest reward); the selected ones in the rank colours of
+    ``#k``, its reward and rank (0 = highest reward); the selected ones in the rank colours of
     :mod:`hmh.visualize`, the others grey. ``crop_image (3, S, S)`` in [0, 1] as the model saw it;
     ``vertices (K, V, 3)`` camera frame; ``reward (K,)`` or None (a generation-stage checkpoint)."""
     k, size = len(vertices), crop_image.shape[-1] * scale
@@ -139,7 +144,7 @@ def contact_sheet(crop_image: np.ndarray, faces: np.ndarray, vertices: np.ndarra
     background = _crop_view_image(crop_image, scale, is_left)
     rank = np.empty(k, dtype=np.int64)
     if reward is not None:
-        rank[np.argsort(-np.asarray(reward), kind="stable")] = np.arange(1, k + 1)
+        rank[np.argsort(-np.asarray(reward), kind="stable")] = np.arange(k)
     columns = max(1, min(columns, k))
     sheet = Image.new("RGB", (columns * size, -(-k // columns) * size), (0, 0, 0))
     for i in range(k):
@@ -193,6 +198,21 @@ def turntable_frames(faces: np.ndarray, vertices: np.ndarray, frames: int = 24, 
     background = np.full((size, size, 3), 40, dtype=np.uint8)
     return [Image.fromarray(_composite(background, Renders(renders.rgb[i:i + 1], renders.alpha[i:i + 1]), [1.0]))
             for i in range(frames)]
+
+
+def side_by_side(pictures: Sequence[Image.Image], labels: Sequence[str]) -> Image.Image:
+    """``pictures`` left to right on one canvas (as wide as all, as high as the highest), each with its label in
+    a black strip over its top edge."""
+    canvas = Image.new("RGB", (sum(p.width for p in pictures), max(p.height for p in pictures)), (0, 0, 0))
+    x = 0
+    for picture, label in zip(pictures, labels, strict=True):
+        tile = picture.convert("RGB")
+        draw = ImageDraw.Draw(tile)
+        draw.rectangle([0, 0, tile.width, 12], fill=(0, 0, 0))
+        draw.text((2, 1), label, fill=(255, 255, 255))
+        canvas.paste(tile, (x, 0))
+        x += tile.width
+    return canvas
 
 
 def save_gif(path, frames: Sequence[Image.Image], fps: float = 12.0) -> None:

@@ -4,14 +4,17 @@ hand sequence (past, current, future), as :class:`Prediction` (written to files 
 The crop is BlurHandNet's: a hand box ``(x, y, w, h)`` in image pixels is clipped to the image, made square about
 its centre and enlarged x1.25 (:func:`hmh.data.transforms.square_bbox`, as the BlurHand reader does with its
 boxes); without a box the image is taken as a hand crop already (the square of side ``max(W, H)`` about its
-centre, not enlarged). Left hands are mirrored into the right-hand model, as in training, and un-mirrored in
-every output (3D x negated, 2D back in the original image). A crop that covers less than
-:data:`MIN_HAND_PIXELS` pixels of its image (in width or height) is refused: too few pixels to hold a hand.
+centre, not enlarged). Boxes are in the pixels of the upright image: :func:`load_photo` applies the EXIF
+orientation first. Left hands are mirrored into the right-hand model, as in training, and un-mirrored in every
+output (3D x negated, 2D back in the original image). A crop that covers less than :data:`MIN_HAND_PIXELS` pixels
+of its image (in width or height) is refused: too few pixels to hold a hand.
 
 Outputs are wrist-relative 3D joints and vertices in the camera frame, and 2D joints in original image pixels
 (the hypotheses' MANO joints projected with the shared per-frame camera). The final sequence is the method's:
 the top-n hypotheses by reward, past/future aligned to the top-1, averaged. A generation-stage checkpoint has no
-selector; its final sequence is then the mean of all K (``final_source`` says which).
+selector; its final sequence is then the mean of all K (``final_source`` says which). When the averaged
+hypotheses are more than :data:`AVERAGE_SPREAD_LIMIT_MM` apart (:meth:`Prediction.average_unreliable`), their
+average need not look like a hand.
 
 Each image's files go to the folder :func:`prediction_name` names, derived from the image's resolved path.
 """
@@ -21,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from hmh import geometry
 from hmh.checkpoint import LoadedModels
@@ -43,12 +47,15 @@ from hmh.data.transforms import (
 from hmh.errors import HmhError
 from hmh.metrics import aggregate, mean_of_k
 
-__all__ = ["FRAMES", "MIN_HAND_PIXELS", "HandCrop", "PredictError", "Prediction", "check_bbox", "crop_hand",
-           "predict", "prediction_name"]
+__all__ = ["AVERAGE_SPREAD_LIMIT_MM", "FRAMES", "MIN_HAND_PIXELS", "HandCrop", "PredictError", "Prediction",
+           "check_bbox", "crop_hand", "load_photo", "predict", "prediction_name"]
 
 FRAMES = ("past", "current", "future")
 MM = 1000.0
 MIN_HAND_PIXELS = 32  # the smallest model input side (model.image_size >= 32), one cell of the backbone's stride 32
+# Averaged hypotheses whose joints lie on average more than this from their mean (in some frame) average into a
+# hand with shortened, bent-in fingers: half a finger segment (~20 mm) apart is already two different poses.
+AVERAGE_SPREAD_LIMIT_MM = 20.0
 
 
 class PredictError(HmhError):
@@ -83,6 +90,45 @@ def check_bbox(bbox: Sequence[float]) -> None:
     """Raise :class:`PredictError` unless ``bbox`` is ``X Y W H``, finite, with ``W, H > 0``."""
     if len(bbox) != 4 or not np.all(np.isfinite(bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
         raise PredictError(f"--bbox must be X Y W H, finite, with W, H > 0, got {list(bbox)}")
+
+
+def _to_rgb8(image: Image.Image, source: str) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit values scaled by 255/65535, 32-bit float ones in [0, 1] by 255; a 32-bit
+    integer image, or a float one outside [0, 1], raises :class:`PredictError` (its white level is unknown)."""
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)  # (H, W)
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)  # (H, W)
+        if not (np.isfinite(pixels).all() and pixels.min() >= 0.0 and pixels.max() <= 1.0):
+            raise PredictError(f"{source}: a 32-bit float image with values outside [0, 1] (from {pixels.min():g} "
+                               f"to {pixels.max():g}); hmh predict reads 8- and 16-bit images and floats in [0, 1]")
+        pixels = pixels * 255.0
+    elif image.mode == "I":
+        raise PredictError(f"{source}: a 32-bit integer image, whose white level is unknown; hmh predict reads 8- "
+                           "and 16-bit images and floats in [0, 1] (convert it)")
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).convert("RGB")  # I;16S: >= 0
+
+
+def load_photo(path: str | os.PathLike) -> Image.Image:
+    """The image file ``path`` upright (its EXIF orientation applied) as 8-bit RGB (:func:`_to_rgb8`). Raises
+    :class:`PredictError` naming ``path`` for a missing file, a path that is not a regular file (a folder, a
+    named pipe, a device: never opened, so nothing blocks) or an undecodable image."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise PredictError(f"{path}: " + ("image file not found" if isinstance(err, FileNotFoundError)
+                                          else f"cannot read the image ({err.strerror or err})")) from None
+    if not stat.S_ISREG(mode):
+        raise PredictError(f"{path}: not a regular file (a folder, named pipe or device); hmh predict reads image "
+                           "files only")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _to_rgb8(ImageOps.exif_transpose(image), str(path))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise PredictError(f"{path}: unreadable or corrupt image ({err})") from None
 
 
 def crop_hand(image: Image.Image, size: int, bbox: Sequence[float] | None = None, is_left: bool = False,
@@ -121,7 +167,12 @@ class Prediction:
     - ``crop_joints_2d (K, T, J, 2)``: the hypotheses in crop pixels (as the model sees the crop, mirrored for a
       left hand);
     - ``camera (T, 3)``: the wrist's translation per frame (metres, camera frame, un-mirrored): ``vertices +
-      camera`` is the scene; ``crop_intrinsics (4,)``: fx, fy, cx, cy of the model's virtual camera, crop pixels.
+      camera`` is the scene; ``crop_intrinsics (4,)``: fx, fy, cx, cy of the model's virtual camera, crop pixels;
+    - ``pose (K, T, 48)``, ``betas (T, 10)``: the right-hand MANO parameters the model predicted for the crop it
+      saw (mirrored for a left hand): axis-angle in radians relative to MANO's mean pose (``flat_hand_mean=False``),
+      global orientation first; MANO of ``pose[k, t]`` and ``betas[t]``, made wrist-relative and, for a left hand,
+      with x negated, gives ``joints[k, t]`` and ``vertices[k, t]``;
+    - ``is_left``: whether the hand is a left one.
     """
 
     joints: np.ndarray
@@ -137,11 +188,33 @@ class Prediction:
     crop_joints_2d: np.ndarray
     camera: np.ndarray
     crop_intrinsics: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    is_left: bool
 
     def spread_mm(self) -> np.ndarray:
         """``(T,)`` how far apart the K hypotheses are: the mean per-joint distance to their mean, mm, per frame
         (0 for K = 1)."""
-        return np.linalg.norm(self.joints - self.joints.mean(axis=0), axis=-1).mean(axis=(0, 2)) * MM
+        return _spread_mm(self.joints)
+
+    def averaged_joints(self) -> np.ndarray:
+        """``(n, T, J, 3)`` the hypotheses the final sequence averages (``selected``), past and future exchanged
+        where ``swapped``: their mean is ``final_joints``."""
+        chosen = self.joints[self.selected]  # (n, T, J, 3)
+        return np.where(self.swapped[:, None, None, None].astype(bool), chosen[:, ::-1], chosen)
+
+    def averaged_spread_mm(self) -> np.ndarray:
+        """``(T,)`` how far apart the averaged hypotheses are (as :meth:`spread_mm`; 0 for n = 1)."""
+        return _spread_mm(self.averaged_joints())
+
+    def average_unreliable(self) -> bool:
+        """Whether the averaged hypotheses are more than :data:`AVERAGE_SPREAD_LIMIT_MM` apart in some frame."""
+        return bool(self.averaged_spread_mm().max() > AVERAGE_SPREAD_LIMIT_MM)
+
+
+def _spread_mm(joints: np.ndarray) -> np.ndarray:
+    """``joints (N, T, J, 3)`` metres -> ``(T,)`` their mean per-joint distance to their mean, mm."""
+    return np.linalg.norm(joints - joints.mean(axis=0), axis=-1).mean(axis=(0, 2)) * MM
 
 
 def _unmirror(points: torch.Tensor, is_left: torch.Tensor) -> torch.Tensor:
@@ -173,7 +246,7 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
         "joints": _unmirror(joints, is_left), "vertices": _unmirror(vertices, is_left),
         "crop_2d": out.joints_2d.float(), "final_joints": _unmirror(final.joints, is_left),
         "final_vertices": _unmirror(final.verts, is_left), "final_2d": final_2d,
-        "camera": _unmirror(out.camera.float(), is_left)}.items()}
+        "camera": _unmirror(out.camera.float(), is_left), "pose": out.pose.float(), "betas": out.shape.float()}.items()}
     intrinsics = torch.cat([focal, princpt]).cpu().double().numpy()  # (4,)
     predictions = []
     for i, crop in enumerate(crops):
@@ -186,5 +259,6 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
             final_joints=rows["final_joints"][i], final_vertices=rows["final_vertices"][i],
             final_joints_2d=apply_affine(rows["final_2d"][i], to_image), final_source=source,
             crop_joints_2d=rows["crop_2d"][i], camera=rows["camera"][i], crop_intrinsics=intrinsics,
+            pose=rows["pose"][i], betas=rows["betas"][i], is_left=crop.is_left,
         ))
     return predictions

@@ -3,8 +3,10 @@
 Images are given as files, folders (their image files, sorted, not recursive) or glob patterns (``'img/*.jpg'``,
 expanded here when the shell did not), and/or as the rows of a boxes file (``--boxes``):
 
-- CSV with a header row ``image,x,y,w,h[,hand]``, or JSON: a list of objects with those keys;
-- ``image`` relative to the boxes file's folder (or absolute); ``x y w h`` the hand's box in image pixels;
+- CSV with a header row ``image,x,y,w,h[,hand]``, or JSON: a list of objects with those keys; UTF-8, with or
+  without a byte-order mark;
+- ``image`` relative to the boxes file's folder (or absolute); ``x y w h`` the hand's box in the pixels of the
+  upright image (its EXIF orientation applied);
   ``hand`` ``right``/``left`` (default: ``--hand``). An image may have one row per hand.
 
 A bad row (a missing or non-numeric value, an empty box, an unknown hand, a missing image, a repeated image and
@@ -82,8 +84,10 @@ def _row_box(row: dict, where: str) -> tuple[float, float, float, float]:
 
 def _load_rows(path: Path) -> list[dict]:
     """The rows of a boxes file as dicts; raises :class:`BoxesError` for an unreadable or malformed file."""
+    if path.exists() and not path.is_file():  # a named pipe would block the read
+        raise BoxesError(f"{path}: not a regular file")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first key
     except (OSError, UnicodeDecodeError) as err:
         raise BoxesError(f"{path}: cannot read the boxes file ({err})") from None
     if path.suffix.lower() == ".json":
@@ -96,10 +100,17 @@ def _load_rows(path: Path) -> list[dict]:
         return rows
     if path.suffix.lower() != ".csv":
         raise BoxesError(f"{path}: a boxes file must be .csv or .json")
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames or "image" not in reader.fieldnames:
-        raise BoxesError(f"{path}: the first line must be the header image,x,y,w,h[,hand]")
-    return list(reader)
+    reader, rows = csv.DictReader(text.splitlines()), []
+    try:  # csv.Error: e.g. a field over csv.field_size_limit() (128 KiB); no box is that long
+        header = reader.fieldnames
+        if not header or "image" not in header:
+            raise BoxesError(f"{path}: the first line must be the header image,x,y,w,h[,hand]")
+        for row in reader:
+            rows.append(row)
+    except csv.Error as err:
+        line = 1 if reader.line_num == 0 else len(rows) + 2  # the header read or not
+        raise BoxesError(f"{path} line {line}: not a boxes row ({err})") from None
+    return rows
 
 
 def read_boxes(path: Path, default_left: bool) -> tuple[list[tuple[Path, tuple, bool]], list[str]]:
@@ -115,7 +126,8 @@ def read_boxes(path: Path, default_left: bool) -> tuple[list[tuple[Path, tuple, 
             image = Path(str(row["image"]))
             image = image if image.is_absolute() else path.parent / image
             if not image.is_file():
-                raise BoxesError(f"{where}: image {image} not found")
+                raise BoxesError(f"{where}: image {image} " + ("is not a regular file" if image.exists()
+                                                                 else "not found"))
             hand = str(row.get("hand") or HANDS[int(default_left)]).strip().lower()
             if hand not in HANDS:
                 raise BoxesError(f"{where}: hand must be right or left, got {row.get('hand')!r}")

@@ -95,9 +95,11 @@ def test_cli_writes_prediction_meshes_and_picture(checkpoints, photo, tmp_path, 
     np.testing.assert_allclose(confidence["reward_spread"], rewards.std(), atol=1e-5)
     assert confidence["training_data"] == "hmh's synthetic BlurHand-format data"
     table = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
-    assert [r["hypothesis"] for r in table] == [0, 1, 2] and {r["folder"] for r in table} == {folder.name}
+    assert [r["hypothesis"] for r in table] == [0, 1, 2, None] and {r["folder"] for r in table} == {folder.name}
+    assert [r["row"] for r in table] == ["hypothesis"] * 3 + ["final"]
     assert [r["selected_rank"] for r in table if r["selected_rank"] is not None] == [0, 1]
-    np.testing.assert_allclose(np.array(table[1]["joints_3d_mm"]).reshape(3, 21, 3), joints[1], atol=2e-3)
+    np.testing.assert_allclose(np.array(table[1]["joints_3d_mm"]), joints[1], atol=2e-3)
+    np.testing.assert_allclose(np.array(table[3]["joints_3d_mm"]), doc["final"]["joints_3d_mm"], atol=2e-3)
 
 
 def test_outputs_are_the_models_outputs_in_image_pixels(checkpoints, photo):
@@ -289,7 +291,7 @@ def test_a_boxes_file_with_a_bad_row_names_the_row_and_writes_the_others(checkpo
     with Image.open(photo) as image:
         box = crop_hand(image.convert("RGB"), 64, [30, 20, 50, 40], True).box
     assert left["hand"] == "left" and left["crop_box_px"] == np.round(box, 2).tolist()
-    assert len(pq.read_table(out / "predictions.parquet")) == 2 * 3
+    assert len(pq.read_table(out / "predictions.parquet")) == 2 * (3 + 1)  # K hypotheses and the final, per hand
 
 
 def test_a_truncated_boxes_file_is_one_line_error(checkpoints, tmp_path, one_line_error):

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 SYNTHETIC_NOTE = ("note: this checkpoint was trained on {data} only; on photographs its results are not expected "
                   "to be meaningful (train on the BlurHand dataset for that)")
+WHOLE_IMAGE_NOTE = ("note: {count} image(s) without --bbox or a --boxes row: each whole image is taken as a hand crop "
+                    "(the square about its centre); give the hand's box where the hand fills less of the picture")
+UNRELIABLE_WARNING = ("hmh predict: warning: {image}: the {count} averaged hypotheses are {spread:.1f} mm apart "
+                      "(above {limit:g} mm): their average, the final sequence, need not look like a hand; "
+                      "overlay.png and turntable.gif show hypothesis {top} beside it")
 
 
 def register(subparsers) -> None:
@@ -19,7 +26,10 @@ def register(subparsers) -> None:
         "pixels; rewards; the selected top-n; the final past/current/future sequence; the hypotheses' and rewards' "
         "spread), final_{past,current,future}.obj meshes, hypotheses.png and the mesh pictures overlay.png, "
         "hypotheses_mesh.png, sequence.gif, turntable.gif; over all images OUT/predictions.parquet (one row per "
-        "image and hypothesis). An unreadable image or a bad boxes row is reported and the others are still written.",
+        "image and hypothesis, and one for the final sequence). MANO parameters (axis-angle, right-hand MANO, x "
+        "negated for a left hand) and the camera are exported with the joints; docs/predict/outputs.md documents "
+        "every field. An unreadable image or a bad boxes row is reported and the others are still written. Images "
+        "are read upright (EXIF orientation applied); 16-bit ones are scaled to 8 bits.",
     )
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                    help="blurred hand images (any format PIL reads), folders of images, or glob patterns")
@@ -27,16 +37,18 @@ def register(subparsers) -> None:
                    help="a .pt written by hmh train, or a Ray Train checkpoint folder of a search "
                    "(a selection-stage one for the selected top-n)")
     p.add_argument("--bbox", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
-                   help="the hand's box in image pixels, for every image; it is made square and enlarged x1.25 as "
-                   "BlurHand's boxes are (default: each image is a hand crop already)")
+                   help="the hand's box in the upright image's pixels (after its EXIF orientation), for every image; "
+                   "it is made square and enlarged x1.25 as BlurHand's boxes are (default: each image is a hand crop "
+                   "already, which is said once)")
     p.add_argument("--boxes", type=Path, default=None, metavar="FILE",
-                   help="a CSV (header image,x,y,w,h[,hand]) or JSON list of such objects: a box and hand per image "
-                   "(paths relative to the file); its images are predicted too")
+                   help="a CSV (header image,x,y,w,h[,hand]) or JSON list of such objects: a box (upright image "
+                   "pixels) and hand per image (paths relative to the file); its images are predicted too")
     p.add_argument("--hand", choices=("right", "left"), default="right",
                    help="which hand the images show (left hands are mirrored into the right-hand model)")
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="output folder, one subfolder per image, <stem>-<hash of the image's resolved path>: a rerun "
-                   "of the same image replaces its own results only (default: ./predictions)")
+                   "of the same image replaces its own results only; one hmh predict at a time writes into it "
+                   "(default: ./predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--no-pictures", action="store_true",
                    help="skip the rendered mesh pictures and GIFs (faster; no EGL needed)")
@@ -54,6 +66,8 @@ def _plan(args: argparse.Namespace):
     if not args.images and args.boxes is None:
         raise HmhError("give images (files, folders or glob patterns) and/or --boxes FILE")
     check_folder(args.out, "--out")
+    if args.out.is_symlink() and not args.out.exists():
+        raise OutputError(f"--out {args.out}: a symbolic link to {os.readlink(args.out)}, which does not exist")
     jobs, bad = plan_jobs(expand_images(args.images), args.boxes, args.out,
                           None if args.bbox is None else tuple(args.bbox), args.hand == "left")
     for job in jobs:
@@ -78,33 +92,64 @@ def selection_summary(stats) -> str:
     return line
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+def _writable(out: Path) -> None:
+    """Create ``out`` and write a scratch file in it, or raise :class:`hmh.outputs.OutputError` naming it."""
+    from hmh.outputs import OutputError
 
-    from hmh.checkpoint import models_from_checkpoint
-    from hmh.data.blurhand import load_image
-    from hmh.data.render import RendererUnavailableError
-    from hmh.errors import HmhError
-    from hmh.evaluation import SelectionStats
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from hmh import folder_lock
     from hmh.loop import resolve_device
-    from hmh.predict import crop_hand, predict
-    from hmh.prediction_files import prediction_rows, training_data, update_table, write_prediction
+    from hmh.predict import check_bbox
 
     device = resolve_device(args.device, "--device")
     if args.bbox is not None:
-        from hmh.predict import check_bbox
-
         check_bbox(args.bbox)
     jobs, bad_rows = _plan(args)
     for message in bad_rows:
         print(f"hmh predict: skipped: {message}", file=sys.stderr)
+    whole = sum(job.bbox is None for job in jobs)
+    if whole:
+        print(WHOLE_IMAGE_NOTE.format(count=whole), flush=True)
+    with folder_lock.exclusive(args.out):
+        return _predict_jobs(args, jobs, bad_rows, device)
+
+
+def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -> int:
+    """Predict ``jobs`` into ``args.out`` (whose lock the caller holds): every image's files, then the table."""
+    import torch
+    from tqdm import tqdm
+
+    from hmh.checkpoint import models_from_checkpoint
+    from hmh.data.render import RendererUnavailableError
+    from hmh.errors import HmhError
+    from hmh.evaluation import SelectionStats
+    from hmh.predict import AVERAGE_SPREAD_LIMIT_MM, crop_hand, load_photo, predict
+    from hmh.prediction_files import (
+        existing_rows,
+        mano_model,
+        prediction_rows,
+        training_data,
+        update_table,
+        write_prediction,
+    )
+
+    earlier = existing_rows(args.out)
     models = models_from_checkpoint(args.checkpoint, device)
     cfg = models.config
     trained_on, synthetic = training_data(cfg.data)
     if synthetic:
         print(SYNTHETIC_NOTE.format(data=trained_on), flush=True)
+    _writable(args.out)
     faces = models.generator.mano.faces.cpu().numpy()
+    mano = mano_model(cfg.model)
     pictures = not args.no_pictures
     stats, rows, pending, failed = SelectionStats(), [], [], []
     bar = tqdm(total=len(jobs), desc="predict", unit="image", disable=args.no_progress or not sys.stderr.isatty())
@@ -114,7 +159,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for (job, photo, crop), pred in zip(pending, predict(models, [c for *_, c in pending], device), strict=True):
             try:
                 write_prediction(job.folder, pred, crop, faces, str(job.image), str(args.checkpoint), trained_on,
-                                 photo if pictures else None)
+                                 mano, photo if pictures else None)
             except RendererUnavailableError as err:
                 pictures = False
                 print(f"hmh predict: warning: no mesh pictures ({err})", file=sys.stderr)
@@ -126,12 +171,17 @@ def run_predict(args: argparse.Namespace) -> int:
             spread = pred.spread_mm()[1]
             bar.write(f"{job.image}: K={len(pred.joints)}{rewards}; hypotheses {spread:.1f} mm apart (current "
                       f"frame); final = {pred.final_source} {pred.selected.tolist()} -> {job.folder}/")
+            if pred.average_unreliable():
+                bar.write(UNRELIABLE_WARNING.format(image=job.image, count=len(pred.selected),
+                                                    spread=pred.averaged_spread_mm().max(),
+                                                    limit=AVERAGE_SPREAD_LIMIT_MM, top=int(pred.selected[0])),
+                          file=sys.stderr)
             bar.update()
         pending.clear()
 
     for job in jobs:
         try:
-            photo = load_image(job.image)
+            photo = load_photo(job.image)
             crop = crop_hand(photo, cfg.model.image_size, job.bbox, job.is_left, str(job.image))
         except HmhError as err:
             bar.write(f"hmh predict: skipped: {err}", file=sys.stderr)
@@ -144,7 +194,8 @@ def run_predict(args: argparse.Namespace) -> int:
     flush()
     bar.close()
     if rows:
-        print(f"table: {update_table(args.out, rows)} ({len(rows)} rows: one per image and hypothesis)", flush=True)
+        print(f"table: {update_table(args.out, earlier, rows)} ({len(rows)} rows: one per image and hypothesis, "
+              "and one per image for its final sequence)", flush=True)
     if stats.count >= 2:
         print(selection_summary(stats), flush=True)
     problems = ([f"{len(failed)} of {len(jobs)} images were skipped: {', '.join(failed)}"] if failed else []) + (
