@@ -7,14 +7,21 @@ without running any pickled code::
      "model": {"generator": state_dict, "selector": state_dict | None},
      "optimizer": state_dict | None, "scheduler": state_dict | None,
      "epoch": int (epochs completed in this stage), "stage": "generation" | "selection",
-     "config": hmh.config.to_dict(cfg), "metrics": {name: float}, "versions": {"hmh": str, "torch": str}}
+     "config": hmh.config.to_dict(cfg), "metrics": {name: float}, "versions": {"hmh": str, "torch": str},
+     "checksum": "sha256:<hex>"}
+
+``checksum`` is the SHA-256 of everything else in the dict (:func:`state_checksum`), checked on every load: torch
+does not check its zip's CRCs, so without it a file with overwritten bytes would load silently with wrong weights.
+A mismatch is refused naming the file. A checkpoint written before checksums existed loads with a warning.
 
 Files are written atomically (:mod:`hmh.atomic`): a killed run never leaves half a checkpoint. A folder holding
-``checkpoint.pt`` (a Ray Train checkpoint of the ``tune`` drivers) is read as that file.
+``checkpoint.pt`` (a Ray Train checkpoint of the ``tune`` drivers) is read as that file. :func:`export_checkpoint`
+writes the slim copy for inference (``hmh export``): weights, config and metrics, no optimizer state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -40,9 +47,11 @@ __all__ = [
     "CheckpointError",
     "LoadedModels",
     "checkpoint_config",
+    "export_checkpoint",
     "load_checkpoint",
     "models_from_checkpoint",
     "save_checkpoint",
+    "state_checksum",
 ]
 
 FORMAT = "hmh-checkpoint"
@@ -66,6 +75,33 @@ class CheckpointError(HmhError):
 def _plain_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
     """Metrics as ``{str: float}`` (numpy/tensor scalars converted), so ``weights_only`` loading accepts them."""
     return {str(k): float(v) for k, v in (metrics or {}).items()}
+
+
+def _digest(node: Any, sha: Any) -> None:
+    """Feed ``node`` (nested dicts, lists, tensors, plain values) into ``sha`` in a canonical order."""
+    if isinstance(node, torch.Tensor):
+        flat = node.detach().reshape(-1).contiguous().cpu()
+        sha.update(f"T{flat.dtype}{tuple(node.shape)}".encode())
+        sha.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    elif isinstance(node, dict):
+        sha.update(f"D{len(node)}".encode())
+        for key in sorted(node, key=repr):
+            sha.update(repr(key).encode())
+            _digest(node[key], sha)
+    elif isinstance(node, (list, tuple)):
+        sha.update(f"L{len(node)}".encode())
+        for item in node:
+            _digest(item, sha)
+    else:
+        sha.update(f"V{node!r};".encode())
+
+
+def state_checksum(data: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` of a checkpoint dict without its ``checksum`` entry: every tensor's dtype, shape and
+    bytes, and every other value, in key order (the same on any device and after a save/load round trip)."""
+    sha = hashlib.sha256()
+    _digest({k: v for k, v in data.items() if k != "checksum"}, sha)
+    return f"sha256:{sha.hexdigest()}"
 
 
 def save_checkpoint(
@@ -104,10 +140,35 @@ def save_checkpoint(
         "metrics": _plain_metrics(metrics),
         "versions": {"hmh": str(hmh.__version__), "torch": str(torch.__version__)},
     }
-    path = Path(path)
-    with atomic.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    payload["checksum"] = state_checksum(payload)
+    return _write(Path(path), payload)
+
+
+def _write(path: Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` atomically through a Python file, so a full disk is an OSError naming ``path``."""
+    try:
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+    except (OSError, RuntimeError) as err:  # torch's zip writer turns a failed write into a RuntimeError
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
     return path
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write ``source``'s weights, config, stage, epoch and metrics to ``target`` without its optimizer,
+    scheduler and scaler state (a third of the size with AdamW): for ``hmh predict`` and ``hmh evaluate``, not
+    for resuming training. Refuses ``target`` = ``source``."""
+    data = load_checkpoint(source)
+    if Path(target).resolve() == Path(source).resolve():
+        raise CheckpointError(f"{target}: the slim copy cannot replace the checkpoint it is made from")
+    slim = {k: v for k, v in data.items() if k != "checksum"} | {"optimizer": None, "scheduler": None, "scaler": None}
+    slim["checksum"] = state_checksum(slim)
+    return _write(Path(target), slim)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -147,7 +208,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: checkpoint key 'model.generator' is missing or not a state dict")
     if data["stage"] not in STAGES:
         raise CheckpointError(f"{path}: checkpoint key 'stage' is {data['stage']!r}, expected one of {STAGES}")
+    _verify(data, path)
     return data
+
+
+def _verify(data: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose state differs from its stored checksum; warn for one without a checksum."""
+    stored = data.get("checksum")
+    if stored is None:
+        log.warning("%s: no checksum (written by an hmh without them): loaded without an integrity check; "
+                    "hmh export writes a copy with one", path)
+    elif stored != state_checksum(data):
+        raise CheckpointError(f"{path}: corrupt: its contents do not match the checksum stored when it was written "
+                              "(bytes changed on disk or in transfer); use another copy or retrain")
 
 
 def _refusal(message: str) -> str:
@@ -182,10 +255,17 @@ class LoadedModels:
 
 
 def _load_state(module: torch.nn.Module, state: dict, path: Path, key: str) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: '{key}' does not match the model its config builds: {err}") from err
+    """Load ``state`` into ``module``, or raise one line saying how many entries are missing, unexpected or of
+    another shape, with the first of each."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = [f"{len(names)} {what} (first: {names[0]})" for names, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape")) if names]
+    if problems:
+        raise CheckpointError(f"{path}: '{key}' does not match the model its config builds: {'; '.join(problems)}")
+    module.load_state_dict(state)
 
 
 def models_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModels:

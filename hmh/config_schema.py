@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from hmh.errors import HmhError
 __all__ = [
     "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PICKS", "PRECISIONS", "SEARCH_OBJECTIVES", "SYNTHETIC_PROFILES",
     "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig",
-    "SelectionConfig", "TrainConfig", "parse_pick", "validate",
+    "SelectionConfig", "TrainConfig", "parse_pick", "shown", "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -29,10 +30,24 @@ DEVICES = "auto, cpu, cuda or cuda:N"
 SEARCH_OBJECTIVES = ("mpjpe", "mpjpe_ms")  # search.objectives (hmh.results.OBJECTIVE_KEYS)
 PICK = re.compile(r"min_mpjpe|min_ms|max_ms=(?P<ms>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")  # search.pick
 PICKS = "min_mpjpe, min_ms or max_ms=<ms per image, a number > 0>"
+MAX_HYPOTHESES = 128  # model.num_hypotheses: K (the paper's 16, a study's 64, with room)
+MAX_IMAGE_SIZE = 1024  # model.image_size and data.synthetic_size: pixels per side (the paper's 256, with room)
+SEED_LIMIT = 2**32  # every seed: 0 <= seed < 2^32 (NumPy's range; torch and Python accept it too)
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # search.experiment: one folder of the storage root
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlevel = 80, 80, 3
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 8
 
 
 class ConfigError(HmhError, ValueError):
     """An invalid configuration: the message names the key, the value and, when known, the file."""
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, abbreviated (``...``) to at most ~100 characters however large or deeply
+    nested the value is (it never builds the full repr)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 @dataclass
@@ -206,12 +221,14 @@ def validate(config: Config) -> Config:
     checks: list[tuple[bool, str, Any, str]] = [
         *_finite_checks(config),
         (m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {', '.join(BACKBONES)}"),
-        (m.num_hypotheses >= 1, "model.num_hypotheses", m.num_hypotheses, "K >= 1"),
+        (1 <= m.num_hypotheses <= MAX_HYPOTHESES, "model.num_hypotheses", m.num_hypotheses,
+         f"1 <= K <= {MAX_HYPOTHESES}"),
         (m.num_frames == 3, "model.num_frames", m.num_frames, "T = 3 (past, current, future)"),
-        (m.image_size >= 32 and m.image_size % 32 == 0, "model.image_size", m.image_size, "a multiple of 32"),
-        (m.embed_dim >= 1 and m.embed_dim % m.num_heads == 0, "model.embed_dim", m.embed_dim,
-         "a positive multiple of model.num_heads"),
+        (32 <= m.image_size <= MAX_IMAGE_SIZE and m.image_size % 32 == 0, "model.image_size", m.image_size,
+         f"a multiple of 32 from 32 to {MAX_IMAGE_SIZE}"),
         (m.num_heads >= 1, "model.num_heads", m.num_heads, ">= 1"),
+        (m.num_heads >= 1 and m.embed_dim >= 1 and m.embed_dim % m.num_heads == 0, "model.embed_dim", m.embed_dim,
+         "a positive multiple of model.num_heads"),
         (m.mht_blocks >= 1, "model.mht_blocks", m.mht_blocks, ">= 1"),
         (m.mlp_ratio > 0, "model.mlp_ratio", m.mlp_ratio, "> 0"),
         (0 <= m.dropout < 1, "model.dropout", m.dropout, "in [0, 1)"),
@@ -231,7 +248,8 @@ def validate(config: Config) -> Config:
         (all(x >= 1 for x in o.milestones), "optim.milestones", o.milestones, "epochs >= 1"),
         (d.synthetic_train >= 1, "data.synthetic_train", d.synthetic_train, ">= 1"),
         (d.synthetic_test >= 1, "data.synthetic_test", d.synthetic_test, ">= 1"),
-        (d.synthetic_size >= 32, "data.synthetic_size", d.synthetic_size, ">= 32"),
+        (32 <= d.synthetic_size <= MAX_IMAGE_SIZE, "data.synthetic_size", d.synthetic_size,
+         f"from 32 to {MAX_IMAGE_SIZE}"),
         (d.synthetic_subframes >= 3 and d.synthetic_subframes % 2 == 1, "data.synthetic_subframes",
          d.synthetic_subframes, "odd and >= 3 (first, middle and last sub-frames are the labels)"),
         (d.synthetic_profile in SYNTHETIC_PROFILES, "data.synthetic_profile", d.synthetic_profile,
@@ -248,6 +266,8 @@ def validate(config: Config) -> Config:
         (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
         (t.keep in KEEP, "train.keep", t.keep, f"one of {', '.join(KEEP)}"),
         (t.precision in PRECISIONS, "train.precision", t.precision, f"one of {', '.join(PRECISIONS)}"),
+        (FOLDER_NAME.fullmatch(se.experiment) is not None, "search.experiment", se.experiment,
+         "a folder name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 100 characters"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
         (se.tpe_startup_trials >= 0, "search.tpe_startup_trials", se.tpe_startup_trials, ">= 0"),
@@ -271,7 +291,9 @@ def validate(config: Config) -> Config:
     for name, value in dataclasses.asdict(lo).items():
         if name not in ("diversity_alpha", "jrc_alpha", "winner"):
             checks.append((value >= 0, f"loss.{name}", value, "a loss weight >= 0"))
+    for key, value in (("train.seed", t.seed), ("search.seed", se.seed), ("data.synthetic_seed", d.synthetic_seed)):
+        checks.append((0 <= value < SEED_LIMIT, key, value, "0 <= seed < 2^32"))
     for ok, key, value, expected in checks:
         if not ok:
-            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+            raise ConfigError(f"{key}={shown(value)} is invalid: expected {expected}")
     return config

@@ -12,8 +12,11 @@ the selection stage, reloads its kept checkpoint and evaluates on the test split
                                         (hmh.baseline), + the best validation metrics
 
 A folder that holds any of these already is refused unless ``overwrite`` (``hmh train --overwrite``); the old
-files are then kept aside until the new run succeeds, and restored when it fails (:func:`hmh.outputs.replacing`).
-The folder, the device, ``train.generator``, the data and the models are all checked before anything is written.
+files are then kept aside until the new run succeeds, and restored when it fails, is interrupted or gets SIGTERM
+(:func:`hmh.outputs.replacing`). Old files that a killed run (SIGKILL) left aside are put back by the next run into
+that folder, or named when the killed run's own files are there too. The folder is locked for the whole run
+(:mod:`hmh.folder_lock`). The folder, the device, ``train.generator``, the data and the models are all checked
+before anything is written.
 
 Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`build_datasets`,
 :func:`make_loader`, :func:`run_epoch` and :func:`epoch_line`.
@@ -21,12 +24,13 @@ Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
-from hmh import atomic
+from hmh import atomic, folder_lock
 from hmh.baseline import constant_errors, share_line
 from hmh.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from hmh.config import Config, ConfigError, save_config
@@ -52,7 +56,7 @@ from hmh.loop import (
     train_one_epoch,
 )
 from hmh.models.build import build_models, unwrap
-from hmh.outputs import check_free, replacing
+from hmh.outputs import ASIDE_PREFIX, OutputError, check_folder, check_free, replacing
 from hmh.report import metric_table, write_metrics
 from hmh.visualize import hypothesis_grid
 
@@ -60,11 +64,17 @@ __all__ = [
     "EpochResult",
     "RunPaths",
     "RunResult",
+    "baseline_errors",
     "build_datasets",
+    "check_out",
     "data_root",
     "epoch_line",
     "log_hypothesis_images",
+    "kept_line",
     "make_loader",
+    "naming_os_errors",
+    "report_text",
+    "restore_set_aside",
     "run_epoch",
     "run_training",
 ]
@@ -143,6 +153,32 @@ def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("tr
     if "test" in splits:
         datasets["test"] = eval_dataset(cfg, root, "test")
     return datasets
+
+
+def baseline_errors(cfg: Config, root: str | Path, test: Dataset, train: Dataset | None = None) -> dict[str, float]:
+    """The constant mean-pose rows (:func:`hmh.baseline.constant_errors`, ``{"constant/mpjpe_*": mm}``) on
+    ``test``: the mean pose of the run's training split, ``train`` or read from ``root`` as ``hmh train`` reads it
+    (the same held-out captures and ``data.max_train_samples``), so ``hmh evaluate`` gives ``hmh train``'s row."""
+    return constant_errors(train if train is not None else build_datasets(cfg, root, ("train",))["train"], test)
+
+
+def report_text(metrics: dict[str, float]) -> str:
+    """The printed test table of ``hmh train`` and ``hmh evaluate``: the metric table (mm), then the current
+    MPJPE as a share of the constant mean pose."""
+    return metric_table(metrics) + "\n" + share_line(metrics)
+
+
+def check_out(path: Path, name: str) -> Path:
+    """:func:`hmh.outputs.check_folder`, and refuse a path that is, or lies under, a symbolic link to something
+    missing (it could be neither made nor written)."""
+    check_folder(path, name)
+    part = path.absolute()
+    while not part.exists():
+        if part.is_symlink():
+            raise OutputError(f"{name} {path}: {part} is a symbolic link to {os.readlink(part)}, which does not "
+                              "exist")
+        part = part.parent
+    return path
 
 
 def loader_workers(cfg: Config, device: torch.device, cpus: float | None = None) -> int:
@@ -252,6 +288,23 @@ def _is_better(value: float, best: float) -> bool:
     return math.isnan(best) or (not math.isnan(value) and value < best)
 
 
+def kept_line(stage: str, cfg: Config, has_val: bool, kept: int, history: list[dict[str, float]]) -> str:
+    """Which epoch (``kept``, from 1) of the stage's ``history`` its ``best`` checkpoint holds, and by which rule:
+    ``generation: kept epoch 1 of 3 (lowest validation mean_of_k/mpjpe_current: 41.20 mm; last epoch 44.02 mm;
+    train.keep=best)``."""
+    head = f"{stage}: kept epoch {kept} of {len(history)}"
+    if cfg.train.keep == "last":
+        return f"{head}, the last (train.keep=last)"
+    if not has_val:
+        return f"{head}, the last (train.keep=best, but there is no validation split: data.val_fraction=0)"
+    key = OBJECTIVES[stage]
+    value, last = history[kept - 1]["objective"], history[-1]["objective"]
+    if math.isnan(value):
+        return f"{head}, the last (train.keep=best, but validation {key} was NaN in every epoch)"
+    later = "" if kept == len(history) else f"; last epoch {last:.2f} mm"
+    return f"{head} (lowest validation {key}: {value:.2f} mm{later}; train.keep=best) in checkpoints/{stage}_best.pt"
+
+
 @dataclass
 class StageResult:
     best: Path
@@ -274,6 +327,7 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
     best_value, history = math.nan, []
     best_path, last_path = paths.checkpoint(stage, "best"), paths.checkpoint(stage, "last")
     best_metrics: dict[str, float] = {}
+    kept = 0
     for epoch in range(epochs):
         result = run_epoch(stage, generator, selector, loaders["train"], loaders.get("val"), optimizer, scheduler, cfg,
                            device, epoch, writer, image_batch=image_batch, progress=progress, scaler=scaler)
@@ -284,9 +338,10 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
                         optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1, stage=stage,
                         config=cfg, metrics=metrics)
         if keep_last or _is_better(result.objective, best_value):
-            best_value, best_metrics = result.objective, metrics
+            best_value, best_metrics, kept = result.objective, metrics, epoch + 1
             with atomic.atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
+    echo(kept_line(stage, cfg, has_val, kept, history))
     return StageResult(best_path, best_metrics, history)
 
 
@@ -329,12 +384,50 @@ class RunResult:
     metrics_md: Path
 
 
+def restore_set_aside(root: Path, name: str, echo: Echo) -> None:
+    """Put back the old run that a killed ``--overwrite`` (SIGKILL, power loss) left in ``root/.hmh-replaced-*``;
+    when the killed run's own files are in ``root`` too, raise naming both rather than choosing. Call it holding
+    ``root``'s lock, so that no live run's set-aside folder is taken for a leftover."""
+    for aside in sorted(root.glob(f"{ASIDE_PREFIX}*")) if root.is_dir() else []:
+        held = sorted(p.name for p in aside.iterdir())
+        clash = [n for n in held if os.path.lexists(root / n)]
+        if clash:
+            raise OutputError(
+                f"{name} {root}: an interrupted --overwrite left the run it was replacing in {aside} "
+                f"({', '.join(held)}) beside its own partial {', '.join(clash)}; to restore the old run, delete "
+                f"those and move the contents of {aside} back into {root}; to keep the partial one, delete {aside}")
+        for n in held:
+            os.replace(aside / n, root / n)
+        aside.rmdir()
+        echo(f"restored the run an interrupted --overwrite had set aside in {aside}: {', '.join(held)}")
+
+
+@contextlib.contextmanager
+def naming_os_errors(folder: Path) -> Iterator[None]:
+    """Re-raise an OSError that names no file (a write on a full disk, TensorBoard's writer) as one naming
+    ``folder``, the output folder being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(folder)) from None
+
+
 def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo = log.info,
                  progress: bool = True, overwrite: bool = False) -> RunResult:
-    """Train generation then selection on this process and evaluate on the test split (module docstring).
-    ``out_dir``: ``hmh train --out``, default ``train.out_dir``."""
+    """Train generation then selection on this process and evaluate on the test split (module docstring), holding
+    the output folder's lock throughout. ``out_dir``: ``hmh train --out``, default ``train.out_dir``."""
     out_name = "--out" if out_dir else "train.out_dir"
-    paths = RunPaths(check_free(Path(out_dir or cfg.train.out_dir), RunPaths.ENTRIES, out_name, "a run", overwrite))
+    root = check_out(Path(out_dir or cfg.train.out_dir), out_name)
+    with folder_lock.exclusive(root):
+        restore_set_aside(root, out_name, echo)
+        paths = RunPaths(check_free(root, RunPaths.ENTRIES, out_name, "a run", overwrite))
+        return _train(cfg, paths, echo, progress)
+
+
+def _train(cfg: Config, paths: RunPaths, echo: Echo, progress: bool) -> RunResult:
+    """:func:`run_training` once its output folder is locked and checked."""
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     root = data_root(cfg, progress=progress)
@@ -347,7 +440,8 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
     given = _load_given_generator(cfg, generator) if cfg.train.generator else None
     best_val: dict[str, dict[str, float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
-    with replacing(paths.root, RunPaths.ENTRIES), SummaryWriter(str(paths.tensorboard)) as writer:
+    with (naming_os_errors(paths.root), replacing(paths.root, RunPaths.ENTRIES),
+          SummaryWriter(str(paths.tensorboard)) as writer):
         save_config(cfg, paths.config)
         if given is not None:
             gen = _given_generator(cfg, generator, given, paths, echo)
@@ -368,7 +462,7 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
             unwrap(selector).load_state_dict(load_checkpoint(sel.best, device)["model"]["selector"])
             scorer = selector
         test = evaluate(generator, scorer, loaders["test"], cfg, device, progress=progress)
-        test.update(constant_errors(datasets["train"], datasets["test"]))
+        test.update(baseline_errors(cfg, root, datasets["test"], datasets["train"]))
         for key, value in test.items():
             writer.add_scalar(f"test/{key}", value, 0)
         final_ckpt = paths.checkpoint("selection" if scorer is not None else "generation", "best")
@@ -377,5 +471,5 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
             extra={"best_val": best_val, "history": history, "checkpoint": str(final_ckpt),
                    "config": str(paths.config), "data_root": str(root)},
         )
-    echo("test metrics (mm):\n" + metric_table(test) + "\n" + share_line(test))
+    echo("test metrics (mm):\n" + report_text(test))
     return RunResult(paths, test, best_val, history, json_path, md_path)

@@ -70,7 +70,7 @@ def test_overrides_are_typed_and_nested() -> None:
         ("train.keep=first", "train.keep"),
         ("data.synthetic_profile=easy", "data.synthetic_profile"),
         ("selection.embedding_std=0", "selection.embedding_std"),
-        ("train.generator=3", "train.generator"),
+        ("train.seed=-1", "train.seed"),
         ("train.device=cudax", "train.device"),
         ("search.tpe_startup_trials=-1", "search.tpe_startup_trials"),
     ],

@@ -9,6 +9,7 @@ import torch
 from hmh import runner
 from hmh.checkpoint import load_checkpoint
 from hmh.cli import main
+from hmh.config import load_config
 from hmh.evaluation import REDUCTIONS, SELECTION_STATS
 from hmh.loop import TrainingError
 from hmh.metrics import METRICS
@@ -21,6 +22,7 @@ TINY = [
     "train.generation_epochs=2", "train.selection_epochs=1", "train.log_every=1",
 ]
 ALL_KEYS = {f"{r}/{m}" for r in REDUCTIONS for m in METRICS} | {f"selection/{s}" for s in SELECTION_STATS}
+CONSTANT_KEYS = {f"constant/{m}" for m in METRICS if m != "mpvpe"}
 
 
 def _train_args(out, *overrides: str) -> list[str]:
@@ -48,7 +50,7 @@ def test_train_writes_everything(trained, capsys):
     assert last["epoch"] == 2 and last["config"]["model"]["num_hypotheses"] == 2
     assert "val/mean_of_k/mpjpe_current" in last["metrics"]
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report["metrics"]) == ALL_KEYS | {f"constant/{m}" for m in METRICS if m != "mpvpe"}
+    assert set(report["metrics"]) == ALL_KEYS | CONSTANT_KEYS
     assert report["metrics"]["constant/mpjpe_current"] > 0
     assert [len(report["history"][s]) for s in ("generation", "selection")] == [2, 1]
     assert "final (selected top-n)" in (out / "metrics.md").read_text()
@@ -69,17 +71,24 @@ def test_tensorboard_has_scalars_and_images(trained):
     assert len(acc.Scalars("generation/val/hyp0/mpjpe_current")) == 2
 
 
-def test_evaluate_reproduces_the_test_table(trained, tmp_path, capsys):
+@pytest.mark.parametrize("slim", [False, True])
+def test_evaluate_reproduces_the_test_table(trained, tmp_path, capsys, slim):
+    """From the run's checkpoint, and from its slim export (hmh export: no optimizer state) alike."""
     out, _ = trained
-    code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "selection_best.pt"), "--out", str(tmp_path),
-                 "--no-progress"])
+    checkpoint = out / "checkpoints" / "selection_best.pt"
+    if slim:
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "slim.pt")]) == 0
+        checkpoint = tmp_path / "slim.pt"
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "final (selected top-n)" in printed and str(tmp_path / "metrics.md") in printed
+    assert "| constant mean pose (training split) |" in printed  # the row hmh train prints, from the same code
+    assert "current MPJPE as a share of the constant mean pose" in printed
     got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     want = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert set(got) == ALL_KEYS
-    for key in ALL_KEYS:
+    assert set(got) == ALL_KEYS | CONSTANT_KEYS
+    for key in ALL_KEYS | CONSTANT_KEYS:
         assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
 
 
@@ -89,7 +98,7 @@ def test_evaluate_generation_checkpoint_has_no_final(trained, tmp_path):
                  "--split", "train", "--max-samples", "4", "--no-progress"])
     assert code == 0
     got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert set(got) == {k for k in ALL_KEYS if not k.startswith(("final/", "selection/"))}
+    assert set(got) == {k for k in ALL_KEYS | CONSTANT_KEYS if not k.startswith(("final/", "selection/"))}
 
 
 def test_evaluate_missing_checkpoint_is_one_line_error(tmp_path, capsys):
@@ -119,6 +128,7 @@ def test_keep_last_and_top_n_equal_to_k_skip_what_cannot_matter(tmp_path, capsys
     args = ["train", "--config", "cpu", "--out", str(tmp_path), "--no-progress"]
     assert main(args + [a for item in overrides for a in ("--set", item)]) == 0
     printed = capsys.readouterr().out
+    assert "generation: kept epoch 2 of 2, the last (train.keep=last)" in printed
     assert "selection stage skipped: top_n = K = 1" in printed
     assert "current MPJPE as a share of the constant mean pose" in printed
     kept = load_checkpoint(tmp_path / "checkpoints" / "generation_best.pt")
@@ -257,3 +267,19 @@ def test_a_non_finite_config_value_is_refused_before_anything_runs(tmp_path, one
     key = "loss.jrc" if source == "set" else "optim.lr"
     assert f"{key}=inf is invalid: expected a finite number" in one_line_error()
     assert not out.exists()
+
+
+def test_evaluate_on_a_root_without_a_training_split_says_why_it_has_no_constant_row(trained, tmp_path, capsys):
+    out, _ = trained
+    full = runner.data_root(load_config(out / "config.yaml"), progress=False)
+    root = tmp_path / "test-only"
+    for part in ("annotations", "blur_images"):
+        (root / part).mkdir(parents=True)
+        (root / part / "test").symlink_to(full / part / "test")
+    (root / "dataset.yaml").symlink_to(full / "dataset.yaml")
+    args = ["evaluate", "--checkpoint", str(out / "checkpoints" / "generation_best.pt"), "--data", str(root),
+            "--max-samples", "2", "--no-progress", "--out", str(tmp_path / "eval")]
+    assert main(args) == 0
+    assert "no constant mean-pose row: the training split cannot be read: " in capsys.readouterr().out
+    got = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert not any(key.startswith("constant/") for key in got)
