@@ -16,6 +16,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the target's suffix, so writers that look at the extension (numpy, PIL) behave.
     The file gets the mode ``open()`` would give a new file (``0o666`` less the umask), or the replaced file's mode.
+    An OSError about the temporary file (a full disk) is re-raised naming ``path``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +27,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, _file_mode(target))
         os.replace(tmp_path, target)
+    except OSError as err:
+        if err.filename not in (tmp, str(tmp_path)):
+            raise
+        raise OSError(err.errno, err.strerror, str(target)) from None  # name the file the user asked for
     finally:
         tmp_path.unlink(missing_ok=True)
 

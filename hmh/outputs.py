@@ -1,12 +1,14 @@
 """Output folders of ``hmh train``, ``evaluate`` and ``predict``, checked before any work is done, so that a
 mistake costs neither a traceback late in a run nor the files of an earlier one.
 
-- :func:`check_folder`: the path can be a folder here (it is not a file, no parent is a file, and the nearest
-  existing parent is writable);
+- :func:`check_folder`: the path can be a folder here (it is not a file, no parent is a file, it does not lie
+  under a symbolic link to something missing, and the nearest existing parent is writable);
 - :func:`check_free`: that, and the folder holds none of the files a command would write, unless the user
   passed ``--overwrite``;
 - :func:`replacing`: what ``--overwrite`` does to a run folder: the old files are set aside while the new run
-  writes and deleted only when it succeeds; a run that fails or is interrupted leaves the old files as they were.
+  writes and deleted only when it succeeds; a run that fails or is interrupted leaves the old files as they were;
+  :func:`restore_set_aside` puts back what a killed process left set aside;
+- :func:`naming_os_errors`: an OSError that names no file (a full disk) re-raised naming the output folder.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hmh.errors import HmhError
 
-__all__ = ["OutputError", "check_folder", "check_free", "replacing"]
+__all__ = ["OutputError", "check_folder", "check_free", "naming_os_errors", "replacing", "restore_set_aside"]
 
 ASIDE_PREFIX = ".hmh-replaced-"  # where replacing() keeps the old files meanwhile (left there by a killed process)
 
@@ -31,11 +33,15 @@ class OutputError(HmhError):
 
 def check_folder(path: Path, name: str) -> Path:
     """``path``, or raise :class:`OutputError` naming ``name`` (``--out``, ``train.out_dir``) when it cannot be
-    an output folder: it or a parent is an existing non-folder, or the folder it would be made in is read-only."""
+    an output folder: it or a parent is an existing non-folder, it is or lies under a symbolic link to something
+    missing (it could be neither made nor written), or the folder it would be made in is read-only."""
     if path.exists() and not path.is_dir():
         raise OutputError(f"{name} {path}: exists and is not a folder")
     parent = path.absolute()
     while not parent.exists():
+        if parent.is_symlink():
+            raise OutputError(f"{name} {path}: {parent} is a symbolic link to {os.readlink(parent)}, which does "
+                              "not exist")
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"{name} {path}: {parent} is a file, not a folder")
@@ -78,6 +84,36 @@ def replacing(folder: Path, names: Sequence[str]) -> Iterator[None]:
         aside.rmdir()
         raise
     shutil.rmtree(aside)
+
+
+def restore_set_aside(root: Path, name: str, echo: Callable[[str], None]) -> None:
+    """Put back the old run that a killed ``--overwrite`` (SIGKILL, power loss) left in ``root/.hmh-replaced-*``;
+    when the killed run's own files are in ``root`` too, raise naming both rather than choosing. Call it holding
+    ``root``'s lock (:mod:`hmh.folder_lock`), so that no live run's set-aside folder is taken for a leftover."""
+    for aside in sorted(root.glob(f"{ASIDE_PREFIX}*")) if root.is_dir() else []:
+        held = sorted(p.name for p in aside.iterdir())
+        clash = [n for n in held if os.path.lexists(root / n)]
+        if clash:
+            raise OutputError(
+                f"{name} {root}: an interrupted --overwrite left the run it was replacing in {aside} "
+                f"({', '.join(held)}) beside its own partial {', '.join(clash)}; to restore the old run, delete "
+                f"those and move the contents of {aside} back into {root}; to keep the partial one, delete {aside}")
+        for n in held:
+            os.replace(aside / n, root / n)
+        aside.rmdir()
+        echo(f"restored the run an interrupted --overwrite had set aside in {aside}: {', '.join(held)}")
+
+
+@contextlib.contextmanager
+def naming_os_errors(folder: Path) -> Iterator[None]:
+    """Re-raise an OSError that names no file (a write on a full disk, TensorBoard's writer) as one naming
+    ``folder``, the output folder being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(folder)) from None
 
 
 def _remove(path: Path) -> None:

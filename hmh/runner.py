@@ -24,13 +24,12 @@ Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`b
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +55,7 @@ from hmh.loop import (
     train_one_epoch,
 )
 from hmh.models.build import build_models, unwrap
-from hmh.outputs import ASIDE_PREFIX, OutputError, check_folder, check_free, replacing
+from hmh.outputs import check_folder, check_free, naming_os_errors, replacing, restore_set_aside
 from hmh.report import metric_table, write_metrics
 from hmh.visualize import hypothesis_grid
 
@@ -66,15 +65,12 @@ __all__ = [
     "RunResult",
     "baseline_errors",
     "build_datasets",
-    "check_out",
     "data_root",
     "epoch_line",
     "log_hypothesis_images",
     "kept_line",
     "make_loader",
-    "naming_os_errors",
     "report_text",
-    "restore_set_aside",
     "run_epoch",
     "run_training",
 ]
@@ -166,19 +162,6 @@ def report_text(metrics: dict[str, float]) -> str:
     """The printed test table of ``hmh train`` and ``hmh evaluate``: the metric table (mm), then the current
     MPJPE as a share of the constant mean pose."""
     return metric_table(metrics) + "\n" + share_line(metrics)
-
-
-def check_out(path: Path, name: str) -> Path:
-    """:func:`hmh.outputs.check_folder`, and refuse a path that is, or lies under, a symbolic link to something
-    missing (it could be neither made nor written)."""
-    check_folder(path, name)
-    part = path.absolute()
-    while not part.exists():
-        if part.is_symlink():
-            raise OutputError(f"{name} {path}: {part} is a symbolic link to {os.readlink(part)}, which does not "
-                              "exist")
-        part = part.parent
-    return path
 
 
 def loader_workers(cfg: Config, device: torch.device, cpus: float | None = None) -> int:
@@ -384,42 +367,12 @@ class RunResult:
     metrics_md: Path
 
 
-def restore_set_aside(root: Path, name: str, echo: Echo) -> None:
-    """Put back the old run that a killed ``--overwrite`` (SIGKILL, power loss) left in ``root/.hmh-replaced-*``;
-    when the killed run's own files are in ``root`` too, raise naming both rather than choosing. Call it holding
-    ``root``'s lock, so that no live run's set-aside folder is taken for a leftover."""
-    for aside in sorted(root.glob(f"{ASIDE_PREFIX}*")) if root.is_dir() else []:
-        held = sorted(p.name for p in aside.iterdir())
-        clash = [n for n in held if os.path.lexists(root / n)]
-        if clash:
-            raise OutputError(
-                f"{name} {root}: an interrupted --overwrite left the run it was replacing in {aside} "
-                f"({', '.join(held)}) beside its own partial {', '.join(clash)}; to restore the old run, delete "
-                f"those and move the contents of {aside} back into {root}; to keep the partial one, delete {aside}")
-        for n in held:
-            os.replace(aside / n, root / n)
-        aside.rmdir()
-        echo(f"restored the run an interrupted --overwrite had set aside in {aside}: {', '.join(held)}")
-
-
-@contextlib.contextmanager
-def naming_os_errors(folder: Path) -> Iterator[None]:
-    """Re-raise an OSError that names no file (a write on a full disk, TensorBoard's writer) as one naming
-    ``folder``, the output folder being written."""
-    try:
-        yield
-    except OSError as err:
-        if err.filename is not None:
-            raise
-        raise OSError(err.errno, err.strerror or str(err), str(folder)) from None
-
-
 def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo = log.info,
                  progress: bool = True, overwrite: bool = False) -> RunResult:
     """Train generation then selection on this process and evaluate on the test split (module docstring), holding
     the output folder's lock throughout. ``out_dir``: ``hmh train --out``, default ``train.out_dir``."""
     out_name = "--out" if out_dir else "train.out_dir"
-    root = check_out(Path(out_dir or cfg.train.out_dir), out_name)
+    root = check_folder(Path(out_dir or cfg.train.out_dir), out_name)
     with folder_lock.exclusive(root):
         restore_set_aside(root, out_name, echo)
         paths = RunPaths(check_free(root, RunPaths.ENTRIES, out_name, "a run", overwrite))

@@ -1,5 +1,6 @@
 """hmh.atomic: all or nothing, and the permissions an ordinary write would give."""
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -39,3 +40,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_an_os_error_on_the_temporary_file_names_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    with pytest.raises(OSError) as caught:
+        with atomic.atomic_path(target) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert caught.value.filename == str(target) and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

@@ -141,7 +141,7 @@ def test_other_errors_are_not_hidden():
 
 
 def test_a_write_error_that_names_no_file_names_the_output_folder(tmp_path, capsys):
-    from hmh.runner import naming_os_errors
+    from hmh.outputs import naming_os_errors
 
     def run():
         with naming_os_errors(tmp_path / "eval"):

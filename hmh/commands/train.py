@@ -98,10 +98,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from hmh import folder_lock
     from hmh.loop import resolve_device
-    from hmh.runner import check_out
+    from hmh.outputs import check_folder
 
     device = resolve_device(args.device or "auto", "--device")
-    out = check_out(args.out or args.checkpoint.resolve().parent.parent / f"eval-{args.split}", "--out")
+    out = check_folder(args.out or args.checkpoint.resolve().parent.parent / f"eval-{args.split}", "--out")
     with folder_lock.exclusive(out):
         return _evaluate(args, out, device)
 
@@ -111,9 +111,9 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
     from hmh.checkpoint import models_from_checkpoint
     from hmh.errors import HmhError
     from hmh.loop import evaluate
-    from hmh.outputs import check_free
+    from hmh.outputs import check_free, naming_os_errors
     from hmh.report import write_metrics
-    from hmh.runner import baseline_errors, data_root, eval_dataset, make_loader, naming_os_errors, report_text
+    from hmh.runner import baseline_errors, data_root, eval_dataset, make_loader, report_text
 
     check_free(out, ("metrics.json", "metrics.md"), "--out", "a metric table", args.overwrite)
     loaded = models_from_checkpoint(args.checkpoint, device)
