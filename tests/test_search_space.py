@@ -146,6 +146,28 @@ def test_malformed_files_are_rejected(tmp_path: Path, text: str) -> None:
         load_space(write_space(tmp_path, text), load_config("cpu"))
 
 
+@pytest.mark.parametrize(("data", "says"), [
+    ("parameters:\n  optim.lr: {type: loguniform, low: 1e-5, high: 1e-3}  # caf\xe9\n".encode("latin-1"),
+     "not UTF-8"),
+    ("parameters: {}\n".encode("utf-16"), "not UTF-8"),
+    (b"parameters:\n\t optim.lr: 1\n", "line 2, column 1"),
+    (b"parameters:\n  ? [a]\n  : 1\n", "unhashable key"),
+    (b"parameters: " + b"[" * 50000 + b"]" * 50000, "nested too deeply"),
+    (b"parameters:\n  loss.jrc_alpha: {type: float, low: [1], high: 2}\n", "'low' must be a number"),
+    (b"parameters:\n  selection.top_n: {type: int, low: {a: 1}, high: 2}\n", "'low' must be a number"),
+    (b"parameters:\n  selection.top_n: {type: int, low: 1, high: 2, step: [1]}\n", "'step' must be"),
+    (b"parameters:\n  selection.top_n: {type: int, low: 1, high: 2, step: .inf}\n", "'step' must be"),
+])
+def test_undecodable_or_malformed_files_fail_in_one_line_naming_the_file(tmp_path: Path, data: bytes,
+                                                                         says: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_bytes(data)
+    with pytest.raises(SpaceError) as info:
+        load_space(path, load_config("cpu"))
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and says in message and "\n" not in message
+
+
 def test_to_yaml_round_trips(tmp_path: Path) -> None:
     cfg = load_config("paper")
     space = load_space(SPACES / "paper.yaml", cfg)

@@ -7,7 +7,8 @@ tracebacks) still reaches the console:
 - Tune's per-trial boxes (each trial's configuration when it starts, every reported metric when it ends: about 65
   lines a trial): Ray 2.60's default console output has no level that keeps the trial table without them, so the
   drivers use Tune's ``CLIReporter`` (a trial table with the named columns, every 30 s) at verbosity 1, which
-  is Tune's other, documented output (``RAY_AIR_NEW_OUTPUT=0``) (:func:`tune_console`);
+  is Tune's other, documented output (``RAY_AIR_NEW_OUTPUT=0``) (:func:`tune_console`, and for a restored Tuner
+  :func:`restore_console`);
 
 - Ray Train's own INFO lines (the controller's "Requesting resources ...", "Started training worker group ...",
   the workers' "Checkpoint successfully created ...", "Moving model to device ..."): each Train run's
@@ -28,8 +29,8 @@ import os
 import re
 from typing import Any
 
-__all__ = ["VERBOSE_ENV", "filter_worker_echo", "quiet_worker_logs", "set_verbose", "train_logging_config",
-           "tune_console", "verbose"]
+__all__ = ["VERBOSE_ENV", "filter_worker_echo", "quiet_worker_logs", "restore_console", "set_verbose",
+           "train_logging_config", "tune_console", "verbose"]
 
 VERBOSE_ENV = "HMH_VERBOSE"
 DROPPED_LINES = (re.compile(r"Actor with class name: 'PreemptionWatcher' .* has constructor arguments in the object "
@@ -60,6 +61,20 @@ def tune_console(metric_columns: dict[str, str], parameter_columns: dict[str, st
     return {"verbose": 1, "progress_reporter": CLIReporter(
         metric_columns=metric_columns, parameter_columns=parameter_columns, max_report_frequency=30,
         print_intermediate_tables=True)}
+
+
+def restore_console(tuner: Any, metric_columns: dict[str, str], parameter_columns: dict[str, str]) -> None:
+    """Make a ``Tuner.restore``-d ``tuner`` print like a new one (:func:`tune_console`). The restored Tuner brings
+    back the ``RunConfig`` its first run saved, console settings included, but not ``RAY_AIR_NEW_OUTPUT``, without
+    which Tune ignores the trial table and prints the per-trial boxes; and this run's ``--verbose`` may differ.
+    ``Tuner.restore`` takes no ``RunConfig``, so the restored one is updated in place (Ray Client tuners, which
+    keep theirs on the cluster, only get the environment variable)."""
+    settings = {"verbose": None, "progress_reporter": None, **tune_console(metric_columns, parameter_columns)}
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None:
+        run_config = local.get_run_config()
+        for key, value in settings.items():
+            setattr(run_config, key, value)
 
 
 def train_logging_config() -> Any:

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from hmh.config import SearchConfig
 from hmh.errors import HmhError
@@ -29,8 +30,11 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     """Start or join Ray and return the dashboard URL (also echoed).
 
     ``address`` None: a local single-node Ray with this machine's CPUs and GPUs, the dashboard on 127.0.0.1 (Ray
-    Train's cleanup needs it) and token authentication left on (Ray's default). ``address`` given (``auto``,
-    ``HOST:PORT`` or ``ray://...``): join that cluster. An already initialised Ray (tests, notebooks) is reused.
+    Train's cleanup needs it), token authentication left on (Ray's default) and every port it opens on 127.0.0.1
+    (:func:`_loopback_node`). ``address`` given (``auto``, ``HOST:PORT`` or ``ray://...``): join that cluster,
+    whose ports are as its ``ray start`` opened them (docs/security.md); a loopback ``HOST`` (such as the address
+    of another driver's local Ray) is kept as it is, where Ray would replace it by this machine's outward address.
+    An already initialised Ray (tests, notebooks) is reused.
     """
     import ray
 
@@ -38,14 +42,40 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
         echo(f"Ray: reusing this process's Ray session (GCS {ray.get_runtime_context().gcs_address})")
         return ""
     if address:
-        context = ray.init(address=address, log_to_driver=True)
+        with _loopback_node() if _is_loopback(address) else contextlib.nullcontext():
+            context = ray.init(address=address, log_to_driver=True)
     else:
         _refuse_second_local_instance()
-        context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+        with _loopback_node():
+            context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
     filter_worker_echo()
     url = _url(context.dashboard_url or "")
     echo(f"Ray dashboard: {url or '(not available)'}")
     return url
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While a local Ray starts, its node address is the loopback address, so that everything it listens on (GCS,
+    raylet, object manager, and the Prometheus metrics endpoints of the dashboard, its agent and the autoscaler,
+    which answer without the token) binds to 127.0.0.1. Ray 2.60 binds its metrics endpoints to loopback only
+    when the node address is loopback, and resolves an explicit ``_node_ip_address="127.0.0.1"`` to the machine's
+    outward address; the switch it honours is ``ray_constants.ENABLE_RAY_CLUSTER`` (environment variable
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read at ``import ray``), set to False here for the call."""
+    from ray._private import ray_constants
+
+    previous = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` names this machine's loopback interface (``ray://`` and ``auto`` do not)."""
+    host = address.rpartition(":")[0].strip("[]") if "://" not in address else ""
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _refuse_second_local_instance() -> None:

@@ -5,8 +5,9 @@
 
 - Every trial is a driver (0.01 CPU, on the head node) that runs both stages as Ray Train runs
   (:mod:`tune.train`), forwarding each epoch's report to Tune. ``OptunaSearch`` (TPE, seeded by
-  ``search.seed``, study in ``results/<experiment>/optuna.db``) proposes configurations from the YAML space
-  (:mod:`tune.space`); ASHA stops poor trials at rungs of ``trial_epoch`` (both stages' epochs counted together).
+  ``search.seed``, study in ``results/<experiment>/optuna.db``, tied to the experiment: :mod:`tune.optuna_db`)
+  proposes configurations from the YAML space (:mod:`tune.space`); ASHA stops poor trials at rungs of
+  ``trial_epoch`` (both stages' epochs counted together).
 - Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.OBJECTIVE`): the selected current-frame MPJPE on
   the validation split; during the generation stage the mean of all K stands in for the selector.
 - Two objectives (``search.objectives=mpjpe_ms``): that MPJPE and the inference cost, ms per image at batch 1
@@ -23,7 +24,9 @@
   budget (``search.final_*``) and evaluated on the test split; results, summary and plots are written
   (:mod:`hmh.results`).
 - ``--resume`` continues an interrupted search with ``Tuner.restore`` (finished trials are not rerun, running
-  ones resume from their Train checkpoints) and then does whatever is left.
+  ones resume from their Train checkpoints) and then does whatever is left; an interrupted final retrain resumes
+  from its last checkpoint. Ctrl-C anywhere ends with one line saying what is kept, and exit status 130
+  (:mod:`tune.interrupt`).
 """
 
 from __future__ import annotations
@@ -52,14 +55,17 @@ from hmh.results import (
 from hmh.search_summary import best_trial, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import tune_console
+from tune.optuna_db import check_study, create_study, fingerprint
 from tune.space import SearchSpace, SpaceError, apply_params, default_space_path, load_space
 from tune.train import check_same_config, prepare_config, run_two_stage, test_metrics
+from tune.tune_state import check_tune_state, restore_tuner
 
 __all__ = ["Experiment", "driver", "final_config", "load_experiment", "run_search"]
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "search"
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's resource of the head node (every cluster has exactly one)
+RESUMABLE = ("search.pick",)  # config keys --resume may change: search.pick only chooses among finished trials
 
 
 @dataclass
@@ -83,6 +89,11 @@ class Experiment:
     def two_objectives(self) -> bool:
         return len(self.objectives) == 2
 
+    @property
+    def fingerprint(self) -> str:
+        """What ties ``optuna.db``'s study to this experiment (:mod:`tune.optuna_db`)."""
+        return fingerprint(self.cfg, self.space.to_yaml(), RESUMABLE)
+
 
 def load_experiment(config: str, overrides: list[str], space: str | None = None, resume: bool = False) -> Experiment:
     """Load and check everything a search needs, before Ray starts (errors name the key or the file)."""
@@ -101,19 +112,22 @@ def load_experiment(config: str, overrides: list[str], space: str | None = None,
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     space_path = Path(repo_path(space or cfg.search.space or str(default_space_path())))
     searched = load_space(space_path, cfg)
+    exp = Experiment(cfg, searched, paths)
     if resume:
         if not paths.config.is_file():
             raise ConfigError(f"--resume: no search to resume in {paths.root} (no {paths.config.name})")
-        # search.pick only chooses among finished trials: a resumed search may choose another point
-        check_same_config(paths.config, cfg, f"the search in {paths.root}", ignore=("search.pick",))
+        check_same_config(paths.config, cfg, f"the search in {paths.root}", ignore=RESUMABLE)
         saved = load_space(paths.space, cfg)
         if saved.to_yaml() != searched.to_yaml():
             raise SpaceError(f"--resume: the search in {paths.root} used the space {paths.space}, which differs "
                              f"from {space_path}; pass --space {paths.space}")
-    elif paths.config.exists() or Path(paths.root, TUNE_NAME).exists():
+        check_tune_state(Path(paths.root, TUNE_NAME))
+        if paths.optuna_db.exists() or Path(paths.root, TUNE_NAME).exists():  # else the search never started
+            check_study(paths.optuna_db, cfg.search.experiment, exp.fingerprint)
+    elif paths.config.exists() or Path(paths.root, TUNE_NAME).exists() or paths.optuna_db.exists():
         raise ConfigError(f"search.experiment={cfg.search.experiment!r}: {paths.root} already holds a search; pass "
                           "--resume to continue it, or choose another search.experiment")
-    return Experiment(cfg, searched, paths)
+    return exp
 
 
 def driver(params: dict[str, Any], base: dict, root: str, ray_root: str) -> None:
@@ -264,8 +278,8 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
     front, the summary and the plots) when no point of a two-objective search's front satisfies ``search.pick``."""
     import ray.tune
 
-    from hmh.report import metric_table
     from tune.export import FINISHED
+    from tune.interrupt import sigint_restored
     from tune.resources import init_ray, max_concurrent_trials
     from tune.storage import check_shared_storage
 
@@ -276,11 +290,12 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
     save_config(exp.cfg, exp.paths.config)  # on --resume too: search.pick may have changed (load_experiment)
     if not resume:
         atomic.write_text(exp.paths.space, exp.space.to_yaml())
+    if not exp.paths.optuna_db.exists():
+        create_study(exp.paths.optuna_db, exp.cfg.search.experiment, len(exp.objectives), exp.fingerprint)
     tune_path = f"{exp.paths.ray_storage}/{TUNE_NAME}"
     if resume and ray.tune.Tuner.can_restore(tune_path):
         echo(f"resuming the search in {tune_path}")
-        tuner = ray.tune.Tuner.restore(tune_path, trainable=_trainable(exp, base), resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+        tuner = restore_tuner(tune_path, _trainable(exp, base), _table_metrics(exp), _table_parameters(exp))
     else:
         concurrent = max_concurrent_trials(ray.cluster_resources(), exp.cfg.search)
         objectives = " and ".join(exp.objectives) + (" (Pareto front, no early stopping)" if exp.two_objectives
@@ -288,13 +303,22 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
         echo(f"search {exp.cfg.search.experiment!r}: {exp.cfg.search.num_samples} trials, at most {concurrent} at "
              f"once, {exp.epochs_total} epochs each, minimising {objectives}; results in {exp.paths.root}")
         tuner = _tuner(exp, base, concurrent)
-    tuner.fit()
+    with sigint_restored():  # Tune leaves its own handler, which only asks a finished Tune run to stop
+        tuner.fit()
     rows = read_table(exp.paths.trials, TRIALS_SCHEMA)[0].to_pylist() if exp.paths.trials.is_file() else []
     finished = sum(r["status"] in FINISHED for r in rows)
     if finished < exp.cfg.search.num_samples:
         echo(f"search interrupted after {finished} finished trial(s); continue it with the same command and "
              "--resume")
         return 130
+    return _finish(exp, base_cfg, rows, dashboard)
+
+
+def _finish(exp: Experiment, base_cfg: Config, rows: list[dict], dashboard: str) -> int:
+    """After the trials (their ``trials.parquet`` ``rows``): the final retrain, the reports, where everything is.
+    Returns 0, or 130 when Ctrl-C interrupted the final retrain (one line says what is kept)."""
+    from hmh.report import metric_table
+
     try:
         chosen = _chosen_trial(exp, rows)
     except pareto.PickError:
@@ -302,7 +326,12 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
         raise
     if exp.cfg.search.final_retrain and chosen is None:
         echo("final retrain skipped: no trial completed its full budget")
-    test = _final_retrain(exp, base_cfg, chosen) if exp.cfg.search.final_retrain and chosen else None
+    try:
+        test = _final_retrain(exp, base_cfg, chosen) if exp.cfg.search.final_retrain and chosen else None
+    except KeyboardInterrupt:
+        echo(f"final retrain interrupted: the {len(rows)} trial(s) stay in {exp.paths.root} and the retrain's "
+             f"checkpoints in {exp.paths.train_storage}/final-*; continue it with the same command and --resume")
+        return 130
     summary, plots = _write_reports(exp)
     if test is not None:
         echo(f"final retrain, test split ({test['samples']} samples), mm:\n{metric_table(test['metrics'])}")

@@ -181,7 +181,7 @@ def _number(text: Any) -> Any:
 
 def _parse_bound(where: str, name: str, raw: Any, kind: str, types: dict[str, Any]) -> Bound:
     raw = _number(raw)
-    if isinstance(raw, bool) or raw is None:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise SpaceError(f"{where}: '{name}' must be a number or a numeric config key, got {raw!r}")
     if isinstance(raw, str):
         if types.get(raw) not in (int, float):
@@ -231,7 +231,8 @@ def _parse_param(where: str, key: str, spec: Any, types: dict[str, Any]) -> Para
     low = _parse_bound(where, "low", spec["low"], kind, types)
     high = _parse_bound(where, "high", spec["high"], kind, types)
     step = _number(spec.get("step"))
-    if step is not None and (isinstance(step, (bool, str)) or step <= 0 or (kind == "int" and step != int(step))):
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf
+                             or (kind == "int" and not float(step).is_integer())):
         raise SpaceError(f"{where}: 'step' must be a positive {'integer' if kind == 'int' else 'number'}, "
                          f"got {step!r}")
     log = spec.get("log", False)
@@ -243,13 +244,26 @@ def _parse_param(where: str, key: str, spec: Any, types: dict[str, Any]) -> Para
     return Param(key, kind, low, high, step, log)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (``line L, column C``)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{err.problem}{where}"
+    return " ".join(str(err).split())
+
+
 def _read(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise SpaceError(f"{path}: cannot read the search space: {err}") from err
+        raise SpaceError(f"{path}: cannot read the search space: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start}); save the search space as UTF-8") from None
     except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML: {err}") from err
+        raise SpaceError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: expected a mapping with 'parameters', got {type(data).__name__}")
     return data

@@ -181,7 +181,9 @@ def _constant_rows(cfg: Config) -> list[dict]:
 
 def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None,
               select_ks: list[int] | None = None) -> int:
-    """Run (or continue) the study of ``cfg``; returns 0 when every arm finished, 1 when some failed."""
+    """Run (or continue) the study of ``cfg``; returns 0 when every arm finished, 1 when some failed, 130 when it
+    was interrupted."""
+    from tune.interrupt import sigint_restored
     from tune.placement import ReleasePlacementGroups
     from tune.resources import DRIVER_CPUS, init_ray
     from tune.search import HEAD_NODE_RESOURCE
@@ -214,16 +216,28 @@ def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None
                                           failure_config=ray.tune.FailureConfig(max_failures=0),
                                           **tune_console({"stage": "stage"}, {"arm": "arm"})),
         )
-        results = tuner.fit()
+        with sigint_restored():  # Tune leaves its own handler, which only asks a finished Tune run to stop
+            results = tuner.fit()
         failed = sum(result.error is not None for result in results)
     summary = write_summary(paths.root)
     plots = write_study_plots(paths.root)
     paths.publish()
     echo(summary.read_text())
     echo(f"summary: {summary}; plots: {', '.join(map(str, plots))}")
+    return _exit_status([a.name for a in pending if a.name not in _Rows(study).finished()], failed)
+
+
+def _exit_status(left: list[str], failed: int) -> int:
+    """0 when no arm is ``left`` unfinished; 1 (with a line) when some failed; else the study was interrupted
+    (Ctrl-C: Tune stops its trials and returns): 130, with a line."""
     if failed:
         echo(f"{failed} arm(s) failed (see the lines above); run the same command again to retry them")
-    return 1 if failed else 0
+        return 1
+    if left:
+        echo(f"study interrupted: arm(s) {', '.join(left)} not finished, the others are kept; run the same command "
+             "again to continue")
+        return 130
+    return 0
 
 
 def run_args(args: argparse.Namespace) -> int:

@@ -126,6 +126,7 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from tune.interrupt import interruptible, sigint_restored
     from tune.resources import scaling_config, worker_runtime_env
 
     name = f"{run}-{stage}"
@@ -149,7 +150,7 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
     checkpoint_config = (ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=OBJECTIVE,
                                                     checkpoint_score_order="min")
                          if has_val else ray.train.CheckpointConfig(num_to_keep=1))
-    trainer = TorchTrainer(
+    trainer = interruptible(TorchTrainer(
         train_fn_per_worker,
         train_loop_config=spec.to_dict(),
         scaling_config=scaling_config(cfg.search),
@@ -159,9 +160,10 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
             failure_config=ray.train.FailureConfig(max_failures=cfg.search.max_failures,
                                                    controller_failure_limit=cfg.search.controller_failure_limit),
         ),
-    )
+    ))
     echo(f"{name}: training {epochs} epoch(s) on {cfg.search.num_workers} worker(s) -> {run_dir}")
-    result = trainer.fit()
+    with sigint_restored():
+        result = trainer.fit()
     checkpoint, metrics = _best(result, has_val)
     _marker_write(run_dir, {"epochs": epochs, "checkpoint": checkpoint, "metrics": metrics})
     echo(f"{name}: done, best checkpoint {checkpoint} (objective {metrics.get(OBJECTIVE, math.nan):.2f} mm)")
@@ -222,8 +224,13 @@ def run_args(args: argparse.Namespace) -> int:
     init_ray(args.address, echo=echo)
     check_shared_storage(cfg.search.storage_path)
     tensorboard = paths.tensorboard / args.name
-    result = run_two_stage(cfg, paths, args.name, tensorboard_dir=str(tensorboard), echo=echo)
-    test = test_metrics(cfg, result.final.checkpoint)
+    try:
+        result = run_two_stage(cfg, paths, args.name, tensorboard_dir=str(tensorboard), echo=echo)
+        test = test_metrics(cfg, result.final.checkpoint)
+    except KeyboardInterrupt:
+        echo(f"run {args.name!r} interrupted: its checkpoints stay in {paths.train_storage}/{args.name}-*; run the "
+             "same command to resume it")
+        return 130
     json_path, md_path = write_metrics(out, test["metrics"], f"test split ({test['samples']} samples) of "
                                        f"{test['root']}", extra={"checkpoint": result.final.checkpoint})
     echo("test metrics (mm):\n" + metric_table(test["metrics"]))
