@@ -39,6 +39,8 @@ from hmh.metrics import (
     _scores,
     _selection_hits,
     _vertex_errors,
+    top_n_by_error,
+    top_n_by_reward,
 )
 
 __all__ = ["REDUCTIONS", "SELECTION_STATS", "MultiHypothesisEvaluator", "SelectionStats", "selection_gain"]
@@ -142,18 +144,18 @@ class MultiHypothesisEvaluator:
             mesh_ok,
         )
         _best_of_k_into(self._acc["best_of_k"], matched, vert_err, mesh_ok)
-        reductions = {
-            "mean_of_k": (-torch.arange(k, dtype=torch.float64).expand(n, k), k),
-            "random_n": (torch.from_numpy(self._rng.random((n, k))), self.top_n),
-            "label_oracle": (-torch.nan_to_num(seq_err, nan=torch.inf), self.top_n),  # NaN ranks last
+        reductions = {  # the hypotheses each averages, (N, n), best first
+            "mean_of_k": torch.arange(k).expand(n, k),
+            "random_n": top_n_by_reward(torch.from_numpy(self._rng.random((n, k))), self.top_n),
+            "label_oracle": top_n_by_error(seq_err, self.top_n),
         }
         if score is not None:
-            reductions["final"] = (score, self.top_n)
+            reductions["final"] = top_n_by_reward(score, self.top_n)
             hits = _selection_hits(score, seq_err, self.top_n)  # (N,)
             self._hits_sum += float(torch.nansum(hits))
             self._hits_count += int((~torch.isnan(hits)).sum())
-        for name, (ranking, count) in reductions.items():
-            out = _aggregate(pred, ranking, count, hyp_verts)
+        for name, indices in reductions.items():
+            out = _aggregate(pred, indices, hyp_verts)
             if name == "final":
                 self._stats.update(score, out.indices)
             agg_err = None if verts is None else _vertex_errors(out.verts, verts[1])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hmh.config import LossConfig
-from hmh.metrics import sequence_errors
+from hmh.metrics import sequence_errors, top_n_by_error
 from hmh.models.generator import GeneratorOutput
 from hmh.models.selector import SelectorOutput
 
@@ -113,7 +113,7 @@ def topn_labels(seq_err: torch.Tensor, top_n: int) -> torch.Tensor:
     if seq_err.dim() != 2 or not 1 <= top_n <= seq_err.shape[1]:
         raise ValueError(f"topn_labels: seq_err must be (B, K) with 1 <= top_n <= K, got {tuple(seq_err.shape)} "
                          f"and top_n={top_n}")
-    best = torch.sort(seq_err, dim=1, stable=True).indices[:, :top_n]  # (B, n)
+    best = top_n_by_error(seq_err, top_n)  # (B, n)
     return torch.zeros_like(seq_err, dtype=torch.float32).scatter_(1, best, 1.0)
 
 

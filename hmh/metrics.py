@@ -44,6 +44,8 @@ __all__ = [
     "random_n",
     "selection_precision",
     "sequence_errors",
+    "top_n_by_error",
+    "top_n_by_reward",
 ]
 
 NUM_FRAMES = 3
@@ -261,9 +263,20 @@ class Aggregate:
     swapped: ArrayLike
 
 
-def _aggregate(preds: torch.Tensor, scores: torch.Tensor, top_n: int, verts: torch.Tensor | None) -> Aggregate:
-    """Tensor core of ``aggregate``: stable descending sort, so equal scores keep the lower index first."""
-    indices = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_n]  # (N, n)
+def top_n_by_reward(scores: torch.Tensor, top_n: int) -> torch.Tensor:
+    """Indices ``(N, n)`` of the ``top_n`` highest ``scores (N, K)``, best first; equal scores keep the lower index
+    first. The one rule of a selector's choice: the final output, the selection statistics, the pictures."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_n]
+
+
+def top_n_by_error(errors: torch.Tensor, top_n: int) -> torch.Tensor:
+    """Indices ``(N, n)`` of the ``top_n`` lowest ``errors (N, K)``, best first; equal errors keep the lower index
+    first, NaN ranks last. The one rule of the JRC labels, the label oracle and the selection precision."""
+    return torch.sort(errors, dim=1, stable=True).indices[:, :top_n]
+
+
+def _aggregate(preds: torch.Tensor, indices: torch.Tensor, verts: torch.Tensor | None) -> Aggregate:
+    """Tensor core of ``aggregate``: the hypotheses ``indices (N, n)`` of ``preds``, best first."""
     rows = torch.arange(preds.shape[0], device=preds.device)[:, None]  # (N, 1)
     chosen = preds[rows, indices]  # (N, n, T, J, 3)
     swapped = _reversed(chosen, chosen[:, :1])  # (N, n)
@@ -286,7 +299,7 @@ def aggregate(preds, scores, top_n: int, verts=None) -> Aggregate:
     if verts is not None:
         frames = (NUM_FRAMES,) if len(verts.shape) == 5 else ()
         v = _checked(verts, "verts", ("N", "K", *frames, "V", 3), dims, p.device, p.dtype)
-    out = _aggregate(p, s, top_n, v)
+    out = _aggregate(p, top_n_by_reward(s, top_n), v)
     if isinstance(preds, torch.Tensor):
         return out
     return Aggregate(*(None if x is None else x.numpy() for x in (out.joints, out.verts, out.indices, out.swapped)))
@@ -348,8 +361,7 @@ def sequence_errors(pred, gt, valid):
 
 def _selection_hits(scores: torch.Tensor, seq_err: torch.Tensor, top_n: int) -> torch.Tensor:
     """``(N,)`` fraction of the top-n by score that are among the top-n by ``seq_err``; NaN where it has NaN."""
-    chosen = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_n]  # (N, n)
-    best = torch.sort(seq_err, dim=1, stable=True).indices[:, :top_n]  # (N, n)
+    chosen, best = top_n_by_reward(scores, top_n), top_n_by_error(seq_err, top_n)  # (N, n) each
     hits = (chosen[:, :, None] == best[:, None, :]).any(-1).double().mean(-1)  # (N,)
     return torch.where(torch.isnan(seq_err).any(1), torch.nan, hits)
 

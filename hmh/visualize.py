@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from hmh.metrics import top_n_by_reward
+
 __all__ = ["draw_panels", "hypothesis_grid"]
 
 FRAME_COLOURS = ((70, 130, 255), (60, 220, 90), (255, 70, 70))  # past, current, future
@@ -93,7 +95,7 @@ def hypothesis_grid(
     for i in range(count):
         selected = None
         if scores is not None:
-            selected = torch.argsort(scores[i].float(), descending=True, stable=True)[:top_n].tolist()
+            selected = top_n_by_reward(scores[i : i + 1].float(), top_n)[0].tolist()
         rows.append(
             draw_panels(
                 batch["image"][i].detach().float().cpu().numpy(),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hmh.config import ModelConfig, SelectionConfig
-from hmh.metrics import Aggregate, aggregate
+from hmh.metrics import Aggregate, aggregate, top_n_by_reward
 from hmh.models.backbone import Backbone
 from hmh.models.generator import NUM_JOINTS, GeneratorOutput
 from hmh.models.unfolder import Unfolder
@@ -116,7 +116,7 @@ def select_top_n(reward: torch.Tensor, top_n: int) -> torch.Tensor:
     """Indices ``(B, n)`` of the ``top_n`` highest rewards of ``reward (B, K)``, best first (ties: lower index)."""
     if not 1 <= top_n <= reward.shape[-1]:
         raise ValueError(f"selection.top_n={top_n} must be in [1, K={reward.shape[-1]}]")
-    return torch.sort(reward, dim=-1, descending=True, stable=True).indices[:, :top_n]
+    return top_n_by_reward(reward, top_n)
 
 
 def final_prediction(gen_out: GeneratorOutput, reward: torch.Tensor, top_n: int) -> Aggregate:
