@@ -52,7 +52,7 @@ import pyarrow as pa
 
 from hmh import atomic
 from hmh.config import SearchConfig
-from hmh.results import read_table, write_table
+from hmh.results import OBJECTIVE, read_table, write_table
 
 GRID: dict[str, list[Any]] = {  # 3 x 4 x 4 = 48 configurations
     "model.num_hypotheses": [2, 4, 8],
@@ -127,11 +127,11 @@ def build_table(out: Path, echo: Callable[[str], None] = print) -> Path:
         for epoch, metrics in enumerate(history, start=1):
             rows.append({"config_id": config_id, **point, "trial_epoch": epoch,
                          "stage": "generation" if epoch <= cfg.train.generation_epochs else "selection",
-                         "objective": metrics["objective"], "seconds": seconds / len(history)})
+                         "objective": metrics.get(OBJECTIVE, math.nan), "seconds": seconds / len(history)})
         write_table(out, rows, TABLE_SCHEMA, {"command": "python benchmarks/search_efficiency.py table",
                                                "experiment": EXPERIMENT, "budget": BUDGET})
-        echo(f"config {config_id + 1}/{len(points)} {point}: final objective {history[-1]['objective']:.2f} mm "
-             f"({seconds:.0f} s)")
+        final = history[-1].get(OBJECTIVE, math.nan)
+        echo(f"config {config_id + 1}/{len(points)} {point}: final objective {final:.2f} mm ({seconds:.0f} s)")
     return out
 
 

@@ -33,6 +33,7 @@ from hmh.models.build import unwrap
 
 __all__ = [
     "OBJECTIVES",
+    "OBJECTIVE_SOURCES",
     "STAGES",
     "TrainingError",
     "amp_dtype",
@@ -53,8 +54,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STAGES = ("generation", "selection")
-# Validation objective per stage (lower is better). Before a selector exists, the mean of all K stands in for it.
-OBJECTIVES = {"generation": "mean_of_k/mpjpe_current", "selection": "final/mpjpe_current"}
+# Validation objective per stage (lower is better): the current-frame MPJPE of a reduction. Before a selector
+# exists, the mean of all K stands in for it.
+OBJECTIVE_SOURCES = {"generation": "mean_of_k", "selection": "final"}
+OBJECTIVES = {stage: f"{source}/mpjpe_current" for stage, source in OBJECTIVE_SOURCES.items()}
 
 
 class TrainingError(HmhError):

@@ -18,8 +18,8 @@ that folder, or named when the killed run's own files are there too. The folder 
 (:mod:`hmh.folder_lock`). The folder, the device, ``train.generator``, the data and the models are all checked
 before anything is written.
 
-Drivers that run elsewhere (Ray Train workers) reuse :func:`data_root`, :func:`build_datasets`,
-:func:`make_loader`, :func:`run_epoch` and :func:`epoch_line`.
+Each stage runs on :func:`hmh.engine.run_stage`, the engine the Ray Train workers run too; they also reuse
+:func:`data_root`, :func:`build_datasets` and :func:`make_loader`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -41,37 +41,29 @@ from hmh import atomic, folder_lock
 from hmh.baseline import constant_errors, share_line
 from hmh.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from hmh.config import Config, ConfigError, save_config
+from hmh.engine import EpochReport, StageParts, keeps_last, run_stage, selection_skipped
 from hmh.loop import (
     OBJECTIVES,
     evaluate,
-    infer,
     init_selector_from_generator,
-    make_optimizer,
-    make_scaler,
-    make_scheduler,
     resolve_device,
     seed_everything,
-    to_device,
-    train_one_epoch,
 )
 from hmh.models.build import build_models, unwrap
 from hmh.outputs import check_folder, check_free, naming_os_errors, replacing, restore_set_aside
 from hmh.report import metric_table, write_metrics
-from hmh.visualize import hypothesis_grid
+from hmh.results import OBJECTIVE
 
 __all__ = [
-    "EpochResult",
     "RunPaths",
     "RunResult",
     "baseline_errors",
     "build_datasets",
     "data_root",
     "epoch_line",
-    "log_hypothesis_images",
     "kept_line",
     "make_loader",
     "report_text",
-    "run_epoch",
     "run_training",
 ]
 
@@ -188,72 +180,12 @@ def make_loader(dataset: Dataset, cfg: Config, *, train: bool, device: torch.dev
     )
 
 
-@dataclass
-class EpochResult:
-    """One epoch: training means (``train_one_epoch``), validation metrics (empty without a validation loader)
-    and the stage's objective (NaN without validation)."""
-
-    stage: str
-    epoch: int
-    train: dict[str, float]
-    val: dict[str, float]
-    objective: float
-    seconds: float
-
-    def flat(self) -> dict[str, float]:
-        """``{"train/...": v, "val/...": v, "objective": v, "epoch": n}`` for reports and checkpoints."""
-        out = {f"train/{k}": v for k, v in self.train.items()}
-        out.update({f"val/{k}": v for k, v in self.val.items()})
-        out.update(objective=self.objective, epoch=float(self.epoch + 1))
-        return out
-
-
-@torch.no_grad()
-def log_hypothesis_images(
-    writer: SummaryWriter, tag: str, generator, selector, batch: dict, cfg: Config, device: torch.device, step: int
-) -> None:
-    """TensorBoard image of a fixed batch: inputs with every hypothesis' 2D joints, the selected top-n
-    highlighted (hmh.visualize)."""
-    generator.eval()
-    if selector is not None:
-        selector.eval()
-    out, scores = infer(generator, selector, to_device(batch, device), cfg, device)
-    grid = hypothesis_grid(batch, out.joints_2d.float().cpu(), None if scores is None else scores.float().cpu(),
-                           cfg.selection.top_n)
-    writer.add_image(tag, grid, step)
-
-
-def run_epoch(
-    stage: str, generator, selector, train_loader, val_loader, optimizer, scheduler, cfg: Config,
-    device: torch.device, epoch: int, writer: SummaryWriter | None = None, *, image_batch: dict | None = None,
-    progress: bool = False, scaler: torch.amp.GradScaler | None = None,
-) -> EpochResult:
-    """``train_one_epoch`` + validation (``evaluate``; the selector is used in the selection stage only) +
-    TensorBoard epoch scalars ``{stage}/train/...``, ``{stage}/val/...`` and images at step ``epoch + 1``."""
-    start = time.perf_counter()
-    train = train_one_epoch(stage, generator, selector, train_loader, optimizer, scheduler, cfg, device, epoch,
-                            writer, progress=progress, scaler=scaler)
-    scorer = selector if stage == "selection" else None
-    val = {} if val_loader is None else evaluate(generator, scorer, val_loader, cfg, device, progress=progress)
-    objective = val.get(OBJECTIVES[stage], math.nan)
-    result = EpochResult(stage, epoch, train, val, objective, time.perf_counter() - start)
-    if writer is not None:
-        for key, value in result.flat().items():
-            if key != "epoch":
-                writer.add_scalar(f"{stage}/{key}", value, epoch + 1)
-        if image_batch is not None:
-            log_hypothesis_images(writer, f"{stage}/hypotheses", generator, scorer, image_batch, cfg, device,
-                                  epoch + 1)
-        writer.flush()
-    return result
-
-
-def epoch_line(result: EpochResult, epochs: int) -> str:
+def epoch_line(result: EpochReport) -> str:
     """One console line: losses, lr, throughput and the main validation metrics (mm)."""
     t = result.train
     terms = ", ".join(f"{k[5:]} {v:.4g}" for k, v in t.items() if k.startswith("loss/") and k != "loss/total")
-    line = (f"{result.stage} {result.epoch + 1}/{epochs} | loss {t['loss/total']:.4g} ({terms}) | lr {t['lr']:.2e} | "
-            f"{t['samples_per_s']:.1f} samples/s")
+    line = (f"{result.stage} {result.epoch}/{result.epochs} | loss {t['loss/total']:.4g} ({terms}) | "
+            f"lr {t['lr']:.2e} | {t['samples_per_s']:.1f} samples/s")
     shown = [("final", "final"), ("best_of_k", "best-of-K"), ("label_oracle", "label-oracle"),
              ("mean_of_k", "mean-of-K"), ("random_n", "random-n"), ("hyp0", "hyp0")]
     vals = [f"{name} {result.val[f'{key}/mpjpe_current']:.2f}" for key, name in shown
@@ -281,7 +213,7 @@ def kept_line(stage: str, cfg: Config, has_val: bool, kept: int, history: list[d
     if not has_val:
         return f"{head}, the last (train.keep=best, but there is no validation split: data.val_fraction=0)"
     key = OBJECTIVES[stage]
-    value, last = history[kept - 1]["objective"], history[-1]["objective"]
+    value, last = (history[i].get(OBJECTIVE, math.nan) for i in (kept - 1, -1))
     if math.isnan(value):
         return f"{head}, the last (train.keep=best, but validation {key} was NaN in every epoch)"
     later = "" if kept == len(history) else f"; last epoch {last:.2f} mm"
@@ -290,42 +222,38 @@ def kept_line(stage: str, cfg: Config, has_val: bool, kept: int, history: list[d
 
 @dataclass
 class StageResult:
+    """A stage of ``hmh train``: its kept checkpoint, that epoch's metrics and every epoch's."""
+
     best: Path
-    best_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, device, paths: RunPaths, writer,
                echo: Echo, progress: bool) -> StageResult:
-    """Train one stage for its epochs; write the last and the kept checkpoint each epoch (kept: the best by the
-    validation objective, or the last one when ``train.keep`` is ``last`` or there is no validation split)."""
-    epochs = cfg.train.generation_epochs if stage == "generation" else cfg.train.selection_epochs
-    model = generator if stage == "generation" else selector
-    optimizer = make_optimizer(stage, model, cfg)
-    scheduler = make_scheduler(stage, optimizer, cfg, len(loaders["train"]))
-    scaler = make_scaler(cfg, device)
+    """Train one stage with :func:`hmh.engine.run_stage`; after each epoch write ``{stage}_last.pt`` and copy it to
+    ``{stage}_best.pt`` when the stage keeps that epoch (:func:`hmh.engine.keeps_last`, else the lowest validation
+    objective so far)."""
     has_val = loaders.get("val") is not None
-    keep_last = cfg.train.keep == "last" or not has_val
-    image_batch = next(iter(loaders["val"] if has_val else loaders["test"]))
-    best_value, history = math.nan, []
+    keep_last = keeps_last(cfg, has_val)
     best_path, last_path = paths.checkpoint(stage, "best"), paths.checkpoint(stage, "last")
-    best_metrics: dict[str, float] = {}
-    kept = 0
-    for epoch in range(epochs):
-        result = run_epoch(stage, generator, selector, loaders["train"], loaders.get("val"), optimizer, scheduler, cfg,
-                           device, epoch, writer, image_batch=image_batch, progress=progress, scaler=scaler)
-        echo(epoch_line(result, epochs))
-        metrics = result.flat()
-        history.append(metrics)
-        save_checkpoint(last_path, generator=generator, selector=selector if stage == "selection" else None,
-                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1, stage=stage,
-                        config=cfg, metrics=metrics)
-        if keep_last or _is_better(result.objective, best_value):
-            best_value, best_metrics, kept = result.objective, metrics, epoch + 1
+    kept: list[EpochReport] = []
+
+    def on_epoch(report: EpochReport, parts: StageParts) -> None:
+        echo(epoch_line(report))
+        save_checkpoint(last_path, **parts.checkpoint_state(), epoch=report.epoch, config=cfg,
+                        metrics=report.checkpoint_metrics())
+        if keep_last or not kept or _is_better(report.objective, kept[-1].objective):
+            kept.append(report)
             with atomic.atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
-    echo(kept_line(stage, cfg, has_val, kept, history))
-    return StageResult(best_path, best_metrics, history)
+
+    reports = run_stage(stage, cfg, generator, selector, loaders["train"], loaders.get("val"), device, on_epoch,
+                        epoch_offset=cfg.train.generation_epochs if stage == "selection" else 0, writer=writer,
+                        image_batch=next(iter(loaders["val"] if has_val else loaders["test"])), progress=progress)
+    history = [report.metrics() for report in reports]
+    echo(kept_line(stage, cfg, has_val, kept[-1].epoch, history))
+    return StageResult(best_path, kept[-1].metrics(), history)
 
 
 def _load_given_generator(cfg: Config, generator: torch.nn.Module) -> dict:
@@ -404,10 +332,10 @@ def _train(cfg: Config, paths: RunPaths, echo: Echo, progress: bool) -> RunResul
         unwrap(generator).load_state_dict(load_checkpoint(gen.best, device)["model"]["generator"])
         generator.requires_grad_(False)
         scorer = None
-        if cfg.train.selection_epochs > 0 and cfg.selection.top_n == cfg.model.num_hypotheses:
-            echo(f"selection stage skipped: top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a "
-                 "selector cannot change the output (the final is the mean of K)")
-        elif cfg.train.selection_epochs > 0:
+        skipped = selection_skipped(cfg)
+        if skipped:
+            echo(f"selection stage skipped: {skipped}")
+        else:
             if cfg.selection.init_from_generator:
                 init_selector_from_generator(selector, generator)
             sel = _run_stage("selection", cfg, generator, selector, loaders, device, paths, writer, echo, progress)

@@ -4,6 +4,7 @@
 - the two-objective demo (tune/configs/demo_pareto.yaml) writes a non-dominated Pareto front of MPJPE and ms per
   image and retrains the point search.pick chose;
 - a Train stage resumes from its checkpoint after one of its DDP workers is killed;
+- ``hmh train`` and a Ray Train worker run a stage on one engine: the same metric keys and checkpoint contents;
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
@@ -119,7 +120,7 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
     for trial_id in trials["trial_id"]:
         events = EventAccumulator(str(tensorboard / trial_id), size_guidance={"images": 0})
         events.Reload()
-        assert "val/mean_of_k/mpjpe_current" in events.Tags()["scalars"], trial_id
+        assert "generation/val/mean_of_k/mpjpe_current" in events.Tags()["scalars"], trial_id
         assert "generation/hypotheses" in events.Tags()["images"], trial_id
     summary = exp.paths.summary.read_text()
     assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
@@ -247,6 +248,37 @@ def test_stage_resumes_from_its_checkpoint_after_a_worker_is_killed(ray_address,
     assert last["epoch"] == 4
     assert last["metrics"]["restored_epoch"] >= 1  # the restarted group resumed from a checkpoint, not epoch 0
     assert json.loads((run_dir / "hmh_stage.json").read_text())["checkpoint"] == result.checkpoint
+
+
+def test_hmh_train_and_a_ray_train_worker_run_a_stage_alike(ray_address, tmp_path: Path) -> None:
+    """One engine (hmh.engine.run_stage), two callbacks: a generation stage through hmh train and through Ray Train
+    reports the same metric keys and writes checkpoints of the same contents."""
+    import torch
+
+    from hmh.checkpoint import load_checkpoint
+    from hmh.config import load_config
+    from hmh.runner import run_training
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=1", "train.selection_epochs=0"]),
+                         progress=False)
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    on_ray = run_stage(cfg, "generation", paths, "alike")
+    local = run_training(cfg, tmp_path / "local", echo=lambda line: None, progress=False)
+    assert set(on_ray.metrics) == set(local.history["generation"][0])
+    assert on_ray.metrics["trial_epoch"] == local.history["generation"][0]["trial_epoch"] == 1
+    ray_ckpt = load_checkpoint(Path(on_ray.checkpoint) / "checkpoint.pt")
+    local_ckpt = load_checkpoint(tmp_path / "local" / "checkpoints" / "generation_best.pt")
+    assert set(ray_ckpt) == set(local_ckpt)
+    assert set(ray_ckpt["metrics"]) == set(local_ckpt["metrics"])
+    assert (ray_ckpt["stage"], ray_ckpt["epoch"]) == (local_ckpt["stage"], local_ckpt["epoch"]) == ("generation", 1)
+    for part in ("model", "optimizer"):
+        ours, theirs = ray_ckpt[part], local_ckpt[part]
+        assert set(ours) == set(theirs), part
+    shapes = [{k: tuple(v.shape) for k, v in c["model"]["generator"].items() if isinstance(v, torch.Tensor)}
+              for c in (ray_ckpt, local_ckpt)]
+    assert shapes[0] == shapes[1]
 
 
 def test_a_second_local_ray_instance_is_refused(ray_address, tmp_path: Path) -> None:

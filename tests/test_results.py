@@ -55,8 +55,21 @@ def trial(trial_id: str, index: int, k: int, objective: float, done: int, total:
             "checkpoint_path": f"/ckpt/{trial_id}", **{f"val/{k}": v for k, v in metrics_table(objective).items()}}
     if ms is not None:
         last.update({COST_KEYS[0]: ms, COST_KEYS[1]: ms / 5})
-    params = {"model.num_hypotheses": k, "selection.top_n": min(2, k), "optim.lr": 1e-3}
-    return trial_row(trial_id, index, status, params, to_dict(load_config("cpu")), last, total, f"/trials/{trial_id}")
+    params = {"model.num_hypotheses": k, "selection.top_n": min(2, k), "optim.lr": 1e-3, "train.generation_epochs": 2,
+              "train.selection_epochs": total - 2}
+    return trial_row(trial_id, index, status, params, to_dict(load_config("cpu")), last, f"/trials/{trial_id}")
+
+
+def test_a_trial_whose_selection_stage_is_skipped_is_not_taken_for_a_stopped_one() -> None:
+    from tune.export import trial_row
+
+    last = {"trial_epoch": 2, OBJECTIVE: 30.0}
+    params = {"model.num_hypotheses": 2, "selection.top_n": 2, "train.generation_epochs": 2,
+              "train.selection_epochs": 1}  # top_n = K: no selection stage (hmh.engine.selection_skipped)
+    row = trial_row("ab_00000", 0, "TERMINATED", params, to_dict(load_config("cpu")), last)
+    assert (row["epochs_total"], row["stopped_early"]) == (2, False)
+    row = trial_row("ab_00001", 1, "TERMINATED", {**params, "selection.top_n": 1}, to_dict(load_config("cpu")), last)
+    assert (row["epochs_total"], row["stopped_early"]) == (3, True)
 
 
 @pytest.fixture
@@ -229,7 +242,7 @@ def pareto_experiment(tmp_path: Path) -> ExperimentPaths:
     from hmh.pareto import choose, front, write_front
 
     paths = ExperimentPaths(tmp_path / "pareto")
-    rows = [trial("ab_00000", 0, 2, 40.0, 3, ms=2.0), trial("ab_00001", 1, 4, 30.0, 3, ms=4.0),
+    rows = [trial("ab_00000", 0, 2, 40.0, 2, ms=2.0), trial("ab_00001", 1, 4, 30.0, 3, ms=4.0),  # K = top_n: 2 epochs
             trial("ab_00002", 2, 8, 25.0, 3, ms=9.0), trial("ab_00003", 3, 4, 35.0, 3, ms=5.0),
             trial("ab_00004", 4, 8, math.nan, 0, status="ERROR")]
     write_table(paths.trials, rows, TRIALS_SCHEMA, {"experiment": "pareto", "searched": SEARCHED,

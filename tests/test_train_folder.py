@@ -8,10 +8,11 @@ import os
 import pytest
 import torch
 
-from hmh import folder_lock, runner
+from hmh import engine, folder_lock, runner
 from hmh.cli import main
 from hmh.config import load_config
-from hmh.runner import EpochResult, RunPaths, kept_line
+from hmh.results import OBJECTIVE
+from hmh.runner import RunPaths, kept_line
 
 TINY = ["model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2", "model.mht_blocks=1",
         "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1", "train.device=cpu"]
@@ -29,7 +30,7 @@ def _evaluate(out, checkpoint="missing.pt") -> list[str]:
 # Which epoch a stage keeps, and why.
 
 def _history(objectives):
-    return [{"objective": v, "epoch": float(i + 1)} for i, v in enumerate(objectives)]
+    return [{OBJECTIVE: v, "epoch": i + 1} for i, v in enumerate(objectives)]
 
 
 def test_kept_line_names_the_epoch_the_metric_and_the_rule():
@@ -50,22 +51,20 @@ def test_a_stage_prints_which_epoch_it_kept(tmp_path, monkeypatch):
     cfg = load_config("cpu", ["train.generation_epochs=3"])
     objectives = iter([40.0, 50.0, 60.0])
 
-    def epoch(stage, generator, selector, train, val, optimizer, scheduler, cfg, device, epoch, *a, **k):
-        return EpochResult(stage, epoch, {}, {"mean_of_k/mpjpe_current": 0.0}, next(objectives), 1.0)
-
     def save(path, **kwargs):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(kwargs["epoch"]))
 
-    monkeypatch.setattr(runner, "run_epoch", epoch)
-    monkeypatch.setattr(runner, "epoch_line", lambda result, epochs: f"epoch {result.epoch + 1}")
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: {})
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: {"mean_of_k/mpjpe_current": next(objectives)})
+    monkeypatch.setattr(runner, "epoch_line", lambda report: f"epoch {report.epoch}")
     monkeypatch.setattr(runner, "save_checkpoint", save)
     lines: list[str] = []
     paths = RunPaths(tmp_path)
     result = runner._run_stage("generation", cfg, torch.nn.Linear(2, 2), None, {"train": [1, 2], "val": [3]},
                                torch.device("cpu"), paths, None, lines.append, False)
     assert paths.checkpoint("generation", "best").read_text() == "1"
-    assert result.best_metrics["objective"] == 40.0
+    assert result.best_metrics[OBJECTIVE] == 40.0
     assert lines[-1].startswith("generation: kept epoch 1 of 3 (lowest validation mean_of_k/mpjpe_current: 40.00 mm; "
                                 "last epoch 60.00 mm; train.keep=best)")
 

@@ -16,6 +16,7 @@ from typing import Any
 import ray.tune
 
 from hmh.config import flatten
+from hmh.engine import run_epochs
 from hmh.report import format_or_dash as _mm
 from hmh.results import (
     COST_KEYS,
@@ -83,11 +84,13 @@ def iteration_row(trial_id: str, result: dict) -> dict[str, Any]:
     return row
 
 
-def trial_row(trial_id: str, index: int, status: str, params: dict, base: dict, last: dict, epochs_total: int,
-              trial_dir: str = "", error: str = "") -> dict[str, Any]:
+def trial_row(trial_id: str, index: int, status: str, params: dict, base: dict, last: dict, trial_dir: str = "",
+              error: str = "") -> dict[str, Any]:
     """One ``trials.parquet`` row: the trial's full config (``base`` with its ``params``) and last report;
-    ``index``: its creation order (0-based)."""
-    config = flatten(apply_params(base, params))
+    ``index``: its creation order (0-based). ``epochs_total``: the epochs its config trains
+    (:func:`hmh.engine.run_epochs`), so a trial that skips its selection stage is not taken for a stopped one."""
+    cfg = apply_params(base, params)
+    config, epochs_total = flatten(cfg), run_epochs(cfg)
     done = int(last.get("trial_epoch") or 0)
     row: dict[str, Any] = {
         "trial_id": trial_id, "trial_index": index, "status": status,
@@ -149,7 +152,7 @@ class ExportCallback(ray.tune.Callback):
         if row["status"] == "ERROR":
             what = f"failed: {row['error']}"
         elif row["stopped_early"]:
-            what = f"stopped early by ASHA after epoch {row['epochs_done']}/{self.epochs_total}"
+            what = f"stopped early by ASHA after epoch {row['epochs_done']}/{row['epochs_total']}"
         else:
             what = f"completed {row['epochs_done']} epochs"
         cost = f" | {_mm(row[COST_OBJECTIVE])} ms per image" if COST_OBJECTIVE in self.objectives else ""
@@ -166,7 +169,7 @@ class ExportCallback(ray.tune.Callback):
                                                           else "INTERRUPTED")
             error = _error_line(_error_text(trial)) if status == "ERROR" else ""
             rows.append(trial_row(trial.trial_id, index, status, trial.config, self.base, trial.last_result,
-                                  self.epochs_total, trial.path or "", error))
+                                  trial.path or "", error))
         return rows
 
     def _write(self, trials: list) -> list[dict]:

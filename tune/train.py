@@ -5,9 +5,11 @@ Each stage is a ``ray.train.torch.TorchTrainer`` over :func:`tune.worker.train_f
 ``FailureConfig(max_failures=search.max_failures)``: a crashed worker group restarts from the last checkpoint.
 Runs are named deterministically (``<run>-generation``, ``<run>-selection`` under ``results/<experiment>/train``),
 so running the same command again resumes an interrupted run; a finished stage is recorded in
-``hmh_stage.json`` in its run folder and skipped. The selection stage starts from the generation stage's best
-checkpoint (lowest validation objective; the last one without a validation split). Afterwards the final
-checkpoint is evaluated on the test split in a Ray task with one worker's resources.
+``hmh_stage.json`` in its run folder and skipped. Each stage keeps the checkpoint ``hmh train`` would keep
+(:func:`hmh.engine.keeps_last`: the lowest validation objective, or the last with ``train.keep: last`` or without a
+validation split); the selection stage starts from the generation stage's, and is skipped where
+:func:`hmh.engine.selection_skipped` says so (top_n = K). Afterwards the final checkpoint is evaluated on the test
+split in a Ray task with one worker's resources.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from typing import Any
 
 from hmh import atomic
 from hmh.config import Config, ConfigError, flatten, load_config, save_config
+from hmh.engine import keeps_last, selection_skipped, stage_epochs
 from hmh.results import OBJECTIVE, ExperimentPaths
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import train_logging_config
 from tune.worker import StageSpec, evaluate_checkpoint, train_fn_per_worker
 
-__all__ = ["RunResult", "StageResult", "check_same_config", "prepare_config", "run_stage", "run_two_stage",
+__all__ = ["RunCheckpoints", "StageCheckpoint", "check_same_config", "prepare_config", "run_stage", "run_two_stage",
            "test_metrics"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ Echo = Callable[[str], None]
 
 
 @dataclass
-class StageResult:
+class StageCheckpoint:
     """A finished stage: its best checkpoint (a Train checkpoint folder or URI) and that checkpoint's metrics."""
 
     stage: str
@@ -49,12 +52,12 @@ class StageResult:
 
 
 @dataclass
-class RunResult:
-    generation: StageResult
-    selection: StageResult | None
+class RunCheckpoints:
+    generation: StageCheckpoint
+    selection: StageCheckpoint | None
 
     @property
-    def final(self) -> StageResult:
+    def final(self) -> StageCheckpoint:
         """The checkpoint to evaluate: the selection stage's, or the generation stage's without one."""
         return self.selection or self.generation
 
@@ -102,12 +105,13 @@ def _marker_write(run_dir: str, data: dict) -> None:
         stream.write(text.encode())
 
 
-def _best(result, has_val: bool) -> tuple[str, dict[str, Any]]:
-    """``(path, metrics)`` of the lowest-objective checkpoint of a Train result (the latest without validation)."""
+def _best(result, keep_last: bool) -> tuple[str, dict[str, Any]]:
+    """``(path, metrics)`` of the checkpoint a stage keeps (:func:`hmh.engine.keeps_last`): the lowest-objective
+    checkpoint of a Train result, or its latest."""
     candidates = result.best_checkpoints or []
     if not candidates:
         raise RuntimeError(f"Train run {result.path} finished without a checkpoint")
-    if not has_val:
+    if keep_last:
         checkpoint, metrics = max(candidates, key=lambda cm: cm[1].get("epoch", 0))
     else:
         def score(cm) -> float:
@@ -119,7 +123,7 @@ def _best(result, has_val: bool) -> tuple[str, dict[str, Any]]:
 
 
 def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, generator_checkpoint: str = "",
-              tensorboard_dir: str = "", report_to_tune: bool = False, echo: Echo = log.info) -> StageResult:
+              tensorboard_dir: str = "", report_to_tune: bool = False, echo: Echo = log.info) -> StageCheckpoint:
     """Train ``stage`` of ``cfg`` as the Train run ``<run>-<stage>`` (resumed if it exists; skipped if it
     finished). ``report_to_tune``: inside a Tune trial, forward every report to Tune (``TuneReportCallback``) and
     record the run's placement groups for the driver's :class:`tune.placement.ReleasePlacementGroups`."""
@@ -132,11 +136,11 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
     name = f"{run}-{stage}"
     run_dir = f"{paths.train_storage}/{name}"
     done = _marker_read(run_dir)
-    epochs = cfg.train.generation_epochs if stage == "generation" else cfg.train.selection_epochs
+    epochs = stage_epochs(stage, cfg)
     if done is not None and done.get("epochs") == epochs:
         echo(f"{name}: finished earlier, best checkpoint {done['checkpoint']}")
-        return StageResult(stage, done["checkpoint"], done["metrics"])
-    has_val = cfg.data.val_fraction > 0
+        return StageCheckpoint(stage, done["checkpoint"], done["metrics"])
+    keep_last = keeps_last(cfg, cfg.data.val_fraction > 0)
     spec = StageSpec(config=dataclasses.asdict(cfg), stage=stage, generator_checkpoint=generator_checkpoint,
                      epoch_offset=cfg.train.generation_epochs if stage == "selection" else 0,
                      tensorboard_dir=tensorboard_dir)
@@ -147,9 +151,9 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
         from tune.placement import RecordPlacementGroups
 
         callbacks += [TuneReportCallback(), RecordPlacementGroups(ray.tune.get_context().get_trial_id())]
-    checkpoint_config = (ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=OBJECTIVE,
-                                                    checkpoint_score_order="min")
-                         if has_val else ray.train.CheckpointConfig(num_to_keep=1))
+    checkpoint_config = (ray.train.CheckpointConfig(num_to_keep=1) if keep_last else
+                         ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=OBJECTIVE,
+                                                    checkpoint_score_order="min"))
     trainer = interruptible(TorchTrainer(
         train_fn_per_worker,
         train_loop_config=spec.to_dict(),
@@ -164,22 +168,26 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
     echo(f"{name}: training {epochs} epoch(s) on {cfg.search.num_workers} worker(s) -> {run_dir}")
     with sigint_restored():
         result = trainer.fit()
-    checkpoint, metrics = _best(result, has_val)
+    checkpoint, metrics = _best(result, keep_last)
     _marker_write(run_dir, {"epochs": epochs, "checkpoint": checkpoint, "metrics": metrics})
     echo(f"{name}: done, best checkpoint {checkpoint} (objective {metrics.get(OBJECTIVE, math.nan):.2f} mm)")
-    return StageResult(stage, checkpoint, metrics)
+    return StageCheckpoint(stage, checkpoint, metrics)
 
 
 def run_two_stage(cfg: Config, paths: ExperimentPaths, run: str, *, tensorboard_dir: str = "",
-                  report_to_tune: bool = False, echo: Echo = log.info) -> RunResult:
-    """Generation, then (``train.selection_epochs`` > 0) selection from the generation stage's best checkpoint."""
+                  report_to_tune: bool = False, echo: Echo = log.info) -> RunCheckpoints:
+    """Generation, then selection from the checkpoint the generation stage keeps, unless
+    :func:`hmh.engine.selection_skipped` (as ``hmh train`` does)."""
     generation = run_stage(cfg, "generation", paths, run, tensorboard_dir=tensorboard_dir,
                            report_to_tune=report_to_tune, echo=echo)
     selection = None
-    if cfg.train.selection_epochs > 0:
+    skipped = selection_skipped(cfg)
+    if skipped:
+        echo(f"{run}: selection stage skipped: {skipped}")
+    else:
         selection = run_stage(cfg, "selection", paths, run, generator_checkpoint=generation.checkpoint,
                               tensorboard_dir=tensorboard_dir, report_to_tune=report_to_tune, echo=echo)
-    return RunResult(generation, selection)
+    return RunCheckpoints(generation, selection)
 
 
 def test_metrics(cfg: Config, checkpoint: str, split: str = "test") -> dict[str, Any]:

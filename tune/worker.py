@@ -1,43 +1,40 @@
 """What runs on Ray's workers: ``train_fn_per_worker`` (one stage of hmh training on every Train worker) and
 ``evaluate_checkpoint`` (a checkpoint's metric table on one split, run as a Ray task).
 
-Every epoch each rank trains on its shard (``prepare_data_loader`` adds a ``DistributedSampler``;
-``prepare_model`` wraps the trained model in DDP: gloo on CPU, NCCL on GPU), rank 0 evaluates on the validation
-split with the unwrapped models (no collective runs while the other ranks wait), then **every** rank calls
-``ray.train.report`` (a barrier): rank 0 with an hmh checkpoint (``checkpoint.pt``, :mod:`hmh.checkpoint`) and its
-metrics, the others with ``checkpoint=None``. A restarted worker group resumes from ``ray.train.get_checkpoint()``.
+Each stage runs on :func:`hmh.engine.run_stage`, the engine of ``hmh train``. Every epoch each rank trains on
+its shard (``prepare_data_loader`` adds a ``DistributedSampler``; ``prepare_model`` wraps the trained model in DDP:
+gloo on CPU, NCCL on GPU), rank 0 evaluates on the validation split with the unwrapped models (no collective runs
+while the other ranks wait), then **every** rank calls ``ray.train.report`` (a barrier): rank 0 with an hmh
+checkpoint (``checkpoint.pt``, :mod:`hmh.checkpoint`) and its metrics, the others with ``checkpoint=None``. A
+restarted worker group resumes from ``ray.train.get_checkpoint()``.
 
-Reported metrics (rank 0's reach Train and Tune): ``stage``, ``epoch`` (1-based, within the stage),
-``trial_epoch`` (1-based across both stages: ASHA's time axis), ``restored_epoch`` (the epoch this worker group
-resumed from, 0 when it started fresh), ``train/<key>`` (``hmh.loop.train_one_epoch``'s means),
-``val/<reduction>/<metric>`` (mm) and the objective ``val/objective_mpjpe_current`` with ``val/objective_source``
-(:data:`hmh.results.OBJECTIVE`); in a two-objective search (``search.objectives=mpjpe_ms``) also the inference
-cost ``cost/ms_per_image_b1`` and ``_b8`` (:mod:`hmh.inference_cost`), measured by rank 0 once per stage.
+Reported metrics (:meth:`hmh.engine.EpochReport.metrics`; rank 0's reach Train and Tune): ``stage``, ``epoch``
+(1-based, within the stage), ``trial_epoch`` (1-based across both stages: ASHA's time axis), ``restored_epoch``
+(the epoch this worker group resumed from, 0 when it started fresh), ``train/<key>``
+(``hmh.loop.train_one_epoch``'s means), ``val/<reduction>/<metric>`` (mm) and the objective
+``val/objective_mpjpe_current`` with ``val/objective_source`` (:data:`hmh.results.OBJECTIVE`); in a two-objective
+search (``search.objectives=mpjpe_ms``) also the inference cost ``cost/ms_per_image_b1`` and ``_b8``
+(:mod:`hmh.inference_cost`), measured by rank 0 once per stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DistributedSampler
 
 from hmh.checkpoint import CHECKPOINT_FILE
 from hmh.config import Config, from_dict
-from hmh.results import OBJECTIVE, OBJECTIVE_SOURCE
 from tune.console import quiet_worker_logs
 
-__all__ = ["StageSpec", "evaluate_checkpoint", "stage_metrics", "train_fn_per_worker"]
+__all__ = ["StageSpec", "evaluate_checkpoint", "train_fn_per_worker"]
 
 log = logging.getLogger(__name__)
-
-SOURCES = {"generation": "mean_of_k", "selection": "final"}
 
 
 @dataclass
@@ -59,24 +56,6 @@ class StageSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def epochs(self) -> int:
-        train = self.config["train"]
-        return int(train["generation_epochs"] if self.stage == "generation" else train["selection_epochs"])
-
-
-def stage_metrics(stage: str, epoch: int, spec: StageSpec, restored: int, train: dict[str, float],
-                  val: dict[str, float]) -> dict[str, Any]:
-    """The flat report of one epoch (module docstring); ``epoch`` counts from 0."""
-    metrics: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, "trial_epoch": spec.epoch_offset + epoch + 1,
-                               "restored_epoch": restored}
-    metrics.update({f"train/{k}": v for k, v in train.items()})
-    metrics.update({f"val/{k}": v for k, v in val.items()})
-    if val:
-        metrics[OBJECTIVE] = val.get(f"{SOURCES[stage]}/mpjpe_current", math.nan)
-        metrics[OBJECTIVE_SOURCE] = SOURCES[stage]
-    return metrics
-
 
 def _load_checkpoint_file(path: str, device: torch.device) -> dict:
     """An hmh checkpoint from a Train checkpoint folder or URI."""
@@ -95,24 +74,18 @@ def _per_worker(cfg: Config, world: int) -> Config:
 
 
 def train_fn_per_worker(config: dict) -> None:
-    """Train ``config`` (a :class:`StageSpec` dict) for its stage's epochs on this Ray Train worker."""
+    """Train ``config`` (a :class:`StageSpec` dict) for its stage's epochs on this Ray Train worker, on
+    :func:`hmh.engine.run_stage` (the engine of ``hmh train``)."""
     import ray.train
     import ray.train.torch
     from torch.utils.tensorboard import SummaryWriter
 
     from hmh.checkpoint import save_checkpoint
+    from hmh.engine import EpochReport, StageParts, run_stage
     from hmh.inference_cost import cost_metrics
-    from hmh.loop import (
-        evaluate,
-        init_selector_from_generator,
-        make_optimizer,
-        make_scaler,
-        make_scheduler,
-        seed_everything,
-        train_one_epoch,
-    )
+    from hmh.loop import init_selector_from_generator, seed_everything
     from hmh.models.build import build_models, unwrap
-    from hmh.runner import build_datasets, log_hypothesis_images, make_loader
+    from hmh.runner import build_datasets, make_loader
 
     quiet_worker_logs()
     spec = StageSpec(**config)
@@ -138,57 +111,35 @@ def train_fn_per_worker(config: dict) -> None:
         generator.to(device)
         if state is None and cfg.selection.init_from_generator:
             init_selector_from_generator(selector, generator)
-        model = ray.train.torch.prepare_model(selector)
+        selector = ray.train.torch.prepare_model(selector)
     else:
-        model = generator = ray.train.torch.prepare_model(generator)
-    optimizer = make_optimizer(stage, model, cfg)
-    scheduler = make_scheduler(stage, optimizer, cfg, len(train_loader))
-    scaler = make_scaler(cfg, device)
-    start = 0
+        generator = ray.train.torch.prepare_model(generator)
     if state is not None:
-        unwrap(model).load_state_dict(state["model"]["selector" if stage == "selection" else "generator"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start = int(state["epoch"])
-        log.info("%s: resuming after epoch %d from %s", stage, start, checkpoint.path)
+        log.info("%s: resuming after epoch %d from %s", stage, int(state["epoch"]), checkpoint.path)
+
+    cost: dict[str, float] = {}  # search.objectives=mpjpe_ms: the models' inference cost, measured once per stage
+
+    def on_epoch(report: EpochReport, parts: StageParts) -> None:
+        """Every rank reports (a barrier); rank 0 with its metrics and a checkpoint."""
+        metrics = report.metrics()
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        if cfg.search.objectives == "mpjpe_ms":  # every report carries it: Tune checks a searcher's metrics
+            if not cost:
+                cost.update(cost_metrics(unwrap(parts.generator), unwrap(selector), cfg, device))
+            metrics.update(cost)
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(Path(folder) / CHECKPOINT_FILE, **parts.checkpoint_state(), epoch=report.epoch,
+                            config=cfg, metrics=report.checkpoint_metrics())
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"{stage}-epoch{report.epoch:03d}")
 
     writer = SummaryWriter(spec.tensorboard_dir) if rank == 0 and spec.tensorboard_dir else None
-    image_batch = next(iter(val_loader)) if writer is not None and val_loader is not None else None
-    scorer = selector if stage == "selection" else None
-    cost: dict[str, float] = {}  # search.objectives=mpjpe_ms: the models' inference cost, measured once per stage
     try:
-        for epoch in range(start, spec.epochs):
-            if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(epoch)
-            train = train_one_epoch(stage, generator, model if stage == "selection" else None, train_loader,
-                                    optimizer, scheduler, cfg, device, epoch, writer, scaler=scaler)
-            plain_scorer = None if scorer is None else unwrap(scorer)
-            val = evaluate(unwrap(generator), plain_scorer, val_loader, cfg, device) if val_loader else {}
-            metrics = stage_metrics(stage, epoch, spec, start, train, val)
-            if rank != 0:
-                ray.train.report(metrics, checkpoint=None)
-                continue
-            if cfg.search.objectives == "mpjpe_ms":  # every report carries it: Tune checks a searcher's metrics
-                cost = cost or cost_metrics(unwrap(generator), unwrap(selector), cfg, device)
-                metrics.update(cost)
-            if writer is not None:
-                step = metrics["trial_epoch"]
-                for key, value in metrics.items():
-                    if isinstance(value, float):
-                        writer.add_scalar(key, value, step)
-                if image_batch is not None:
-                    log_hypothesis_images(writer, f"{stage}/hypotheses", unwrap(generator), plain_scorer,
-                                          image_batch, cfg, device, step)
-                writer.flush()
-            with tempfile.TemporaryDirectory() as folder:
-                save_checkpoint(Path(folder) / CHECKPOINT_FILE, generator=generator, selector=scorer,
-                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1, stage=stage,
-                                config=cfg,
-                                metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"{stage}-epoch{epoch + 1:03d}")
+        run_stage(stage, cfg, generator, selector if stage == "selection" else None, train_loader, val_loader,
+                  device, on_epoch, resume=state, epoch_offset=spec.epoch_offset, writer=writer,
+                  image_batch=next(iter(val_loader)) if writer is not None and val_loader is not None else None)
     finally:
         if writer is not None:
             writer.close()
