@@ -192,10 +192,11 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def deep_merge(base: dict, top: dict) -> dict:
+    """``base`` with ``top``'s values set, nested dicts merged key by key (neither input changes)."""
     out = dict(base)
     for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -228,7 +229,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: 'base' must be a preset name or a path, got {shown(base)}")
     parent = _read_yaml(_resolve(base, path.parent), seen + (path.resolve(),))
-    return _deep_merge(parent, data)
+    return deep_merge(parent, data)
 
 
 def _override_value(key: str, raw: str, where: str) -> Any:
@@ -293,7 +294,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         raise ConfigError(f"{source}: {err}" if source else str(err)) from None
     merged = to_dict(base)
     for text in overrides:
-        merged = _deep_merge(merged, parse_override(text))
+        merged = deep_merge(merged, parse_override(text))
     return from_dict(merged, f"{source or 'defaults'} with overrides" if overrides else source)
 
 

@@ -74,17 +74,10 @@ def _nested(flat: dict[str, Any]) -> dict:
     return out
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def apply_params(base: Config | dict, params: dict[str, Any]) -> Config:
     """``base`` with the dotted ``params`` set, validated (:class:`~hmh.config.ConfigError` names the key)."""
     data = to_dict(base) if isinstance(base, Config) else base
-    return from_dict(_merge(data, _nested(params)))
+    return from_dict(deep_merge(data, _nested(params)))
 
 
 @dataclass(frozen=True)
