@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from hmh.config import Config, ConfigError, field_types, flatten, from_dict, to_dict
+from hmh.config import Config, ConfigError, deep_merge, field_types, flatten, from_dict, to_dict
 from hmh.errors import HmhError
 
 __all__ = ["DefineByRun", "Param", "SearchSpace", "SpaceError", "apply_params", "config_field_types",
