@@ -47,8 +47,8 @@ __all__ = [
     "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PICKS", "PRECISIONS", "PRESET_DIR", "SEARCH_OBJECTIVES",
     "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
     "SearchConfig", "SelectionConfig", "TrainConfig", "deep_merge", "field_types", "flatten", "from_dict",
-    "load_config", "parse_override", "parse_pick", "preset_names", "read_yaml_file", "safe_yaml", "save_config", "shown", "to_dict",
-    "to_yaml", "validate",
+    "load_config", "parse_override", "parse_pick", "preset_names", "read_yaml_file", "safe_yaml", "save_config",
+    "shown", "to_dict", "to_yaml", "validate",
 ]
 
 PRESET_DIR = Path(__file__).parent / "presets"
