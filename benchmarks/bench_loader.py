@@ -12,8 +12,9 @@
   first.
 
 The measurements run round-robin (every side once per round) so that background load falls on all of them alike;
-medians over ``--rounds`` are reported with the ratio delivery / consumption (goal: >= 2x). The loader alone has
-the CPUs to itself here; in training it shares them with the model, which the 2x margin is for.
+medians over ``--rounds`` are reported with the ratio delivery / consumption (>= 2x keeps training from waiting
+for data). The loader alone has the CPUs to itself here; in training it shares them with the model, which the 2x
+margin is for.
 """
 
 from __future__ import annotations

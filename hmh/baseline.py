@@ -1,7 +1,8 @@
 """The constant mean-pose baseline: the error of predicting one sequence for every image, the training split's
 mean wrist-relative joints. It is what a model that ignores the image converges to, so a model's MPJPE as a share
-of it tells how much it learnt from the image (the ``bench`` goal: <= 0.5x). ``hmh train`` reports it as the
-``constant`` row of its test table; ``benchmarks/baseline.py`` computes the same figure from the JSON files alone.
+of it tells how much it learnt from the image (the ``bench`` preset's K=1 model reaches 0.32x, docs/benchmarks.md).
+``hmh train`` reports it as the ``constant`` row of its test table; ``benchmarks/baseline.py`` computes the same
+figure from the JSON files alone.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class TrainConfig:
     log_every: int = 20  # steps between console/TensorBoard loss lines
     keep: str = "best"  # hmh train: checkpoint each stage keeps: best (by validation) | last (the method)
     generator: str = ""  # hmh train: a generation checkpoint to start from; its stage is then skipped (selectors
-    # with different settings on one generator, as the seed's Table 4.3 compares them); its model.* must match
+    # with different settings on one generator, as the dissertation's Table 4.3 compares them); its model.* must match
 
 
 @dataclass

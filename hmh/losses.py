@@ -1,4 +1,4 @@
-"""Losses of both stages (seed Eq. 3.1-3.12): winner-takes-all generation terms, diversity, JRC.
+"""Losses of both stages (the dissertation's Eq. 3.1-3.12): winner-takes-all generation terms, diversity, JRC.
 
 Normalisation (per sample and frame, then summed over the T frames and averaged over the batch, as BlurHandNet sums
 its per-frame loss terms; an invalid frame contributes 0 but still counts in the batch mean):
@@ -119,7 +119,7 @@ def topn_labels(seq_err: torch.Tensor, top_n: int) -> torch.Tensor:
 
 def jrc_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, valid: torch.Tensor | None = None
              ) -> torch.Tensor:
-    """Joint Ranking Calibration (Sheng et al. 2023; seed Eq. 3.8-3.11).
+    """Joint Ranking Calibration (Sheng et al. 2023; the dissertation's Eq. 3.8-3.11).
 
     ``logits (B, K, 2)`` = ``f^k``, ``labels (B, K)`` in {0, 1}, ``valid (B,)`` images to use (default all).
     Per hypothesis: ``alpha * -log softmax_c(f^k)[y^k] + (1 - alpha) * -log softmax_m(f^m[y^k])[k]``, the second a

@@ -7,7 +7,7 @@ No Ray and no torch here, so ``hmh results summarize`` and tests read results ch
     iterations.parquet   one row per report of every trial (one epoch of one stage)
     final.parquet        the final retrain's test-split metric table, one row per reduction
     pareto.parquet       a two-objective search's Pareto front (search.objectives=mpjpe_ms), one row per point
-    summary.md           best configuration, final table, comparison with the seed's Tables 4.1 and 4.2
+    summary.md           best configuration, final table, comparison with the dissertation's Tables 4.1 and 4.2
     plots/               objective_vs_trial.png, mpjpe_vs_k.png, param_importances.png (and pareto.png)
     optuna.db            the Optuna study (SQLite): optuna-dashboard sqlite:///results/<experiment>/optuna.db
     experiment.yaml      the experiment config; space.yaml: the search space (what --resume reuses)

@@ -2,8 +2,8 @@
 
 Sections: the trials (completed, stopped early by ASHA, errored), the Pareto front of a two-objective search
 (``pareto.parquet``: MPJPE against inference ms per image), the best (or picked) configuration, the final retrain's
-test-split table, and the comparison with the seed dissertation's Table 4.1 (final vs best-of-K, MPJPE and
-MPVPE) and Table 4.2 (best-of-K MPJPE vs K) in shape: the seed's numbers are on the real BlurHand test split at
+test-split table, and the comparison with the dissertation's Table 4.1 (final vs best-of-K, MPJPE and
+MPVPE) and Table 4.2 (best-of-K MPJPE vs K) in shape: the dissertation's numbers are on the real BlurHand test split at
 paper scale, so only the orderings carry over to a small or synthetic run, not the millimetres.
 """
 
@@ -34,10 +34,10 @@ from hmh.results import (
 
 __all__ = ["SEED_TABLE_4_1", "SEED_TABLE_4_2", "best_trial", "summarize", "write_summary"]
 
-# Seed dissertation, BlurHand test split, K = 16, n = 4 (mm): (MPJPE current, MPVPE).
+# The dissertation, BlurHand test split, K = 16, n = 4 (mm): (MPJPE current, MPVPE).
 SEED_TABLE_4_1 = {"BlurHandNet (paper)": (16.80, 15.30), "seed, final (top-n aggregated)": (16.72, 15.22),
                   "seed, best of K (oracle)": (14.12, 12.59)}
-# Seed Table 4.2: best-of-K MPJPE (current frame, mm) against K.
+# The dissertation's Table 4.2: best-of-K MPJPE (current frame, mm) against K.
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
 MAX_TRIAL_ROWS = 30
 
@@ -101,7 +101,7 @@ def _shape_4_1(final: list[dict[str, Any]]) -> list[str]:
     got = _by_reduction(final)
     lines = ["| method | MPJPE current | MPVPE | source |", "|---|---:|---:|---|"]
     for name, (mpjpe, mpvpe) in SEED_TABLE_4_1.items():
-        lines.append(f"| {name} | {mpjpe:.2f} | {mpvpe:.2f} | seed Table 4.1 |")
+        lines.append(f"| {name} | {mpjpe:.2f} | {mpvpe:.2f} | dissertation Table 4.1 |")
     for key in ("final", "best_of_k", "mean_of_k"):
         if key in got:
             lines.append(f"| this run, {REDUCTION_NAMES[key]} | {_mm(got[key]['mpjpe_current'])} | "
@@ -109,7 +109,7 @@ def _shape_4_1(final: list[dict[str, Any]]) -> list[str]:
     checks = []
     if "final" in got and "best_of_k" in got:
         ok = got["best_of_k"]["mpjpe_current"] <= got["final"]["mpjpe_current"]
-        checks.append(f"best of K <= final (as in the seed): {'yes' if ok else 'no'}")
+        checks.append(f"best of K <= final (as in the dissertation): {'yes' if ok else 'no'}")
     if "final" in got and "random_n" in got:
         ok = got["final"]["mpjpe_current"] <= got["random_n"]["mpjpe_current"]
         checks.append(f"final (selected) <= random top-n (the selector helps): {'yes' if ok else 'no'}")
@@ -128,7 +128,7 @@ def _lowest_best_of_k(rows: list[dict[str, Any]]) -> dict[int, float]:
 def _shape_4_2(rows: list[dict[str, Any]]) -> list[str]:
     done = _lowest_best_of_k([r for r in rows if completed(r)])
     every = _lowest_best_of_k(rows)
-    lines = ["| K | seed: best of K (test, mm) | this search, completed trials (val, mm) | "
+    lines = ["| K | dissertation: best of K (test, mm) | this search, completed trials (val, mm) | "
              "this search, all trials incl. stopped early (val, mm) |", "|---:|---:|---:|---:|"]
     for k in sorted(set(SEED_TABLE_4_2) | set(every)):
         lines.append(f"| {k} | {_mm(SEED_TABLE_4_2.get(k))} | {_mm(done.get(k))} | {_mm(every.get(k))} |")
@@ -137,7 +137,8 @@ def _shape_4_2(rows: list[dict[str, Any]]) -> list[str]:
     if len(done) >= 2:
         ks = sorted(done)
         ok = all(done[a] >= done[b] for a, b in zip(ks, ks[1:], strict=False))
-        lines.append(f"\n- best of K falls as K grows (as in the seed), over completed trials: {'yes' if ok else 'no'}")
+        lines.append("\n- best of K falls as K grows (as in the dissertation), over completed trials: "
+                     + ("yes" if ok else "no"))
     return lines
 
 
@@ -193,13 +194,13 @@ def summarize(root: str | Path) -> str:
         out += [*(f"- {line}" for line in selection), ""] if selection else []
         if final_meta.get("checkpoint"):
             out += [f"Checkpoint: `{final_meta['checkpoint']}`", ""]
-        out += ["## Compared with the seed, in shape", "", "Table 4.1 (final vs best of K):", "",
+        out += ["## Compared with the dissertation, in shape", "", "Table 4.1 (final vs best of K):", "",
                 *_shape_4_1(final), ""]
     else:
         out += ["## Final retrain: not run yet (the search was interrupted or is still running)", ""]
     out += ["Table 4.2 (best of K against K):", "", *_shape_4_2(rows), "",
-            "The seed's numbers are on the real BlurHand test split at paper scale (ResNet-50, 256 px, K = 16); "
-            "compare the orderings, not the millimetres.", ""]
+            "The dissertation's numbers are on the real BlurHand test split at paper scale (ResNet-50, 256 px, "
+            "K = 16); compare the orderings, not the millimetres.", ""]
     return "\n".join(out)
 
 

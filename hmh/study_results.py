@@ -1,4 +1,5 @@
-"""The reproduction study's result files and their summary: the seed's Tables 4.1-4.3 in shape, with computed checks.
+"""The reproduction study's result files and their summary: the dissertation's Tables 4.1-4.3 in shape, with
+computed checks.
 
 ``python -m tune.study`` (the Ray Tune driver) writes ``results/<experiment>/``::
 
@@ -41,7 +42,8 @@ EPOCHS_SCHEMA = pa.schema([
     *(pa.field(c, pa.float64()) for c in val_columns()), pa.field("time_total_s", pa.float64()),
 ])
 TEST_REDUCTIONS = ("final", "best_of_k", "label_oracle", "mean_of_k", "random_n", "hyp0", CONSTANT)
-# Seed Table 4.1 (BlurHand test, K = 16, n = 4; current-frame MPJPE, MPVPE in mm) and 4.2 (best of K against K).
+# The dissertation's Table 4.1 (BlurHand test, K = 16, n = 4; current-frame MPJPE, MPVPE in mm) and 4.2 (best of K
+# against K).
 SEED_TABLE_4_1 = {"final": (16.72, 15.22), "best_of_k": (14.12, 12.59), "BlurHandNet": (16.80, 15.30)}
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
 SEED_TABLE_4_3 = {"w/o MSF": {10: 17.72, 20: 17.18, 30: 16.98}, "w/ MSF": {10: 17.58, 20: 17.05, 30: 16.72}}
@@ -119,7 +121,7 @@ class _Study:
 
 def _table_4_1(study: _Study) -> list[str]:
     main, k1 = study.main_arm(), study.k_arms().get(1)
-    lines = ["| method | MPJPE current | MPVPE | seed (BlurHand, K = 16, n = 4) |", "|---|---:|---:|---:|"]
+    lines = ["| method | MPJPE current | MPVPE | dissertation (BlurHand, K = 16, n = 4) |", "|---|---:|---:|---:|"]
     if k1:
         lines.append(f"| K = 1 model ({k1}) | {_mm(study.metric(k1, 'mean_of_k'))} | "
                      f"{_mm(study.metric(k1, 'mean_of_k', 'mpvpe'))} | 16.78 (Table 4.2, K = 1) |")
@@ -151,7 +153,7 @@ def _table_4_1(study: _Study) -> list[str]:
 def _table_4_2(study: _Study) -> list[str]:
     ks = study.k_arms()
     best = {k: study.metric(arm, "best_of_k") for k, arm in ks.items()}
-    lines = ["| K | best of K, MPJPE current (test) | seed Table 4.2 |", "|---:|---:|---:|"]
+    lines = ["| K | best of K, MPJPE current (test) | dissertation Table 4.2 |", "|---:|---:|---:|"]
     for k in sorted(set(ks) | set(SEED_TABLE_4_2)):
         lines.append(f"| {k} | {_mm(best.get(k))} | {_mm(SEED_TABLE_4_2.get(k))} |")
     done = sorted(k for k, v in best.items() if v is not None)
@@ -175,7 +177,7 @@ def _table_4_3(study: _Study) -> list[str]:
         if with_msf and without and len(with_msf) == len(without) else None
     ok = None if last is None else last[0] <= last[1]
     text = "MSF final <= w/o MSF at the last epoch" + ("" if last is None else f" ({_mm(last[0])} vs {_mm(last[1])})")
-    return lines + ["", f"(seed Table 4.3, BlurHand test: {seed})", "",
+    return lines + ["", f"(dissertation Table 4.3, BlurHand test: {seed})", "",
                     _verdict(ok, text, "both selectors must finish the same epochs")]
 
 
@@ -188,9 +190,9 @@ def summarize(root: str | Path) -> str:
     samples = next((r["samples"] for arm in study.test.values() for r in arm.values()), None)
     finished = sorted(a for a in study.test if a != CONSTANT)
     out = [f"# Reproduction study: {paths.root.name}", "",
-           "The seed's Tables 4.1-4.3 in shape, on the experiment config's data (metrics in mm; test split"
+           "The dissertation's Tables 4.1-4.3 in shape, on the experiment config's data (metrics in mm; test split"
            f"{'' if samples is None else f', {samples} samples'}; Table 4.3 on the validation split after each "
-           "selection epoch). Arms finished: " + (", ".join(finished) or "none") + ". The seed's numbers are "
+           "selection epoch). Arms finished: " + (", ".join(finished) or "none") + ". The dissertation's numbers are "
            "real BlurHand at paper scale: compare the orderings, not the millimetres.", "",
            "## Table 4.1: the multi-hypothesis model against one hypothesis", "", *_table_4_1(study), "",
            "## Table 4.2: best of K against K (the same training budget)", "", *_table_4_2(study), "",

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine: a head and a second node started with `ray start` (two raylets, one
-GCS, token authentication on), the search submitted with cluster/submit, as README.md's "Trying it on one machine".
+GCS, token authentication on), the search submitted with cluster/submit, as docs/cluster.md's "Trying it on one
+machine".
 
 - placement: two concurrent trials on a 2-CPU head and a 1-CPU second node, one 1-CPU Train worker each; the trial
   drivers stay on the head (tune.search pins them there), so one trial's worker must run on each node;

@@ -157,8 +157,8 @@ def test_summary_from_parquet_alone(experiment: ExperimentPaths) -> None:
     assert "Best configuration: trial ab_00002, objective 25.00 mm" in text
     assert "| model.num_hypotheses | 8 |" in text
     assert "| final (selected top-n) | 25.00 | 26.00 | 27.00 | 28.00 |" in text
-    assert "16.72" in text and "14.12" in text  # the seed's Tables 4.1 and 4.2
-    assert "best of K <= final (as in the seed): yes" in text
+    assert "16.72" in text and "14.12" in text  # the dissertation's Tables 4.1 and 4.2
+    assert "best of K <= final (as in the dissertation): yes" in text
     assert "| label oracle top-n (top-n by the labels' own error) | 24.00 |" in text
     assert "selection gain ((random - final) / (random - label oracle)" in text and "): 0.75" in text
     assert "images whose selected set is the most common one: 25%" in text and "WARNING" not in text

@@ -138,7 +138,7 @@ def test_keep_last_and_top_n_equal_to_k_skip_what_cannot_matter(tmp_path, capsys
 
 
 def test_a_given_generator_skips_its_stage_and_is_the_one_evaluated(trained, tmp_path, capsys):
-    """``train.generator``: a second selector on the first run's generator (the seed's Table 4.3 setting)."""
+    """``train.generator``: a second selector on the first run's generator (the dissertation's Table 4.3 setting)."""
     out, _ = trained
     given = out / "checkpoints" / "generation_best.pt"
     overrides = [*TINY, f"train.generator={given}", "selection.msf=false"]

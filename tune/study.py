@@ -1,4 +1,4 @@
-"""The reproduction study: the seed's Tables 4.1-4.3 as one Ray Tune experiment on hmh's own training.
+"""The reproduction study: the dissertation's Tables 4.1-4.3 as one Ray Tune experiment on hmh's own training.
 
 ``python -m tune.study [--config tune/configs/reproduce.yaml] [--ks 1 4 8 16] [--msf-k 8] [--select-ks 8]
 [--address ...] [--set k=v]``

@@ -8,7 +8,7 @@ import importlib
 
 DRIVERS = {
     "search": ("tune.search", "the Ray Tune search (Optuna + ASHA) and the final retrain of its best configuration"),
-    "study": ("tune.study", "the reproduction study: the seed's Tables 4.1-4.3 as one Ray Tune experiment"),
+    "study": ("tune.study", "the reproduction study: the dissertation's Tables 4.1-4.3 as one Ray Tune experiment"),
 }
 
 

@@ -13,8 +13,8 @@ def register(subparsers) -> None:
     summarize = commands.add_parser(
         "summarize",
         help="print a search's summary (best or picked configuration, a two-objective search's Pareto front, final "
-        "table, comparison with the seed) or a study's "
-        "(the seed's Tables 4.1-4.3 with their shape checks)",
+        "table, comparison with the dissertation) or a study's "
+        "(the dissertation's Tables 4.1-4.3 with their shape checks)",
         description="Rebuild summary.md's text from the Parquet files of an experiment folder (results/<experiment>: "
         "a search's trials.parquet, final.parquet and pareto.parquet, or a python -m tune.study study's "
         "test.parquet and epochs.parquet) and print it. Needs neither Ray nor the checkpoints.",
