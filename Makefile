@@ -1,6 +1,6 @@
 # The two commands: `make demo` (the main job on embedded defaults) and `make test`.
 # Each bootstraps .venv on a fresh machine first (scripts/bootstrap.sh is idempotent and quick when done).
-.PHONY: demo test test-slow test-ray test-cluster lint venv
+.PHONY: demo test test-fast test-slow test-ray test-cluster lint venv
 
 PY := .venv/bin/python
 
@@ -12,6 +12,9 @@ demo: venv
 
 test: venv  # everything but `slow` (Ray and two-node cluster tests included); pytest's exit 5 ("no tests collected") is not a failure
 	$(PY) -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
+
+test-fast: venv  # the inner loop: everything but Ray, the two-node cluster and `slow` (a few minutes on 2 cores)
+	$(PY) -m pytest -m "not slow and not ray and not cluster"
 
 test-slow: venv
 	$(PY) -m pytest -m slow
