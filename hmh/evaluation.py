@@ -30,17 +30,17 @@ from hmh.metrics import (
     NUM_FRAMES,
     NUM_JOINTS,
     BlurHandAccumulator,
-    _aggregate,
-    _best_of_k_into,
-    _check_verts,
-    _checked,
-    _match,
-    _Matched,
-    _scores,
-    _selection_hits,
-    _vertex_errors,
+    Matched,
+    add_best_of_k,
+    aggregate_indices,
+    checked_scores,
+    checked_tensor,
+    checked_verts,
+    match_past_future,
+    selection_hits,
     top_n_by_error,
     top_n_by_reward,
+    vertex_errors,
 )
 
 __all__ = ["REDUCTIONS", "SELECTION_STATS", "MultiHypothesisEvaluator", "SelectionStats", "selection_gain"]
@@ -122,28 +122,28 @@ class MultiHypothesisEvaluator:
         optional ``pred_verts (B, K, V, 3)`` current frame (minus the predicted wrist), ``gt_verts (B, V, 3)``,
         ``mesh_valid (B,)``, ``scores (B, K)`` (higher is better)."""
         dims: dict[str, int] = {}
-        pred = _checked(pred_joints, "pred_joints", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        gt = _checked(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        valid = _checked(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
-        verts = _check_verts(pred_verts, gt_verts, mesh_valid, ("N", "K"), dims)
+        pred = checked_tensor(pred_joints, "pred_joints", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+        gt = checked_tensor(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+        valid = checked_tensor(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
+        verts = checked_verts(pred_verts, gt_verts, mesh_valid, ("N", "K"), dims)
         n, k = dims["N"], dims["K"]
         if self.top_n > k:
             raise ValueError(f"top_n: expected <= K={k} (pred_joints axis 1), got {self.top_n}")
-        score = None if scores is None else _scores(scores, self.top_n, dims, *CPU64)
+        score = None if scores is None else checked_scores(scores, self.top_n, dims, *CPU64)
         if self._with_scores is not None and self._with_scores != (score is not None):
             raise ValueError("scores: give them for every batch or for none")
         self._with_scores = score is not None
-        matched = _match(pred, gt[:, None], valid[:, None])  # (N, K, T, J)
+        matched = match_past_future(pred, gt[:, None], valid[:, None])  # (N, K, T, J)
         seq_err = matched.sequence()  # (N, K), NaN for a sample without valid joints
         hyp_verts = None if verts is None else verts[0]  # (N, K, V, 3)
-        vert_err = None if verts is None else _vertex_errors(verts[0], verts[1][:, None])  # (N, K)
+        vert_err = None if verts is None else vertex_errors(verts[0], verts[1][:, None])  # (N, K)
         mesh_ok = None if verts is None else verts[2]
         self._acc["hyp0"]._add(
-            _Matched(matched.errors[:, 0], matched.valid[:, 0], matched.swapped[:, 0]),
+            Matched(matched.errors[:, 0], matched.valid[:, 0], matched.swapped[:, 0]),
             None if vert_err is None else vert_err[:, 0],
             mesh_ok,
         )
-        _best_of_k_into(self._acc["best_of_k"], matched, vert_err, mesh_ok)
+        add_best_of_k(self._acc["best_of_k"], matched, vert_err, mesh_ok)
         reductions = {  # the hypotheses each averages, (N, n), best first
             "mean_of_k": torch.arange(k).expand(n, k),
             "random_n": top_n_by_reward(torch.from_numpy(self._rng.random((n, k))), self.top_n),
@@ -151,15 +151,15 @@ class MultiHypothesisEvaluator:
         }
         if score is not None:
             reductions["final"] = top_n_by_reward(score, self.top_n)
-            hits = _selection_hits(score, seq_err, self.top_n)  # (N,)
+            hits = selection_hits(score, seq_err, self.top_n)  # (N,)
             self._hits_sum += float(torch.nansum(hits))
             self._hits_count += int((~torch.isnan(hits)).sum())
         for name, indices in reductions.items():
-            out = _aggregate(pred, indices, hyp_verts)
+            out = aggregate_indices(pred, indices, hyp_verts)
             if name == "final":
                 self._stats.update(score, out.indices)
-            agg_err = None if verts is None else _vertex_errors(out.verts, verts[1])
-            self._acc[name]._add(_match(out.joints, gt, valid), agg_err, mesh_ok)
+            agg_err = None if verts is None else vertex_errors(out.verts, verts[1])
+            self._acc[name]._add(match_past_future(out.joints, gt, valid), agg_err, mesh_ok)
 
     def compute(self) -> dict[str, float]:
         """Flat metrics dict (mm); ``final/*`` and ``selection/*`` only when scores were given."""

@@ -17,7 +17,10 @@ Multi-hypothesis reductions of ``(N, K, T, J, 3)`` predictions: ``best_of_k`` (o
 sample, never mixed across frames), ``aggregate`` (top-n by score, each past/future aligned to the top-1, averaged:
 the final output), ``mean_of_k`` (all K aligned to hypothesis 0, averaged), ``random_n`` (n random hypotheses,
 aligned to the first drawn, averaged) and hypothesis 0 alone (``hyp0``). :mod:`hmh.evaluation` streams them all
-at once over batches, with the selection statistics; it builds on this module's private protocol helpers.
+at once over batches, with the selection statistics; it builds on this module's tensor core (float64 CPU tensors
+in, no input conversion): ``checked_tensor``/``checked_scores``/``checked_verts`` (shape checks naming the
+argument), ``match_past_future`` -> ``Matched``, ``vertex_errors``, ``aggregate_indices``, ``add_best_of_k``,
+``selection_hits`` and the two top-n rules ``top_n_by_reward`` / ``top_n_by_error``.
 
 Inputs may be numpy arrays or torch tensors. Metrics (``blurhand_errors``, ``best_of_k``, the accumulators,
 ``selection_precision``) compute in float64 on the CPU. ``aggregate``, ``mean_of_k``, ``random_n``,
@@ -33,19 +36,31 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CPU64",
     "METRICS",
+    "NUM_FRAMES",
+    "NUM_JOINTS",
     "Aggregate",
     "BlurHandAccumulator",
+    "Matched",
+    "add_best_of_k",
     "aggregate",
+    "aggregate_indices",
     "align_past_future",
     "best_of_k",
     "blurhand_errors",
+    "checked_scores",
+    "checked_tensor",
+    "checked_verts",
+    "match_past_future",
     "mean_of_k",
     "random_n",
+    "selection_hits",
     "selection_precision",
     "sequence_errors",
     "top_n_by_error",
     "top_n_by_reward",
+    "vertex_errors",
 ]
 
 NUM_FRAMES = 3
@@ -59,7 +74,8 @@ Shape = tuple[int | str, ...]
 CPU64 = (torch.device("cpu"), torch.float64)
 
 
-def _checked(x: ArrayLike, name: str, expected: Shape, dims: dict[str, int], device=None, dtype=None) -> torch.Tensor:
+def checked_tensor(x: ArrayLike, name: str, expected: Shape, dims: dict[str, int], device=None,
+                   dtype=None) -> torch.Tensor:
     """``x`` as a tensor whose shape matches ``expected`` (ints, or letters bound in ``dims`` on first use).
 
     ``dtype`` torch.bool gives ``x != 0``; None promotes to at least float32. ``device`` None keeps the device.
@@ -78,9 +94,9 @@ def _checked(x: ArrayLike, name: str, expected: Shape, dims: dict[str, int], dev
     return t.to(device=device, dtype=dtype or torch.promote_types(t.dtype, torch.float32))
 
 
-def _scores(scores: ArrayLike, top_n: int, dims: dict[str, int], device=None, dtype=None) -> torch.Tensor:
+def checked_scores(scores: ArrayLike, top_n: int, dims: dict[str, int], device=None, dtype=None) -> torch.Tensor:
     """Checked finite ``scores (N, K)`` to pick ``1 <= top_n <= K`` hypotheses by."""
-    s = _checked(scores, "scores", ("N", "K"), dims, device, dtype)
+    s = checked_tensor(scores, "scores", ("N", "K"), dims, device, dtype)
     if not 1 <= top_n <= dims["K"]:
         raise ValueError(f"top_n: expected 1 <= top_n <= K={dims['K']}, got {top_n}")
     if not bool(torch.isfinite(s).all()):
@@ -105,7 +121,7 @@ def _masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _Matched:
+class Matched:
     """Per-joint errors (mm) after the past/future matching: ``errors``/``valid (*L, T, J)``, ``swapped (*L)``."""
 
     errors: torch.Tensor
@@ -121,7 +137,7 @@ class _Matched:
         return torch.nanmean(self.frame_means(), dim=-1)
 
 
-def _match(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> _Matched:
+def match_past_future(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> Matched:
     """Protocol errors of ``pred (*L, T, J, 3)`` against ``gt``/``valid`` broadcastable to it (metres in)."""
     pred, gt = _wrist_relative(pred), _wrist_relative(gt)
     direct = 1000 * torch.linalg.vector_norm(pred - gt, dim=-1)  # (*L, T, J)
@@ -132,7 +148,7 @@ def _match(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> _Matche
         return sum(_masked_mean(err[..., t, :], valid[..., t, :]) for t in (PAST, FUTURE))
 
     swapped = ~(pf_sum(direct) <= pf_sum(crossed))  # NaN compares False: exchanged order
-    return _Matched(torch.where(swapped[..., None, None], crossed, direct), valid, swapped)
+    return Matched(torch.where(swapped[..., None, None], crossed, direct), valid, swapped)
 
 
 def _reversed(joints: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -143,7 +159,7 @@ def _reversed(joints: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return ~(direct[..., PAST] + direct[..., FUTURE] <= crossed[..., PAST] + crossed[..., FUTURE])
 
 
-def _vertex_errors(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def vertex_errors(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """``(*L)`` mean vertex error (mm) of ``pred (*L, V, 3)`` against ``gt`` broadcastable to it."""
     return 1000 * torch.linalg.vector_norm(pred - gt, dim=-1).mean(-1)
 
@@ -153,7 +169,7 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), index]
 
 
-def _check_verts(pred_verts, gt_verts, mesh_valid, lead: Shape, dims: dict[str, int]):
+def checked_verts(pred_verts, gt_verts, mesh_valid, lead: Shape, dims: dict[str, int]):
     """Checked CPU float64 ``(pred (*lead, V, 3), gt (N, V, 3), mesh_valid (N,) bool)``, or None without vertices."""
     if pred_verts is None and gt_verts is None:
         if mesh_valid is not None:
@@ -161,11 +177,11 @@ def _check_verts(pred_verts, gt_verts, mesh_valid, lead: Shape, dims: dict[str, 
         return None
     if pred_verts is None or gt_verts is None:
         raise ValueError("pred_verts and gt_verts: give both or neither")
-    pred = _checked(pred_verts, "pred_verts", (*lead, "V", 3), dims, *CPU64)
-    gt = _checked(gt_verts, "gt_verts", ("N", "V", 3), dims, *CPU64)
+    pred = checked_tensor(pred_verts, "pred_verts", (*lead, "V", 3), dims, *CPU64)
+    gt = checked_tensor(gt_verts, "gt_verts", ("N", "V", 3), dims, *CPU64)
     if mesh_valid is None:
         return pred, gt, torch.ones(dims["N"], dtype=torch.bool)
-    return pred, gt, _checked(mesh_valid, "mesh_valid", ("N",), dims, "cpu", torch.bool)
+    return pred, gt, checked_tensor(mesh_valid, "mesh_valid", ("N",), dims, "cpu", torch.bool)
 
 
 class BlurHandAccumulator:
@@ -183,14 +199,14 @@ class BlurHandAccumulator:
         """Add a batch: ``pred_joints``/``gt_joints (B, T, J, 3)`` metres, ``joint_valid (B, T, J)``,
         optional ``pred_verts``/``gt_verts (B, V, 3)`` current frame, ``mesh_valid (B,)`` (default all valid)."""
         dims: dict[str, int] = {}
-        pred = _checked(pred_joints, "pred_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        gt = _checked(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-        valid = _checked(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
-        verts = _check_verts(pred_verts, gt_verts, mesh_valid, ("N",), dims)
-        vert_err = None if verts is None else _vertex_errors(verts[0], verts[1])
-        self._add(_match(pred, gt, valid), vert_err, None if verts is None else verts[2])
+        pred = checked_tensor(pred_joints, "pred_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+        gt = checked_tensor(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+        valid = checked_tensor(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
+        verts = checked_verts(pred_verts, gt_verts, mesh_valid, ("N",), dims)
+        vert_err = None if verts is None else vertex_errors(verts[0], verts[1])
+        self._add(match_past_future(pred, gt, valid), vert_err, None if verts is None else verts[2])
 
-    def _add(self, matched: _Matched, vert_err: torch.Tensor | None, mesh_valid: torch.Tensor | None) -> None:
+    def _add(self, matched: Matched, vert_err: torch.Tensor | None, mesh_valid: torch.Tensor | None) -> None:
         """Add protocol errors ``(B, T, J)`` and, if given, vertex errors ``(B,)`` with ``mesh_valid (B,)``."""
         self._joint_sum += torch.where(matched.valid, matched.errors, 0).sum(0)
         self._joint_count += matched.valid.sum(0)
@@ -222,7 +238,7 @@ def blurhand_errors(pred_joints, gt_joints, joint_valid, pred_verts=None, gt_ver
     return acc.compute()
 
 
-def _best_of_k_into(acc: BlurHandAccumulator, matched: _Matched, vert_err, mesh_valid) -> None:
+def add_best_of_k(acc: BlurHandAccumulator, matched: Matched, vert_err, mesh_valid) -> None:
     """Add the oracle errors of ``matched (N, K, T, J)`` to ``acc``: current from the hypothesis with the smallest
     current-frame error, past and future both from the one with the smallest matched past+future error; MPVPE
     ``vert_err (N, K)`` from the hypothesis chosen for current. Ties pick the lowest index."""
@@ -231,7 +247,7 @@ def _best_of_k_into(acc: BlurHandAccumulator, matched: _Matched, vert_err, mesh_
     best_ends = torch.nansum(means[..., [PAST, FUTURE]], dim=-1).argmin(1)  # (N,)
     errors = _take(matched.errors, best_ends).clone()  # (N, T, J)
     errors[:, CURRENT] = _take(matched.errors, best_current)[:, CURRENT]
-    chosen = _Matched(errors, matched.valid[:, 0], _take(matched.swapped, best_ends))
+    chosen = Matched(errors, matched.valid[:, 0], _take(matched.swapped, best_ends))
     acc._add(chosen, None if vert_err is None else _take(vert_err, best_current), mesh_valid)
 
 
@@ -242,13 +258,14 @@ def best_of_k(pred_joints, gt_joints, joint_valid, pred_verts=None, gt_verts=Non
     Per sample, one whole hypothesis for current (smallest current-frame error, also used for MPVPE) and one whole
     hypothesis for past and future together (smallest order-invariant past+future error): frames are never mixed."""
     dims: dict[str, int] = {}
-    pred = _checked(pred_joints, "pred_joints", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-    gt = _checked(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
-    valid = _checked(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
-    verts = _check_verts(pred_verts, gt_verts, mesh_valid, ("N", "K"), dims)
+    pred = checked_tensor(pred_joints, "pred_joints", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+    gt = checked_tensor(gt_joints, "gt_joints", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, *CPU64)
+    valid = checked_tensor(joint_valid, "joint_valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, "cpu", torch.bool)
+    verts = checked_verts(pred_verts, gt_verts, mesh_valid, ("N", "K"), dims)
     acc = BlurHandAccumulator()
-    vert_err = None if verts is None else _vertex_errors(verts[0], verts[1][:, None])  # (N, K)
-    _best_of_k_into(acc, _match(pred, gt[:, None], valid[:, None]), vert_err, None if verts is None else verts[2])
+    vert_err = None if verts is None else vertex_errors(verts[0], verts[1][:, None])  # (N, K)
+    matched = match_past_future(pred, gt[:, None], valid[:, None])  # (N, K, T, J)
+    add_best_of_k(acc, matched, vert_err, None if verts is None else verts[2])
     return acc.compute()
 
 
@@ -275,7 +292,7 @@ def top_n_by_error(errors: torch.Tensor, top_n: int) -> torch.Tensor:
     return torch.sort(errors, dim=1, stable=True).indices[:, :top_n]
 
 
-def _aggregate(preds: torch.Tensor, indices: torch.Tensor, verts: torch.Tensor | None) -> Aggregate:
+def aggregate_indices(preds: torch.Tensor, indices: torch.Tensor, verts: torch.Tensor | None) -> Aggregate:
     """Tensor core of ``aggregate``: the hypotheses ``indices (N, n)`` of ``preds``, best first."""
     rows = torch.arange(preds.shape[0], device=preds.device)[:, None]  # (N, 1)
     chosen = preds[rows, indices]  # (N, n, T, J, 3)
@@ -293,13 +310,13 @@ def aggregate(preds, scores, top_n: int, verts=None) -> Aggregate:
     order), then averaged per frame. ``verts`` ``(N, K, V, 3)`` (current frame) or ``(N, K, T, V, 3)`` are averaged
     the same way. Returns the input's kind (see the module docstring)."""
     dims: dict[str, int] = {}
-    p = _checked(preds, "preds", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
-    s = _scores(scores, top_n, dims, p.device, p.dtype)
+    p = checked_tensor(preds, "preds", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
+    s = checked_scores(scores, top_n, dims, p.device, p.dtype)
     v = None
     if verts is not None:
         frames = (NUM_FRAMES,) if len(verts.shape) == 5 else ()
-        v = _checked(verts, "verts", ("N", "K", *frames, "V", 3), dims, p.device, p.dtype)
-    out = _aggregate(p, top_n_by_reward(s, top_n), v)
+        v = checked_tensor(verts, "verts", ("N", "K", *frames, "V", 3), dims, p.device, p.dtype)
+    out = aggregate_indices(p, top_n_by_reward(s, top_n), v)
     if isinstance(preds, torch.Tensor):
         return out
     return Aggregate(*(None if x is None else x.numpy() for x in (out.joints, out.verts, out.indices, out.swapped)))
@@ -337,8 +354,8 @@ def align_past_future(preds, reference):
 
     Returns ``(aligned (N, K, T, J, 3), swapped (N, K) bool)`` of the input's kind."""
     dims: dict[str, int] = {}
-    p = _checked(preds, "preds", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
-    r = _checked(reference, "reference", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, p.device, p.dtype)
+    p = checked_tensor(preds, "preds", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
+    r = checked_tensor(reference, "reference", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, p.device, p.dtype)
     swapped = _reversed(p, r[:, None])  # (N, K)
     aligned = _swap_frames(p, swapped)
     if isinstance(preds, torch.Tensor):
@@ -352,14 +369,14 @@ def sequence_errors(pred, gt, valid):
     joints of each frame's mean error over its valid joints; NaN for a sample without any valid joint. Used for
     the JRC labels and ``selection_precision``. Returns the input's kind (tensors stay on their device)."""
     dims: dict[str, int] = {}
-    p = _checked(pred, "pred", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
-    g = _checked(gt, "gt", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, p.device, p.dtype)
-    v = _checked(valid, "valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, p.device, torch.bool)
-    errors = _match(p, g[:, None], v[:, None]).sequence()  # (N, K)
+    p = checked_tensor(pred, "pred", ("N", "K", NUM_FRAMES, NUM_JOINTS, 3), dims)
+    g = checked_tensor(gt, "gt", ("N", NUM_FRAMES, NUM_JOINTS, 3), dims, p.device, p.dtype)
+    v = checked_tensor(valid, "valid", ("N", NUM_FRAMES, NUM_JOINTS), dims, p.device, torch.bool)
+    errors = match_past_future(p, g[:, None], v[:, None]).sequence()  # (N, K)
     return errors if isinstance(pred, torch.Tensor) else errors.numpy()
 
 
-def _selection_hits(scores: torch.Tensor, seq_err: torch.Tensor, top_n: int) -> torch.Tensor:
+def selection_hits(scores: torch.Tensor, seq_err: torch.Tensor, top_n: int) -> torch.Tensor:
     """``(N,)`` fraction of the top-n by score that are among the top-n by ``seq_err``; NaN where it has NaN."""
     chosen, best = top_n_by_reward(scores, top_n), top_n_by_error(seq_err, top_n)  # (N, n) each
     hits = (chosen[:, :, None] == best[:, None, :]).any(-1).double().mean(-1)  # (N,)
@@ -370,6 +387,6 @@ def selection_precision(scores, seq_err, top_n: int) -> float:
     """Mean over samples (those with finite ``seq_err``) of |top-n by ``scores (N, K)`` (higher is better) ∩ top-n
     by ``seq_err (N, K)`` (lower is better)| / n; ties broken by the lower index. NaN without samples."""
     dims: dict[str, int] = {}
-    s = _scores(scores, top_n, dims, *CPU64)
-    e = _checked(seq_err, "seq_err", ("N", "K"), dims, *CPU64)
-    return float(torch.nanmean(_selection_hits(s, e, top_n)))
+    s = checked_scores(scores, top_n, dims, *CPU64)
+    e = checked_tensor(seq_err, "seq_err", ("N", "K"), dims, *CPU64)
+    return float(torch.nanmean(selection_hits(s, e, top_n)))
