@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -211,6 +212,18 @@ def _npz_refusal(message: str) -> str:
     return message
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (never unpickling), or a :class:`MANOFileError` naming the file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # an .npy array under an .npz name
+            raise ValueError("it holds a single .npy array, not a zip of named arrays")
+        with data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise MANOFileError(f"{path}: not a readable .npz MANO file: {_npz_refusal(str(err))}") from None
+
+
 def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a MANO ``.npz`` or ``.pkl`` (official, chumpy-free) file into validated dense numpy arrays.
 
@@ -219,14 +232,12 @@ def load_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``hands_components (45, 45)`` and ``hands_mean (45,)``. Raises :class:`MANOFileError` naming file and key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MANOFileError(f"{path}: is a folder, expected a MANO model file (MANO_RIGHT or MANO_LEFT .pkl/.npz)")
     if not path.is_file():
         raise MANOFileError(f"{path}: MANO model file not found")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                raw = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise MANOFileError(f"{path}: not a readable .npz MANO file: {_npz_refusal(str(err))}") from None
+        raw = _read_npz(path)
     elif path.suffix == ".pkl":
         try:
             with path.open("rb") as f:
@@ -251,15 +262,28 @@ def synthetic_model(seed: int = 0, side: str = "right") -> dict[str, np.ndarray]
 
 def write_model(model: dict[str, np.ndarray], path: str | os.PathLike) -> None:
     """Validate MANO arrays and write them as an ``.npz`` atomically (``f`` as uint32, like the official files)."""
-    arrays = validate_model(model, path)
-    arrays["f"] = arrays["f"].astype(np.uint32)
-    if Path(path).is_dir():
-        raise MANOFileError(f"{path}: is a folder; give the path of the .npz file to write")
+    write_models({Path(path): model})
+
+
+def write_models(models: dict[Path, dict[str, np.ndarray]]) -> None:
+    """Write each ``path: model`` as :func:`write_model` does, all or none: every model is validated and every
+    target checked (an ``.npz`` name, not a folder) before any is written, and files replace their targets only
+    once all are written."""
+    arrays = {path: validate_model(model, path) for path, model in models.items()}
+    for path in models:
+        if path.is_dir():
+            raise MANOFileError(f"{path}: is a folder; give the path of the .npz file to write")
+        if path.suffix != ".npz":
+            raise MANOFileError(f"{path}: a MANO model is written as .npz; give a path ending in .npz")
+    target = next(iter(models))
     try:
-        with atomic.atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.savez(f, **arrays)
-    except OSError as err:
-        raise MANOFileError(f"cannot write {path}: {err.strerror or err}") from None
+        with contextlib.ExitStack() as stack:
+            for target, model in arrays.items():
+                tmp = stack.enter_context(atomic.atomic_path(target))  # renamed when the stack closes without error
+                with tmp.open("wb") as f:
+                    np.savez(f, **dict(model, f=model["f"].astype(np.uint32)))
+    except OSError as err:  # a rename names its target second
+        raise MANOFileError(f"cannot write {err.filename2 or target}: {err.strerror or err}") from None
 
 
 def cache_root() -> Path:
@@ -279,13 +303,23 @@ def cache_folder(*parts: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         reason = "" if os.access(folder, os.W_OK | os.X_OK) else "no write permission"
     except (FileExistsError, NotADirectoryError):
-        reason = "it or a folder above it is a file"
+        reason = _not_a_folder(folder)
     except OSError as err:
         reason = err.strerror or str(err)
     if reason:
         raise HmhError(f"cache folder {root} (from ${variable}) is not a writable folder ({reason}); "
                        "set HMH_CACHE_DIR to one")
     return folder
+
+
+def _not_a_folder(folder: Path) -> str:
+    """Why ``folder`` cannot be created: the first path on the way that is a file or a dangling symbolic link."""
+    for path in (*reversed(folder.parents), folder):
+        if path.is_symlink() and not path.exists():
+            return f"{path} is a symbolic link to a missing folder"
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file"
+    return "it or a folder above it is not a folder"
 
 
 def synthetic_model_dir() -> Path:

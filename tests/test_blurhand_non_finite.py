@@ -153,7 +153,7 @@ def test_cache_serves_both_settings_and_not_an_older_version(fixture):
 def test_bad_image_size_names_image_and_key(fixture, value):
     fixture.data["data"]["images"][3]["width"] = value
     fixture.write("data")
-    with pytest.raises(DatasetError, match=r"data\.json: images\[id=3\]\['width'\] is .*, expected a finite whole"):
+    with pytest.raises(DatasetError, match=r"data\.json: images\[id=3\]\['width'\] is .*, expected a size in pixels"):
         BlurHandDataset(fixture.root, "train", SIZE, augment=False, skip_bad_annotations=True)
 
 

@@ -119,3 +119,22 @@ def test_index_cache_that_is_not_a_writable_folder_is_one_line(fixture, tmp_path
     monkeypatch.setattr(hmh.mano.os, "access", lambda path, mode: False)  # read-only, even when run as root
     with pytest.raises(HmhError, match=r"readonly \(from \$HMH_CACHE_DIR\) is not a writable folder"):
         BlurHandDataset(fixture.root, "train", SIZE, augment=False)
+
+
+@pytest.mark.parametrize("make, blocker", [(lambda p: p.symlink_to(p.parent / "gone"), "{p} is a symbolic link to a "
+                                                                                       "missing folder"),
+                                           (lambda p: p.write_text("a file"), "{p} is a file")])
+def test_a_cache_under_a_file_or_a_dangling_link_names_it(fixture, tmp_path, monkeypatch, one_line_error, make,
+                                                          blocker):
+    make(tmp_path / "cache")
+    monkeypatch.setenv("HMH_CACHE_DIR", str(tmp_path / "cache" / "below"))
+    assert main(["data", "check", str(fixture.root)]) == 2
+    assert blocker.format(p=tmp_path / "cache") + "); set HMH_CACHE_DIR to one" in one_line_error()
+
+
+def test_a_damaged_index_cache_is_parsed_again(fixture):
+    check_root(fixture.root)
+    for cached in (hmh.mano.cache_root() / "blurhand").glob("train-*.npz"):
+        cached.write_bytes(cached.read_bytes()[:100])  # truncated: not a zip file any more
+    (report,) = check_root(fixture.root)
+    assert report.samples == 24 and not report.problems

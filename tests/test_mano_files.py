@@ -276,3 +276,40 @@ def test_convert_onto_a_folder_or_an_unwritable_place_is_one_line(right, tmp_pat
     assert str(plain) in one_line_error() and plain.read_text() == "a file, not a folder"
     assert main(["mano", "show", "", "--out", str(folder)]) == 2
     assert f"--out {folder}: is a folder" in one_line_error() and os.listdir(folder) == ["kept"]
+
+
+def test_an_npz_holding_a_single_array_or_a_folder_given_as_the_model_is_one_line(tmp_path: Path,
+                                                                                  one_line_error) -> None:
+    single = tmp_path / "MANO_RIGHT.npz"
+    with single.open("wb") as handle:
+        np.save(handle, np.zeros(3))  # an .npy, not a zip of named arrays
+    assert main(["mano", "show", str(single), "--out", str(tmp_path / "x.obj")]) == 2
+    assert f"{single}: not a readable .npz MANO file: it holds a single .npy array" in one_line_error()
+    assert main(["mano", "convert", str(tmp_path), str(tmp_path / "out.npz")]) == 2
+    assert f"{tmp_path}: is a folder, expected a MANO model file" in one_line_error()
+    assert not (tmp_path / "x.obj").exists() and not (tmp_path / "out.npz").exists()
+
+
+def test_convert_writes_only_an_npz_so_it_never_replaces_a_pickle(right, tmp_path: Path, one_line_error) -> None:
+    source = tmp_path / "MANO_RIGHT.pkl"
+    _official_pickle(right, source)
+    before = source.read_bytes()
+    for out in (source, tmp_path / "MANO_RIGHT"):
+        assert main(["mano", "convert", str(source), str(out)]) == 2
+        assert f"{out}: a MANO model is written as .npz" in one_line_error()
+    assert source.read_bytes() == before and not (tmp_path / "MANO_RIGHT").exists()
+
+
+def test_build_writes_both_hands_or_neither(tmp_path: Path, one_line_error, snapshot) -> None:
+    (tmp_path / "MANO_RIGHT.npz").write_bytes(b"the previous right hand")
+    (tmp_path / "MANO_LEFT.npz").mkdir()
+    before = snapshot(tmp_path)
+    assert main(["mano", "build", "--out", str(tmp_path), "--seed", "3"]) == 2
+    assert f"{tmp_path / 'MANO_LEFT.npz'}: is a folder" in one_line_error() and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("verb", [["build", "--out", "x"], ["show", "", "--pose", "random", "--out", "x.obj"]])
+def test_a_negative_seed_is_one_line(tmp_path: Path, one_line_error, verb: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mano", *verb, "--seed", "-1"])
+    assert exit_info.value.code == 2 and "--seed: invalid value '-1': expected an integer >= 0" in one_line_error()

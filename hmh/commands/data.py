@@ -38,7 +38,8 @@ def _register_synth(commands) -> None:
                         help="distribution of hand orientations, cameras and clutter: 'full' (any orientation, "
                              "any camera) or 'bench' (near two opposite views; see hmh.data.motion) "
                              f"(default {defaults.synthetic_profile})")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes, 1 to twice the number of CPUs (default: up to 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_synth)
 

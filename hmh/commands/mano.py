@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hmh.cli import count
+
 SYNTHETIC = ("", "synthetic")
+SIDES = ("right", "left")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and write MANO_RIGHT.npz and MANO_LEFT.npz into a folder usable as model.mano_path.",
     )
     build.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    build.add_argument("--seed", type=int, default=0, help="seed of shape fields and pose prior (0: the usual hand)")
+    build.add_argument("--seed", type=count(0), default=0,
+                       help="seed of shape fields and pose prior, >= 0 (0: the usual hand)")
     build.set_defaults(func=_build)
 
     convert = verbs.add_parser(
@@ -44,22 +48,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     show.add_argument("model", help="MANO file or folder; '' or 'synthetic' for the synthetic hand")
     show.add_argument("--out", required=True, type=Path, help="output .obj")
-    show.add_argument("--side", choices=("right", "left"), default="right", help="hand side when MODEL is a folder")
+    show.add_argument("--side", choices=SIDES, default="right", help="hand side when MODEL is a folder")
     show.add_argument(
         "--pose", choices=("mean", "flat", "random"), default="mean",
         help="mean: MANO's mean (relaxed) pose, the zero of hmh's pose vectors; flat: the template; "
         "random: a sample of the PCA pose space (default: mean)",
     )
-    show.add_argument("--seed", type=int, default=0, help="seed for --pose random")
+    show.add_argument("--seed", type=count(0), default=0, help="seed for --pose random, >= 0 (default 0)")
     show.set_defaults(func=_show)
 
 
 def _build(args: argparse.Namespace) -> int:
     from hmh import mano
 
-    for side in ("right", "left"):
-        target = args.out / f"MANO_{side.upper()}.npz"
-        mano.write_model(mano.synthetic_model(seed=args.seed, side=side), target)
+    models = {args.out / f"MANO_{side.upper()}.npz": mano.synthetic_model(args.seed, side) for side in SIDES}
+    mano.write_models(models)  # both or neither
+    for target in models:
         print(f"wrote {target}")
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -37,7 +38,9 @@ from hmh.data.blurhand_json import (
     SKIP_NON_FINITE_MANO,
     AnnotationTables,
     DatasetError,
+    flag,
     lookup,
+    require_file,
 )
 from hmh.data.transforms import joints_bbox, square_bbox
 from hmh.mano import cache_folder, cache_root
@@ -133,8 +136,7 @@ def index_cache_path(root: Path, split: str) -> Path:
     """Cache file for ``(root, split)``, keyed by the annotation files' sizes and modification times."""
     files = annotation_files(root, split)
     for path in files.values():
-        if not path.is_file():
-            raise DatasetError(f"{path}: BlurHand annotation file not found (expected <root>/annotations/{split}/)")
+        require_file(path)
     stats = {name: (p.stat().st_size, p.stat().st_mtime_ns) for name, p in files.items()}
     key = json.dumps([INDEX_VERSION, str(Path(root).resolve()), split, stats], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -147,7 +149,7 @@ def load_index(root: Path, split: str, use_cache: bool = True) -> tuple[BlurHand
     if use_cache and path.is_file():
         try:
             return BlurHandIndex.load(path), True
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
             log.warning("ignoring unreadable BlurHand index cache %s (%s); re-parsing", path, err)
     index = build_index(root, split)
     if use_cache:
@@ -166,12 +168,11 @@ def build_index(root: Path, split: str) -> BlurHandIndex:
     rows: dict[str, list] = {k: [] for k in keys}
     for aid, ann in builder.anns.items():
         where = f"annotations[id={aid}]"
-        if not lookup(ann, "is_middle", data_path, where):
+        if not flag(lookup(ann, "is_middle", data_path, where), data_path, f"{where}['is_middle']"):
             continue
         image = builder.image_of(ann)
-        image_where = f"images[id={image.get('id')}]"
-        capture = str(lookup(image, "capture", data_path, image_where))
-        cam = builder.cam_row(capture, str(lookup(image, "camera", data_path, image_where)))
+        capture = builder.image_field(image, "capture")
+        cam = builder.cam_row(capture, builder.image_field(image, "camera"))
         aid_list = lookup(ann, "aid_list", data_path, where)
         if not isinstance(aid_list, list) or not aid_list:
             raise DatasetError(f"{data_path}: {where}['aid_list'] must be a non-empty list, got {aid_list!r}")
@@ -181,7 +182,7 @@ def build_index(root: Path, split: str) -> BlurHandIndex:
         hand_type = lookup(ann, "hand_type", data_path, where)
         if hand_type not in HAND_TYPES:
             raise DatasetError(f"{data_path}: {where}['hand_type'] is {hand_type!r}, expected one of {HAND_TYPES}")
-        group = f"{capture}/{image.get('seq_name', '')}"
+        group = f"{capture}/{builder.image_field(image, 'seq_name') if 'seq_name' in image else ''}"
         group_row = builder.group_rows.setdefault(group, len(builder.group_rows))
         for side, hand in enumerate(("right", "left")):
             if hand_type not in (hand, "interacting"):

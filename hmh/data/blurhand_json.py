@@ -1,9 +1,11 @@
 """Reading BlurHand's annotation JSONs: each value fetched with its file and JSON location for errors, and the
 walk that gathers de-duplicated camera, frame (joints + MANO) and image tables for :mod:`hmh.data.blurhand_index`.
 
-Every number read is checked for NaN, infinity and null (and values beyond float32, the tables' type): such an
-entry is zeroed, recorded as one message (file, JSON location, value), and flagged on its camera, frame hand or
-annotation hand, so the index can skip and count the samples that use it.
+Every number read is checked for NaN, infinity and null (and values beyond float32, the tables' type; an integer
+too long for a float64 reads as infinite): such an entry is zeroed, recorded as one message (file, JSON location,
+value), and flagged on its camera, frame hand or annotation hand, so the index can skip and count the samples that
+use it. Anything else malformed (an unreadable file, a wrong JSON type, an id, size or validity out of its range)
+is a :class:`DatasetError` naming the file and JSON location.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ NUM_JOINTS = 21  # per hand; the files hold 42 (right 0-20, then left 21-41)
 WRIST = 20  # InterHand order
 HAND_TYPES = ("right", "left", "interacting")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the tables are float32: larger values count as non-finite
+MAX_INT_DIGITS = 308  # a JSON integer of more digits is beyond float64: read as infinite
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # image sizes are int32, ids int64 in the index
 SKIP_NON_FINITE_CAMERA = "non_finite_camera"  # camrot, campos, focal or princpt of the sample's camera
 SKIP_NON_FINITE_JOINTS = "non_finite_joints"  # world_coord of the sample's hand at one of its frames
 SKIP_NON_FINITE_JOINT_VALID = "non_finite_joint_valid"  # joint_valid of one of its frames' annotations
@@ -34,38 +38,87 @@ class DatasetError(HmhError):
     """A BlurHand root, annotation file or image is missing or malformed; the message names file and key."""
 
 
-def _load_json(path: Path) -> Any:
+def require_file(path: Path) -> None:
+    """A :class:`DatasetError` unless ``path`` is a file: one naming it as missing, a folder or a dangling link."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, expected a BlurHand annotation file")
+    if path.is_symlink():
+        raise DatasetError(f"{path}: BlurHand annotation file is a symbolic link to no file (a missing target or "
+                           "a loop)")
+    raise DatasetError(f"{path}: BlurHand annotation file not found")
+
+
+def _parse_int(text: str) -> int | float:
+    """A JSON integer; one too large for a float64 (or Python's 4300-digit limit) becomes ``±inf``, so it counts
+    as non-finite instead of stopping the parse."""
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else float(text)
+
+
+def load_json(path: Path) -> Any:
+    """Parse one annotation file (UTF-8 JSON); anything unreadable is a :class:`DatasetError` naming the file."""
     log.info("parsing %s", path)
+    require_file(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: BlurHand annotation file not found") from None
+            return json.load(handle, parse_int=_parse_int)
     except json.JSONDecodeError as err:
-        raise DatasetError(
-            f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg}); is the file truncated?"
-        ) from None
-    except (UnicodeDecodeError, OSError) as err:
-        raise DatasetError(f"{path}: cannot read ({err})") from None
+        if err.doc.startswith("\ufeff"):
+            raise DatasetError(f"{path}: starts with a byte order mark (BOM), which JSON does not allow; "
+                               "save it as UTF-8 without one") from None
+        hint = "; is the file truncated?" if err.pos >= len(err.doc.rstrip()) else ""
+        raise DatasetError(f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg}){hint}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+                           ) from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to be a BlurHand annotation file") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def lookup(obj: Any, key: Any, path: Path, where: str) -> Any:
-    """``obj[key]``, or a :class:`DatasetError` naming the file and the JSON location."""
+    """``obj[key]``, or a :class:`DatasetError` naming the file and the JSON location (``where``, ``""`` for the top
+    level): a missing key, or a container of the wrong JSON type."""
     try:
         return obj[key]
-    except (KeyError, IndexError, TypeError):
+    except (KeyError, IndexError):
         raise DatasetError(f"{path}: missing key {where}[{key!r}]") from None
+    except TypeError:
+        if isinstance(obj, dict):  # an unhashable key (a list or object where an id belongs)
+            raise DatasetError(f"{path}: missing key {where}[{key!r}]") from None
+        raise DatasetError(f"{path}: {where or 'the file'} is {_json_type(obj)}, expected an object with key "
+                           f"{key!r}") from None
+
+
+def json_object(value: Any, path: Path, where: str, allow_null: bool = False) -> dict:
+    """``value`` when it is a JSON object (or, with ``allow_null``, null: then ``{}``), else a
+    :class:`DatasetError` naming the file and the JSON location (``""`` for the whole file)."""
+    if allow_null and value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DatasetError(f"{path}: {where or 'the file'} is {_json_type(value)}, expected an object")
+    return value
 
 
 def _array(value: Any, shape: tuple[int, ...], path: Path, where: str) -> np.ndarray:
-    """``value`` as a float array of ``shape`` (size must match), or a :class:`DatasetError`."""
+    """``value`` (numbers, booleans or nulls, nested in any way) as a float array of ``shape`` (size must match),
+    nulls as NaN; text, objects or ragged lists are a :class:`DatasetError`."""
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{path}: {where} is not numeric") from None
-    if array.size != int(np.prod(shape)):
-        raise DatasetError(f"{path}: {where} has {array.size} values, expected {int(np.prod(shape))} {shape}")
-    return array.reshape(shape)
+        raw = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nesting
+        raise DatasetError(f"{path}: {where} is not an array of numbers") from None
+    if raw.dtype.kind == "O":  # nulls among the numbers, integers beyond int64, or something else
+        items = raw.ravel().tolist()
+        if not all(x is None or isinstance(x, int | float) for x in items):
+            raise DatasetError(f"{path}: {where} is not an array of numbers")
+        raw = np.array([math.nan if x is None else float(x) for x in items]).reshape(raw.shape)
+    elif raw.dtype.kind not in "biuf":
+        raise DatasetError(f"{path}: {where} is not an array of numbers")
+    if raw.size != int(np.prod(shape)):
+        raise DatasetError(f"{path}: {where} has {raw.size} values, expected {int(np.prod(shape))} {shape}")
+    return raw.astype(np.float64).reshape(shape)
 
 
 def coco_records(data: Any, key: str, path: Path) -> list[dict]:
@@ -86,15 +139,33 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _pixels(value: Any, path: Path, where: str) -> int:
-    """``value`` as a whole number of pixels, or a :class:`DatasetError` (NaN, inf, fractions, text are not)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer():
-        raise DatasetError(f"{path}: {where} is {value!r}, expected a finite whole number of pixels")
-    return int(number)
+def whole_number(value: Any, low: int, high: int, path: Path, where: str, what: str) -> int:
+    """``value`` as an int in ``[low, high]``, or a :class:`DatasetError` naming the file, JSON location and
+    value (text, booleans, NaN, infinity and fractions are not whole numbers)."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not low <= value <= high:
+        raise DatasetError(f"{path}: {where} is {value!r}, expected {what}: a whole number from {low} to {high}")
+    return int(value)
+
+
+def flag(value: Any, path: Path, where: str) -> bool:
+    """``value`` as a boolean: JSON true/false (or 1/0), else a :class:`DatasetError` naming file and location."""
+    if value not in (True, False) or not isinstance(value, bool | int):
+        raise DatasetError(f"{path}: {where} is {value!r}, expected true or false")
+    return bool(value)
+
+
+def records_by_id(records: list[dict], key: str, path: Path) -> dict[int, dict]:
+    """COCO ``records`` (``data[key]``) by their ``'id'``: int64 whole numbers, each used once."""
+    table: dict[int, dict] = {}
+    for i, record in enumerate(records):
+        where = f"[{key!r}][{i}]"
+        rid = whole_number(lookup(record, "id", path, where), -INT64_MAX - 1, INT64_MAX, path, f"{where}['id']",
+                           "an id")
+        if rid in table:
+            raise DatasetError(f"{path}: {where}['id'] is {rid}, the id of an earlier entry too; ids must be unique")
+        table[rid] = record
+    return table
 
 
 def _finite(value: Any, shape: tuple[int, ...], path: Path, where: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -116,12 +187,21 @@ def _finite(value: Any, shape: tuple[int, ...], path: Path, where: str) -> tuple
 CAMERA_PARAMS = {"camrot": (3, 3), "campos": (3,), "focal": (2,), "princpt": (2,)}
 
 
+def camera_param(name: str, value: Any, path: Path, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`_finite` for camera parameter ``name`` (shape from :data:`CAMERA_PARAMS`) at ``where``; a focal
+    length that is zero or negative is a :class:`DatasetError`."""
+    array, bad, message = _finite(value, CAMERA_PARAMS[name], path, where)
+    if name == "focal" and (array[~bad] <= 0).any():
+        raise DatasetError(f"{path}: {where} is {value!r}, expected positive focal lengths in pixels")
+    return array, bad, message
+
+
 def camera_problems(path: Path) -> list[str]:
     """Every camera of a ``_camera.json``, whether a sample uses it or not: one message per missing, malformed or
     non-finite parameter (the same message the index gives for a camera it uses)."""
-    cameras = _load_json(path)
+    cameras = load_json(path)
     if not isinstance(cameras, dict):
-        return [f"{path}: the file holds {_json_type(cameras)}, expected an object of captures"]
+        return [f"{path}: the file is {_json_type(cameras)}, expected an object of captures"]
     problems = []
     for capture, params in cameras.items():
         where = f"[{capture!r}]"
@@ -129,10 +209,10 @@ def camera_problems(path: Path) -> list[str]:
             problems.append(f"{path}: {where} must be an object with objects {', '.join(map(repr, CAMERA_PARAMS))}")
             continue
         for camera in sorted(set().union(*(params[name] for name in CAMERA_PARAMS))):
-            for name, shape in CAMERA_PARAMS.items():
+            for name in CAMERA_PARAMS:
                 try:
                     value = lookup(params[name], camera, path, f"{where}[{name!r}]")
-                    message = _finite(value, shape, path, f"{where}[{name!r}][{camera!r}]")[2]
+                    message = camera_param(name, value, path, f"{where}[{name!r}][{camera!r}]")[2]
                 except DatasetError as err:
                     message = str(err)
                 if message:
@@ -145,13 +225,12 @@ class AnnotationTables:
 
     def __init__(self, files: dict[str, Path]):
         self.files = files
-        data = _load_json(files["data"])
-        self.cameras = _load_json(files["camera"])
-        self.joints = _load_json(files["joint_3d"])
-        self.mano = _load_json(files["mano"])
+        data = load_json(files["data"])
+        self.cameras, self.joints, self.mano = (json_object(load_json(files[name]), files[name], "")
+                                                for name in ("camera", "joint_3d", "mano"))  # fmt: skip
         path = files["data"]
-        self.images = {lookup(im, "id", path, "images[...]"): im for im in coco_records(data, "images", path)}
-        self.anns = {lookup(an, "id", path, "annotations[...]"): an for an in coco_records(data, "annotations", path)}
+        self.images = records_by_id(coco_records(data, "images", path), "images", path)
+        self.anns = records_by_id(coco_records(data, "annotations", path), "annotations", path)
         self.image_rows: dict[Any, int] = {}
         self.image_files: list[str] = []
         self.image_size: list[tuple[int, int]] = []
@@ -182,13 +261,23 @@ class AnnotationTables:
         image_id = lookup(ann, "image_id", path, f"annotations[id={ann.get('id')}]")
         return lookup(self.images, image_id, path, "images[id=...]")
 
+    def image_field(self, image: dict, name: str) -> str:
+        """``image[name]`` of ``_data.json`` (capture, camera, frame_idx, seq_name, file_name) as text: a string or
+        an integer, else a :class:`DatasetError` naming the file and key."""
+        path, where = self.files["data"], f"images[id={image.get('id')}]"
+        value = lookup(image, name, path, where)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise DatasetError(f"{path}: {where}[{name!r}] is {value!r}, expected a string or an integer")
+        return str(value)
+
     def image_row(self, image: dict) -> int:
         key = image["id"]
         if key not in self.image_rows:
             path, where = self.files["data"], f"images[id={key}]"
             self.image_rows[key] = len(self.image_files)
-            self.image_files.append(str(lookup(image, "file_name", path, where)))
-            self.image_size.append(tuple(_pixels(lookup(image, name, path, where), path, f"{where}[{name!r}]")
+            self.image_files.append(self.image_field(image, "file_name"))
+            self.image_size.append(tuple(whole_number(lookup(image, name, path, where), 1, INT32_MAX, path,
+                                                      f"{where}[{name!r}]", "a size in pixels")
                                          for name in ("width", "height")))  # fmt: skip
         return self.image_rows[key]
 
@@ -199,11 +288,13 @@ class AnnotationTables:
             cams = lookup(self.cameras, capture, path, "")
             where = f"[{capture!r}]"
 
-            def param(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+            def param(name: str) -> tuple[np.ndarray, np.ndarray]:
                 value = lookup(lookup(cams, name, path, where), camera, path, f"{where}[{name!r}]")
-                return self.numbers("camera", value, shape, f"{where}[{name!r}][{camera!r}]")
+                array, bad, message = camera_param(name, value, path, f"{where}[{name!r}][{camera!r}]")
+                self.non_finite += [message] if message else []
+                return array, bad
 
-            params = [param(name, shape) for name, shape in CAMERA_PARAMS.items()]
+            params = [param(name) for name in CAMERA_PARAMS]
             self.cam_rows[key] = len(self.cam_params)
             self.cam_params.append(tuple(array for array, _ in params))
             self.cam_bad.append(any(bad.any() for _, bad in params))
@@ -231,10 +322,10 @@ class AnnotationTables:
         pose, shape, valid = np.zeros((2, 48), np.float32), np.zeros((2, 10), np.float32), np.zeros(2, np.uint8)
         bad = np.zeros(2, dtype=bool)
         path = self.files["mano"]
-        frames = self.mano.get(capture) if isinstance(self.mano, dict) else None
-        entry = frames.get(frame) if isinstance(frames, dict) else None
+        frames = json_object(self.mano.get(capture), path, f"[{capture!r}]", allow_null=True)
+        entry = json_object(frames.get(frame), path, f"[{capture!r}][{frame!r}]", allow_null=True)
         for side, hand in enumerate(("right", "left")):
-            params = entry.get(hand) if isinstance(entry, dict) else None
+            params = entry.get(hand)
             if params is None:
                 continue
             where = f"[{capture!r}][{frame!r}][{hand!r}]"
@@ -253,14 +344,15 @@ class AnnotationTables:
         where, path = f"annotations[id={ann.get('id')}]", self.files["data"]
         value = lookup(ann, "joint_valid", path, where)
         valid, bad = self.numbers("data", value, (2, NUM_JOINTS), f"{where}['joint_valid']")
+        if not np.isin(valid, (0.0, 1.0)).all():
+            first = valid.flat[np.flatnonzero(~np.isin(valid, (0.0, 1.0)))[0]]
+            raise DatasetError(f"{path}: {where}['joint_valid'] holds {first:g}, expected 0 or 1 per joint")
         return (valid * valid[:, WRIST : WRIST + 1] > 0).astype(np.uint8), bad.any(axis=1)
 
     def frame_of(self, ann: dict) -> tuple[int, np.ndarray, np.ndarray]:
         """Frame-table row, joint validity ``(2, 21)`` and its non-finite flags ``(2,)`` of an annotation."""
         image = self.image_of(ann)
-        where = f"images[id={image.get('id')}]"
-        capture = str(lookup(image, "capture", self.files["data"], where))
-        frame = str(lookup(image, "frame_idx", self.files["data"], where))
+        capture, frame = self.image_field(image, "capture"), self.image_field(image, "frame_idx")
         return (self.frame_row(capture, frame), *self.joint_valid(ann))
 
     def non_finite_cause(self, cam: int, frames: tuple[tuple[int, np.ndarray, np.ndarray], ...], side: int) -> str:

@@ -1,12 +1,12 @@
 """A contact sheet of a BlurHand root (real or synthetic): blurred images with past/current/future joints drawn.
 
-Reads the annotation JSONs directly (not through the dataset reader), so it checks the files themselves: joints
-come from ``joint_3d`` and are projected with the written cameras into the middle frame's image.
+Draws from the annotation JSONs directly (not from the dataset reader's index), so it checks the files themselves:
+joints come from ``joint_3d`` and are projected with the written cameras into the middle frame's image. A root the
+reader refuses, or one holding a non-finite annotation value, is refused first with the reader's one-line error.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,12 +34,19 @@ def _path(root: Path, split: str, name: str) -> Path:
     return root / "annotations" / split / f"BlurHand_{split}_{name}.json"
 
 
-def _load(root: Path, split: str, name: str) -> dict:
-    path = _path(root, split, name)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PreviewError(f"cannot read {path}: {err}") from err
+def _validate(root: Path, split: str) -> None:
+    """Raise the reader's one-line error for a root it refuses (a missing or malformed file, key or value; a split
+    without a usable sample), or a :class:`PreviewError` for its first non-finite annotation value."""
+    from hmh.data.blurhand import BlurHandDataset
+    from hmh.data.blurhand_index import load_index
+
+    if not root.is_dir():
+        raise PreviewError(f"{root}: BlurHand root folder not found")
+    found = load_index(root, split)[0].non_finite
+    if len(found):
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise PreviewError(f"{found[0]}{more}; `hmh data check {root}` lists the non-finite values")
+    BlurHandDataset(root, split, image_size=1, augment=False)  # the reader's error for a split it cannot use
 
 
 def check_size(n: int, tile: int) -> None:
@@ -60,16 +67,15 @@ def contact_sheet(root: str | Path, split: str = "test", n: int = 16, tile: int 
     :func:`check_size`).
 
     Joints: blue = past (``aid_list[0]``), green = current (middle), red = future (``aid_list[-1]``); only joints
-    marked valid in each frame's annotation are drawn. Malformed annotations raise :class:`PreviewError` naming the
-    file (``hmh data check`` names the key).
+    marked valid in each frame's annotation are drawn. A root the reader refuses raises its :class:`DatasetError`
+    (file and key), a non-finite annotation value or an image that cannot be drawn a :class:`PreviewError`.
     """
-    from hmh.data.blurhand_json import coco_records  # numpy: not at import, so the CLI starts fast
+    from hmh.data.blurhand_json import load_json  # numpy: not at import, so the CLI starts fast
 
     check_size(n, tile)
     root = Path(root)
-    data, cameras, joints = (_load(root, split, name) for name in ("data", "camera", "joint_3d"))
-    for key in ("images", "annotations"):
-        coco_records(data, key, _path(root, split, "data"))  # a DatasetError naming the file and key
+    _validate(root, split)
+    data, cameras, joints = (load_json(_path(root, split, name)) for name in ("data", "camera", "joint_3d"))
     try:
         return _draw_sheet(root, split, n, tile, data, cameras, joints)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
@@ -82,6 +88,8 @@ def _draw_sheet(root: Path, split: str, n: int, tile: int, data: dict, cameras: 
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from hmh.data.blurhand import load_image
+
     images = {image["id"]: image for image in data["images"]}
     anns = {ann["id"]: ann for ann in data["annotations"]}
     samples = [ann for ann in data["annotations"] if ann["is_middle"]]
@@ -93,10 +101,7 @@ def _draw_sheet(root: Path, split: str, n: int, tile: int, data: dict, cameras: 
     for i, ann in enumerate(picks):
         image = images[ann["image_id"]]
         path = root / "blur_images" / split / image["file_name"]
-        try:
-            picture = Image.open(path).convert("RGB")
-        except OSError as err:
-            raise PreviewError(f"cannot read image {path}: {err}") from err
+        picture = load_image(path)  # a BadImageError naming the file
         scale = tile / max(picture.size)
         picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.BICUBIC)
         cam = cameras[str(image["capture"])]

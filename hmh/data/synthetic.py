@@ -101,7 +101,7 @@ class SynthArgs:
                 f"{MAX_SIDE} / size; got {self.subframes} at size {self.size}"
             )
         if not 0 <= self.seed < 2**63:
-            raise SyntheticDataError(f"--seed must be a non-negative integer, got {self.seed}")
+            raise SyntheticDataError(f"--seed must be between 0 and {2**63 - 1}, got {self.seed}")
         if self.profile not in motion.PROFILES:
             raise SyntheticDataError(f"--profile must be one of {', '.join(motion.PROFILES)}, got {self.profile!r}")
 
@@ -178,11 +178,16 @@ def build_dataset(
     The build holds ``out``'s folder lock (:mod:`hmh.folder_lock`): another build into ``out`` is an error, or with
     ``wait`` waits for it (and then finds its dataset). It writes into ``out.partial``, marked as its own
     (``PARTIAL_MARKER``), and renames it when complete; a failed build removes it, and a marked leftover (a killed
-    build) is removed first, while an unmarked ``out.partial`` is an error. ``workers``: processes (default: up to
-    2, inline for small builds); the files do not depend on it.
+    build) is removed first, while an unmarked ``out.partial`` is an error. ``workers``: processes, 1 to twice the
+    CPUs and never more than the work units (default: up to 2, inline for small builds); the files do not depend
+    on it.
     """
     args = SynthArgs(train, test, size, subframes, seed, profile)
     args.validate()
+    cpus = os.cpu_count() or 1
+    if workers is not None and not 1 <= workers <= 2 * cpus:
+        raise SyntheticDataError(f"--workers must be between 1 and {2 * cpus} (twice this machine's {cpus} CPUs), "
+                                 f"got {workers}")
     out = Path(out)
     with folder_lock.exclusive(out, wait=wait):
         return _build_locked(out, args, progress, workers)
@@ -190,22 +195,23 @@ def build_dataset(
 
 def _build_locked(out: Path, args: SynthArgs, progress: bool, workers: int | None) -> Path:
     """:func:`build_dataset` under ``out``'s lock."""
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if is_complete(out, args):
             log.info("synthetic dataset already built: %s", out)
             return out
         raise SyntheticDataError(
-            f"{out} exists and is not a synthetic dataset built with these arguments; remove it or choose another --out"
+            f"{out} exists (or is a symbolic link) and is not a synthetic dataset built with these arguments; "
+            "remove it or choose another --out"
         )
     partial = _fresh_partial(out)
     try:
         counts = _generate(partial, args, progress, workers)
         (partial / "dataset.yaml").write_text(_manifest(args, counts))
+        (partial / PARTIAL_MARKER).unlink()
+        os.replace(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half dataset behind
         raise
-    (partial / PARTIAL_MARKER).unlink()
-    os.replace(partial, out)
     log.info("synthetic dataset written: %s (%s)", out, counts)
     return out
 
@@ -253,6 +259,7 @@ def _run(tasks: list[ChunkTask], workers: int | None) -> Iterator[list[ClipRecor
     """Each task's records, in task order: inline, or on a pool of ``workers`` spawned processes."""
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1
+    workers = min(workers, len(tasks))  # an idle process costs a MANO model and a renderer
     if workers <= 1:
         yield from map(render_chunk, tasks)
         return
