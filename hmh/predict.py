@@ -7,7 +7,8 @@ boxes); without a box the image is taken as a hand crop already (the square of s
 centre, not enlarged). Boxes are in the pixels of the upright image: :func:`load_photo` applies the EXIF
 orientation first. Left hands are mirrored into the right-hand model, as in training, and un-mirrored in every
 output (3D x negated, 2D back in the original image). A crop that covers less than :data:`MIN_HAND_PIXELS` pixels
-of its image (in width or height) is refused: too few pixels to hold a hand.
+of its image (in width or height) is refused: too few pixels to hold a hand; so is a box of which less than
+:data:`MIN_BOX_INSIDE` lies inside its image (a box in other units, or another image's).
 
 Outputs are wrist-relative 3D joints and vertices in the camera frame, and 2D joints in original image pixels
 (the hypotheses' MANO joints projected with the shared per-frame camera). The final sequence is the method's:
@@ -22,9 +23,11 @@ Each image's files go to the folder :func:`prediction_name` names, derived from 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +51,15 @@ from hmh.errors import HmhError
 from hmh.metrics import aggregate, mean_of_k
 
 __all__ = ["AVERAGE_SPREAD_LIMIT_MM", "FRAMES", "MIN_HAND_PIXELS", "HandCrop", "PredictError", "Prediction",
-           "check_bbox", "crop_hand", "load_photo", "predict", "prediction_name"]
+           "MIN_BOX_INSIDE", "check_bbox", "crop_hand", "load_photo", "path_text", "predict", "prediction_name",
+           "real_path"]
+
+log = logging.getLogger(__name__)
 
 FRAMES = ("past", "current", "future")
 MM = 1000.0
 MIN_HAND_PIXELS = 32  # the smallest model input side (model.image_size >= 32), one cell of the backbone's stride 32
+MIN_BOX_INSIDE = 0.5  # a box more than half outside its image is a wrong box (other units, another image's box)
 # Averaged hypotheses whose joints lie on average more than this from their mean (in some frame) average into a
 # hand with shortened, bent-in fingers: half a finger segment (~20 mm) apart is already two different poses.
 AVERAGE_SPREAD_LIMIT_MM = 20.0
@@ -73,6 +80,18 @@ class HandCrop:
     is_left: bool
 
 
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` absolute, with every symbolic link resolved as far as it resolves (a link loop or a missing target
+    is kept as it is: reading the file then names it)."""
+    return Path(os.path.realpath(path))
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """``path`` as UTF-8 text for messages and output files: a file-name byte that is not UTF-8 is written as
+    ``\\xNN`` (e.g. ``caf\\xe9.png`` for a Latin-1 name)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def prediction_name(image: str | os.PathLike) -> str:
     """The name of ``image``'s folder under ``hmh predict --out``: ``<stem>-<hash>``, the file name without its
     extension (characters other than letters, digits, ``.``, ``_`` and ``-`` as ``_``, leading dots dropped, at
@@ -81,7 +100,7 @@ def prediction_name(image: str | os.PathLike) -> str:
     replaces its own results only. E.g. ``img/a/hand.jpg`` -> ``hand-<12 hex>``, ``img/b/hand.jpg`` -> ``hand-<12
     other hex>``."""
     path = Path(image)
-    digest = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:12]
+    digest = hashlib.sha256(os.fsencode(real_path(path))).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".")[:64]
     return f"{stem or 'image'}-{digest}"
 
@@ -112,45 +131,79 @@ def _to_rgb8(image: Image.Image, source: str) -> Image.Image:
 
 
 def load_photo(path: str | os.PathLike) -> Image.Image:
-    """The image file ``path`` upright (its EXIF orientation applied) as 8-bit RGB (:func:`_to_rgb8`). Raises
+    """The image file ``path`` upright (its EXIF orientation applied) as 8-bit RGB (:func:`_to_rgb8`); of an
+    animated or multi-page file its first frame, said in a warning, as is a size over PIL's
+    ``Image.MAX_IMAGE_PIXELS`` (sizes over twice that are refused as decompression bombs). Raises
     :class:`PredictError` naming ``path`` for a missing file, a path that is not a regular file (a folder, a
     named pipe, a device: never opened, so nothing blocks) or an undecodable image."""
     try:
         mode = os.stat(path).st_mode
     except OSError as err:
-        raise PredictError(f"{path}: " + ("image file not found" if isinstance(err, FileNotFoundError)
+        raise PredictError(f"{path_text(path)}: " + ("image file not found" if isinstance(err, FileNotFoundError)
                                           else f"cannot read the image ({err.strerror or err})")) from None
     if not stat.S_ISREG(mode):
-        raise PredictError(f"{path}: not a regular file (a folder, named pipe or device); hmh predict reads image "
-                           "files only")
+        raise PredictError(f"{path_text(path)}: not a regular file (a folder, named pipe or device); hmh predict "
+                           "reads image files only")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return _to_rgb8(ImageOps.exif_transpose(image), str(path))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                frames = getattr(image, "n_frames", 1)
+                photo = _to_rgb8(ImageOps.exif_transpose(image), path_text(path))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise PredictError(f"{path}: unreadable or corrupt image ({err})") from None
+        raise PredictError(f"{path_text(path)}: unreadable or corrupt image ({err})") from None
+    if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+        log.warning("%s: %dx%d pixels, over PIL's limit of %d for images of unknown origin; read anyway",
+                    path_text(path), *photo.size, Image.MAX_IMAGE_PIXELS)
+    if frames > 1:
+        log.warning("%s: %d frames (animated or multi-page); only the first is predicted", path_text(path), frames)
+    return photo
+
+
+def _inside(start: float, length: float, size: int) -> float:
+    """The share of the interval ``[start, start + length]`` inside ``[0, size]``."""
+    if start >= 0.0 and start + length <= size:
+        return 1.0  # also for a length below float resolution at start
+    return max(0.0, min(start + length, size) - max(start, 0.0)) / length
+
+
+def _check_inside(bbox: Sequence[float], width: int, height: int, where: str) -> None:
+    """Raise :class:`PredictError` naming ``where`` unless at least :data:`MIN_BOX_INSIDE` of the area of
+    ``bbox (x, y, w, h)`` (finite, ``w, h > 0``) lies inside the ``width x height`` image."""
+    x, y, w, h = (float(v) for v in bbox)
+    if x >= width or y >= height or x + w <= 0.0 or y + h <= 0.0:
+        raise PredictError(f"{where} lies outside the {width}x{height} image")
+    share = _inside(x, w, width) * _inside(y, h, height)  # never w * h: a huge box would overflow
+    if share < MIN_BOX_INSIDE:
+        raise PredictError(f"{where} lies mostly outside the {width}x{height} image (only {100 * share:.2g}% of it "
+                           "inside): a box in other units or of another image?")
 
 
 def crop_hand(image: Image.Image, size: int, bbox: Sequence[float] | None = None, is_left: bool = False,
-              source: str = "image") -> HandCrop:
+              source: str = "image", box_name: str = "--bbox") -> HandCrop:
     """Crop ``image`` for a model of input side ``size`` (module docstring). ``bbox (x, y, w, h)`` or None;
-    raises :class:`PredictError` naming ``source`` when the box is invalid, lies outside the image, or covers
-    less than :data:`MIN_HAND_PIXELS` pixels of it in width or height."""
+    raises :class:`PredictError` naming ``source`` and ``box_name`` (where the box came from) when the box is
+    invalid, lies more than half outside the image, or the crop covers less than :data:`MIN_HAND_PIXELS` pixels
+    of the image in width or height."""
     width, height = image.size
     if bbox is None:
         side = float(max(width, height))
         box = np.array([(width - side) / 2.0, (height - side) / 2.0, side, side])
     else:
         check_bbox(bbox)
+        where = f"{source}: {box_name} {list(bbox)}"
+        _check_inside(bbox, width, height, where)
         box, ok = square_bbox(np.asarray(bbox, dtype=np.float64), width, height)
         if not ok:
-            raise PredictError(f"{source}: --bbox {list(bbox)} lies outside the {width}x{height} image")
+            raise PredictError(f"{where} is less than one pixel wide or high inside the {width}x{height} image")
     x, y, side = box[0], box[1], box[2]
     covered_w, covered_h = min(x + side, width) - max(x, 0.0), min(y + side, height) - max(y, 0.0)
     if min(covered_w, covered_h) < MIN_HAND_PIXELS:
         raise PredictError(f"{source}: too small to hold a hand crop: the crop covers {covered_w:.0f}x"
                            f"{covered_h:.0f} pixels of the {width}x{height} image; hmh predict needs at least "
-                           f"{MIN_HAND_PIXELS}x{MIN_HAND_PIXELS}" + (" (a larger --bbox?)" if bbox is not None else ""))
+                           f"{MIN_HAND_PIXELS}x{MIN_HAND_PIXELS}"
+                           + (f" (a larger {box_name}?)" if bbox is not None else ""))
     affine = crop_affine(box, size, Augmentation(flip=is_left), width)
     return HandCrop(warp_image(image, affine, size), affine, box, is_left)
 

@@ -21,6 +21,7 @@ Ranks and indices are 0-based everywhere (hypothesis 0, rank 0 = the highest rew
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -270,14 +271,22 @@ def prediction_rows(folder: str, pred: Prediction, crop: HandCrop, image: str, c
 
 def existing_rows(out: Path) -> list[dict]:
     """The rows of ``out/predictions.parquet`` (none when it does not exist). Read before any work: raises
-    :class:`HmhError` naming the file when it is not a table of this schema, so nothing is computed in vain."""
+    :class:`HmhError` naming the file when it is not a regular file (a folder, a symbolic link) or not a table of
+    exactly this schema (a column more would be lost), so nothing is computed in vain."""
     path = out / TABLE
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
+    advice = "hmh predict would replace it: move it away or choose another --out"
+    if path.is_symlink() or not path.is_file():
+        raise HmhError(f"{path}: not a regular file (a folder or a symbolic link); {advice}")
     try:
-        return read_table(path, TABLE_SCHEMA)[0].to_pylist()
+        table = read_table(path, TABLE_SCHEMA)[0]
     except ResultsError as err:
-        raise HmhError(f"{err}; hmh predict would replace its rows: move it away or choose another --out") from None
+        raise HmhError(f"{err}; {advice}") from None
+    extra = [name for name in table.column_names if name not in TABLE_SCHEMA.names]
+    if extra:
+        raise HmhError(f"{path}: column(s) {', '.join(map(repr, extra))} are not hmh predict's; {advice}")
+    return table.to_pylist()
 
 
 def update_table(out: Path, earlier: list[dict], rows: list[dict]) -> Path:

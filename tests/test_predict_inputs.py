@@ -102,8 +102,8 @@ def test_a_dangling_symlink_out_is_refused_before_the_work(checkpoints, photo, t
     out.symlink_to(tmp_path / "nowhere")
     assert _run(photo, "--checkpoint", checkpoints["selection"], "--out", out) == 2
     printed = capsys.readouterr()
-    assert printed.err.strip() == (f"hmh predict: error: --out {out}: a symbolic link to {tmp_path / 'nowhere'}, "
-                                   "which does not exist")
+    assert printed.err.strip() == (f"hmh predict: error: --out {out}: {out} is a symbolic link to "
+                                   f"{tmp_path / 'nowhere'}, which does not exist")
     assert "mm apart" not in printed.out and not (tmp_path / "nowhere").exists()
 
 

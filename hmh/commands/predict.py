@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +15,13 @@ WHOLE_IMAGE_NOTE = ("note: {count} image(s) without --bbox or a --boxes row: eac
 UNRELIABLE_WARNING = ("hmh predict: warning: {image}: the {count} averaged hypotheses are {spread:.1f} mm apart "
                       "(above {limit:g} mm): their average, the final sequence, need not look like a hand; "
                       "overlay.png and turntable.gif show hypothesis {top} beside it")
+
+
+def _path(text: str) -> Path:
+    """An argparse ``type``: a non-empty path (``Path("")`` would silently be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
 
 
 def register(subparsers) -> None:
@@ -31,21 +38,21 @@ def register(subparsers) -> None:
         "every field. An unreadable image or a bad boxes row is reported and the others are still written. Images "
         "are read upright (EXIF orientation applied); 16-bit ones are scaled to 8 bits.",
     )
-    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
+    p.add_argument("images", nargs="*", type=_path, metavar="IMAGE",
                    help="blurred hand images (any format PIL reads), folders of images, or glob patterns")
-    p.add_argument("--checkpoint", type=Path, required=True,
+    p.add_argument("--checkpoint", type=_path, required=True,
                    help="a .pt written by hmh train, or a Ray Train checkpoint folder of a search "
                    "(a selection-stage one for the selected top-n)")
     p.add_argument("--bbox", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
                    help="the hand's box in the upright image's pixels (after its EXIF orientation), for every image; "
                    "it is made square and enlarged x1.25 as BlurHand's boxes are (default: each image is a hand crop "
                    "already, which is said once)")
-    p.add_argument("--boxes", type=Path, default=None, metavar="FILE",
+    p.add_argument("--boxes", type=_path, default=None, metavar="FILE",
                    help="a CSV (header image,x,y,w,h[,hand]) or JSON list of such objects: a box (upright image "
                    "pixels) and hand per image (paths relative to the file); its images are predicted too")
     p.add_argument("--hand", choices=("right", "left"), default="right",
                    help="which hand the images show (left hands are mirrored into the right-hand model)")
-    p.add_argument("--out", type=Path, default=Path("predictions"),
+    p.add_argument("--out", type=_path, default=Path("predictions"),
                    help="output folder, one subfolder per image, <stem>-<hash of the image's resolved path>: a rerun "
                    "of the same image replaces its own results only; one hmh predict at a time writes into it "
                    "(default: ./predictions)")
@@ -66,8 +73,6 @@ def _plan(args: argparse.Namespace):
     if not args.images and args.boxes is None:
         raise HmhError("give images (files, folders or glob patterns) and/or --boxes FILE")
     check_folder(args.out, "--out")
-    if args.out.is_symlink() and not args.out.exists():
-        raise OutputError(f"--out {args.out}: a symbolic link to {os.readlink(args.out)}, which does not exist")
     jobs, bad = plan_jobs(expand_images(args.images), args.boxes, args.out,
                           None if args.bbox is None else tuple(args.bbox), args.hand == "left")
     for job in jobs:
@@ -106,6 +111,7 @@ def _writable(out: Path) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from hmh import folder_lock
+    from hmh.errors import HmhError
     from hmh.loop import resolve_device
     from hmh.predict import check_bbox
 
@@ -115,6 +121,8 @@ def run_predict(args: argparse.Namespace) -> int:
     jobs, bad_rows = _plan(args)
     for message in bad_rows:
         print(f"hmh predict: skipped: {message}", file=sys.stderr)
+    if not jobs:
+        raise HmhError(f"no image to predict: all {len(bad_rows)} row(s) of {args.boxes} were skipped")
     whole = sum(job.bbox is None for job in jobs)
     if whole:
         print(WHOLE_IMAGE_NOTE.format(count=whole), flush=True)
@@ -128,10 +136,11 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
     from tqdm import tqdm
 
     from hmh.checkpoint import models_from_checkpoint
+    from hmh.cli import os_error_line
     from hmh.data.render import RendererUnavailableError
     from hmh.errors import HmhError
     from hmh.evaluation import SelectionStats
-    from hmh.predict import AVERAGE_SPREAD_LIMIT_MM, crop_hand, load_photo, predict
+    from hmh.predict import AVERAGE_SPREAD_LIMIT_MM, crop_hand, load_photo, path_text, predict
     from hmh.prediction_files import (
         existing_rows,
         mano_model,
@@ -147,6 +156,7 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
     trained_on, synthetic = training_data(cfg.data)
     if synthetic:
         print(SYNTHETIC_NOTE.format(data=trained_on), flush=True)
+    fresh = not args.out.exists()
     _writable(args.out)
     faces = models.generator.mano.faces.cpu().numpy()
     mano = mano_model(cfg.model)
@@ -157,22 +167,28 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
     def flush() -> None:
         nonlocal pictures
         for (job, photo, crop), pred in zip(pending, predict(models, [c for *_, c in pending], device), strict=True):
+            image, checkpoint = path_text(job.image), path_text(args.checkpoint)
             try:
-                write_prediction(job.folder, pred, crop, faces, str(job.image), str(args.checkpoint), trained_on,
-                                 mano, photo if pictures else None)
+                write_prediction(job.folder, pred, crop, faces, image, checkpoint, trained_on, mano,
+                                 photo if pictures else None)
             except RendererUnavailableError as err:
                 pictures = False
                 print(f"hmh predict: warning: no mesh pictures ({err})", file=sys.stderr)
-            rows.extend(prediction_rows(job.folder.name, pred, crop, str(job.image), str(args.checkpoint)))
+            except OSError as err:  # e.g. a read-only image folder: the other images are still written
+                bar.write(f"hmh predict: skipped: {image}: {os_error_line(err)}", file=sys.stderr)
+                failed.append(image)
+                bar.update()
+                continue
+            rows.extend(prediction_rows(job.folder.name, pred, crop, image, checkpoint))
             if pred.reward is not None:
                 stats.update(torch.from_numpy(pred.reward)[None], torch.from_numpy(pred.selected)[None])
             rewards = "" if pred.reward is None else (" rewards " + " ".join(f"{r:.3f}" for r in pred.reward)
                                                        + f" (spread {pred.reward.std():.4f})")
             spread = pred.spread_mm()[1]
-            bar.write(f"{job.image}: K={len(pred.joints)}{rewards}; hypotheses {spread:.1f} mm apart (current "
-                      f"frame); final = {pred.final_source} {pred.selected.tolist()} -> {job.folder}/")
+            bar.write(f"{image}: K={len(pred.joints)}{rewards}; hypotheses {spread:.1f} mm apart (current "
+                      f"frame); final = {pred.final_source} {pred.selected.tolist()} -> {path_text(job.folder)}/")
             if pred.average_unreliable():
-                bar.write(UNRELIABLE_WARNING.format(image=job.image, count=len(pred.selected),
+                bar.write(UNRELIABLE_WARNING.format(image=image, count=len(pred.selected),
                                                     spread=pred.averaged_spread_mm().max(),
                                                     limit=AVERAGE_SPREAD_LIMIT_MM, top=int(pred.selected[0])),
                           file=sys.stderr)
@@ -182,10 +198,11 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
     for job in jobs:
         try:
             photo = load_photo(job.image)
-            crop = crop_hand(photo, cfg.model.image_size, job.bbox, job.is_left, str(job.image))
+            crop = crop_hand(photo, cfg.model.image_size, job.bbox, job.is_left, path_text(job.image),
+                             job.box_source)
         except HmhError as err:
             bar.write(f"hmh predict: skipped: {err}", file=sys.stderr)
-            failed.append(str(job.image))
+            failed.append(path_text(job.image))
             bar.update()
             continue
         pending.append((job, photo, crop))
@@ -193,6 +210,9 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
             flush()
     flush()
     bar.close()
+    if fresh and not rows:  # nothing written: leave no empty --out behind
+        with contextlib.suppress(OSError):
+            args.out.rmdir()
     if rows:
         print(f"table: {update_table(args.out, earlier, rows)} ({len(rows)} rows: one per image and hypothesis, "
               "and one per image for its final sequence)", flush=True)
