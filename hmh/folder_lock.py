@@ -36,7 +36,9 @@ def exclusive(folder: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")
     except OSError as err:
-        raise HmhError(f"cannot create the lock file {path}: {err.strerror or err}") from None
+        blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else err.strerror or err
+        raise HmhError(f"cannot create the lock file {path}: {reason}") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

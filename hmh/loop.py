@@ -77,7 +77,10 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
         raise TrainingError(f"{key}={name!r} is invalid: expected {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # an index torch cannot parse (over int64)
+        raise TrainingError(f"{key}={name!r} is invalid: the device index is out of range") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"{key}={name!r} but CUDA is not available here (use cpu or auto)")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

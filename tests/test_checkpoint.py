@@ -78,6 +78,10 @@ def test_corrupt_file_names_it(tmp_path, cfg):
     garbage.write_bytes(b"\x00not a checkpoint at all")
     with pytest.raises(CheckpointError, match="garbage.pt"):
         load_checkpoint(garbage)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello world\n")  # torch's legacy unpickler fails with a KeyError on these bytes
+    with pytest.raises(CheckpointError, match=r"notes\.pt: not a readable hmh checkpoint"):
+        load_checkpoint(text)
 
 
 def test_wrong_content_is_rejected(tmp_path):

@@ -226,6 +226,8 @@ def test_devices_resolve_and_cuda_is_refused_without_it():
         assert resolve_device("auto") == CPU
         with pytest.raises(TrainingError, match="train.device='cuda'"):
             resolve_device("cuda")
+    with pytest.raises(TrainingError, match="device index is out of range"):
+        resolve_device("cuda:99999999999999999999")
 
 
 def _steps(cfg, batch, steps: int, scaler=None) -> tuple[list[float], dict]:
