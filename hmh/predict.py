@@ -48,6 +48,7 @@ from hmh.data.transforms import (
     warp_image,
 )
 from hmh.errors import HmhError
+from hmh.loop import infer
 from hmh.metrics import aggregate, mean_of_k
 
 __all__ = ["AVERAGE_SPREAD_LIMIT_MM", "FRAMES", "MIN_HAND_PIXELS", "HandCrop", "PredictError", "Prediction",
@@ -282,11 +283,12 @@ def predict(models: LoadedModels, crops: Sequence[HandCrop], device: torch.devic
     checkpoint has one). ``models`` from :func:`hmh.checkpoint.models_from_checkpoint` on ``device``."""
     if not crops:
         return []
-    generator, selector = models.generator.eval(), models.selector
+    generator, selector = models.generator.eval(), None if models.selector is None else models.selector.eval()
     images = torch.stack([c.image for c in crops]).to(device)  # (B, 3, S, S)
-    out = generator(images)
+    # the one inference path (hmh.loop.infer): train.precision and memory format, as the search's cost times it
+    out, reward = infer(generator, selector, {"image": images}, models.config, torch.device(device))
     joints, vertices = out.joints.float(), out.vertices.float()  # (B, K, T, J, 3), (B, K, T, V, 3)
-    reward = None if selector is None else selector.eval()(images, out).reward.float()  # (B, K)
+    reward = None if reward is None else reward.float()  # (B, K)
     if reward is not None:
         final, source = aggregate(joints, reward, models.config.selection.top_n, vertices), "selected top-n"
     else:  # the evaluation's selection-free stand-in

@@ -119,6 +119,37 @@ def test_outputs_are_the_models_outputs_in_image_pixels(checkpoints, photo):
     np.testing.assert_allclose(crop.box, [54.5 - side / 2, 39.5 - side / 2, side, side], atol=1e-9)
 
 
+def test_predict_runs_the_one_inference_path_in_the_checkpoints_precision(checkpoints, photo, monkeypatch):
+    """hmh predict goes through hmh.loop.infer (train.precision, memory format), what the search's cost times."""
+    import dataclasses
+
+    import hmh.predict
+
+    models = models_from_checkpoint(checkpoints["selection"])
+    models = dataclasses.replace(models, config=dataclasses.replace(
+        models.config, train=dataclasses.replace(models.config.train, precision="bf16", channels_last=True)))
+    seen = []
+    real = hmh.predict.infer
+
+    def spy(generator, selector, batch, cfg, device):
+        seen.append(cfg.train.precision)
+        return real(generator, selector, batch, cfg, device)
+
+    def hook(module, args):
+        seen.append((torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    monkeypatch.setattr(hmh.predict, "infer", spy)
+    handle = models.generator.register_forward_pre_hook(hook)
+    with Image.open(photo) as image:
+        crop = crop_hand(image.convert("RGB"), 64, BOX)
+    try:
+        (pred,) = predict(models, [crop])
+    finally:
+        handle.remove()
+    assert seen == ["bf16", (True, True)]  # autocast on, channels_last images, as hmh.inference_cost times
+    assert np.isfinite(pred.joints).all()
+
+
 def test_left_hand_is_the_mirror_of_the_right(checkpoints, photo):
     models = models_from_checkpoint(checkpoints["selection"])
     with Image.open(photo) as image:
