@@ -43,8 +43,8 @@ from hmh.models.build import unwrap
 from hmh.results import OBJECTIVE, OBJECTIVE_SOURCE
 from hmh.visualize import hypothesis_grid
 
-__all__ = ["EpochReport", "StageParts", "keeps_last", "log_hypothesis_images", "run_epochs", "run_stage",
-           "selection_skipped", "stage_epochs"]
+__all__ = ["EpochReport", "StageParts", "epoch_offset", "keeps_last", "log_hypothesis_images", "run_epochs",
+           "run_stage", "selection_skipped", "stage_epochs"]
 
 
 def stage_epochs(stage: str, cfg: Config) -> int:
@@ -55,6 +55,12 @@ def stage_epochs(stage: str, cfg: Config) -> int:
 def run_epochs(cfg: Config) -> int:
     """The epochs a run of ``cfg`` trains over both stages (the selection stage's only where it is not skipped)."""
     return cfg.train.generation_epochs + (0 if selection_skipped(cfg) else cfg.train.selection_epochs)
+
+
+def epoch_offset(stage: str, cfg: Config) -> int:
+    """Epochs of the stages before ``stage`` in a run of ``cfg``: the selection stage counts on from the generation
+    stage's epochs (Tune's ``trial_epoch``, ASHA's time axis), also where it starts from a given generator."""
+    return cfg.train.generation_epochs if stage == "selection" else 0
 
 
 def keeps_last(cfg: Config, has_val: bool) -> bool:
@@ -162,7 +168,7 @@ def _write_epoch(writer: SummaryWriter, report: EpochReport, image: Callable[[in
 
 def run_stage(
     stage: str, cfg: Config, generator: torch.nn.Module, selector: torch.nn.Module | None, train_loader,
-    val_loader, device: torch.device, on_epoch: OnEpoch, *, resume: dict | None = None, epoch_offset: int = 0,
+    val_loader, device: torch.device, on_epoch: OnEpoch, *, resume: dict | None = None,
     writer: SummaryWriter | None = None, image_batch: dict | None = None, progress: bool = False,
 ) -> list[EpochReport]:
     """Train ``stage`` of ``cfg`` for its epochs (module docstring) and return every epoch's report.
@@ -194,7 +200,7 @@ def run_stage(
         def image(step: int) -> None:
             log_hypothesis_images(writer, f"{stage}/hypotheses", unwrap(generator), scorer, image_batch, cfg, device,
                                   step)
-    epochs, reports = stage_epochs(stage, cfg), []
+    epochs, offset, reports = stage_epochs(stage, cfg), epoch_offset(stage, cfg), []
     for epoch in range(start, epochs):
         begin = time.perf_counter()
         if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
@@ -203,7 +209,7 @@ def run_stage(
                                 epoch, writer, progress=progress, scaler=scaler)
         val = {} if val_loader is None else evaluate(unwrap(generator), scorer, val_loader, cfg, device,
                                                      progress=progress)
-        report = EpochReport(stage, epoch + 1, epochs, epoch_offset, start, train, val, time.perf_counter() - begin)
+        report = EpochReport(stage, epoch + 1, epochs, offset, start, train, val, time.perf_counter() - begin)
         if writer is not None:
             _write_epoch(writer, report, image)
         reports.append(report)

@@ -249,7 +249,7 @@ def _run_stage(stage: str, cfg: Config, generator, selector, loaders: dict, devi
                 shutil.copyfile(last_path, tmp)
 
     reports = run_stage(stage, cfg, generator, selector, loaders["train"], loaders.get("val"), device, on_epoch,
-                        epoch_offset=cfg.train.generation_epochs if stage == "selection" else 0, writer=writer,
+                        writer=writer,
                         image_batch=next(iter(loaders["val"] if has_val else loaders["test"])), progress=progress)
     history = [report.metrics() for report in reports]
     echo(kept_line(stage, cfg, has_val, kept[-1].epoch, history))

@@ -142,7 +142,6 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
         return StageCheckpoint(stage, done["checkpoint"], done["metrics"])
     keep_last = keeps_last(cfg, cfg.data.val_fraction > 0)
     spec = StageSpec(config=dataclasses.asdict(cfg), stage=stage, generator_checkpoint=generator_checkpoint,
-                     epoch_offset=cfg.train.generation_epochs if stage == "selection" else 0,
                      tensorboard_dir=tensorboard_dir)
     callbacks = []
     if report_to_tune:

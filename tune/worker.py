@@ -42,14 +42,12 @@ class StageSpec:
     """One stage of one run, as ``train_loop_config`` (a plain dict on the wire: :meth:`to_dict`).
 
     ``config``: the nested hmh config (``data.root`` absolute; this stage's epochs in ``train.*_epochs``).
-    ``epoch_offset``: epochs of earlier stages in this run (the selection stage: the generation epochs).
     ``generator_checkpoint``: the selection stage's frozen generator, a Train checkpoint path (folder or URI).
     ``tensorboard_dir``: where rank 0 writes TensorBoard events ("" = none).
     """
 
     config: dict
     stage: str
-    epoch_offset: int = 0
     generator_checkpoint: str = ""
     tensorboard_dir: str = ""
 
@@ -138,7 +136,7 @@ def train_fn_per_worker(config: dict) -> None:
     writer = SummaryWriter(spec.tensorboard_dir) if rank == 0 and spec.tensorboard_dir else None
     try:
         run_stage(stage, cfg, generator, selector if stage == "selection" else None, train_loader, val_loader,
-                  device, on_epoch, resume=state, epoch_offset=spec.epoch_offset, writer=writer,
+                  device, on_epoch, resume=state, writer=writer,
                   image_batch=next(iter(val_loader)) if writer is not None and val_loader is not None else None)
     finally:
         if writer is not None:
