@@ -55,6 +55,7 @@ __all__ = [
     "match_past_future",
     "mean_of_k",
     "random_n",
+    "reward_ranks",
     "selection_hits",
     "selection_precision",
     "sequence_errors",
@@ -284,6 +285,15 @@ def top_n_by_reward(scores: torch.Tensor, top_n: int) -> torch.Tensor:
     """Indices ``(N, n)`` of the ``top_n`` highest ``scores (N, K)``, best first; equal scores keep the lower index
     first. The one rule of a selector's choice: the final output, the selection statistics, the pictures."""
     return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_n]
+
+
+def reward_ranks(scores: ArrayLike) -> np.ndarray:
+    """``(K,)`` int64: each hypothesis' 0-based rank by its score in ``scores (K,)`` (0 = the highest), in the
+    order of :func:`top_n_by_reward` (equal scores keep the lower index first)."""
+    order = top_n_by_reward(torch.as_tensor(np.asarray(scores, dtype=np.float64))[None], len(scores))[0].numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def top_n_by_error(errors: torch.Tensor, top_n: int) -> torch.Tensor:

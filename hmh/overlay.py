@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from hmh.data.appearance import encode_srgb8, srgb_to_linear
 from hmh.data.render import MeshRenderer, Renders, orient_outward
+from hmh.metrics import reward_ranks
 from hmh.visualize import FRAME_COLOURS, GREY, RANK_COLOURS
 
 __all__ = ["contact_sheet", "crop_view_affine", "overlay_image", "render_meshes", "save_gif", "sequence_frames",
@@ -142,9 +143,7 @@ def contact_sheet(crop_image: np.ndarray, faces: np.ndarray, vertices: np.ndarra
     colours = [RANK_COLOURS[chosen.index(i) % len(RANK_COLOURS)] if i in chosen else GREY for i in range(k)]
     renders = render_meshes(faces, vertices, intrinsics, size, colours)
     background = _crop_view_image(crop_image, scale, is_left)
-    rank = np.empty(k, dtype=np.int64)
-    if reward is not None:
-        rank[np.argsort(-np.asarray(reward), kind="stable")] = np.arange(k)
+    rank = None if reward is None else reward_ranks(reward)
     columns = max(1, min(columns, k))
     sheet = Image.new("RGB", (columns * size, -(-k // columns) * size), (0, 0, 0))
     for i in range(k):

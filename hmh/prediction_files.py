@@ -34,6 +34,7 @@ from hmh import atomic, overlay
 from hmh.config import DataConfig, ModelConfig
 from hmh.data.transforms import apply_affine, invert_affine
 from hmh.errors import HmhError
+from hmh.metrics import reward_ranks
 from hmh.obj import write_obj
 from hmh.predict import AVERAGE_SPREAD_LIMIT_MM, FRAMES, MM, HandCrop, Prediction
 from hmh.results import ResultsError, read_table
@@ -126,9 +127,7 @@ def _ranks(pred: Prediction) -> list[int | None]:
     """Each hypothesis' 0-based rank by reward (0 = highest, ties in index order); None without a selector."""
     if pred.reward is None:
         return [None] * len(pred.joints)
-    rank = np.empty(len(pred.reward), dtype=np.int64)
-    rank[np.argsort(-pred.reward, kind="stable")] = np.arange(len(pred.reward))
-    return rank.tolist()
+    return reward_ranks(pred.reward).tolist()
 
 
 def _mano(pose: np.ndarray, betas: np.ndarray) -> dict:

@@ -539,3 +539,9 @@ def test_selection_gain_without_headroom_is_nan_and_verdict_needs_a_problem():
     assert selection_verdict({"selection/gain": 0.4, "selection/common_set_share": 0.3}) is None
     assert "gain is -0.20" in selection_verdict({"selection/gain": -0.2, "selection/common_set_share": 0.3})
     assert selection_verdict({}) is None
+
+
+def test_reward_ranks_invert_the_top_n_order_with_ties_in_index_order():
+    np.testing.assert_array_equal(M.reward_ranks(np.array([0.2, 0.5, 0.5, 0.1])), [2, 0, 1, 3])
+    scores = torch.tensor([[0.2, 0.5, 0.5, 0.1]])
+    assert M.top_n_by_reward(scores, 4)[0].tolist() == np.argsort(M.reward_ranks(scores[0].numpy())).tolist()
