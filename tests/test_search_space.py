@@ -152,7 +152,7 @@ def test_malformed_files_are_rejected(tmp_path: Path, text: str) -> None:
     ("parameters: {}\n".encode("utf-16"), "not UTF-8"),
     (b"parameters:\n\t optim.lr: 1\n", "line 2, column 1"),
     (b"parameters:\n  ? [a]\n  : 1\n", "unhashable key"),
-    (b"parameters: " + b"[" * 50000 + b"]" * 50000, "nested too deeply"),
+    (b"parameters: " + b"[" * 50000 + b"]" * 50000, "nested deeper than 16 levels"),
     (b"parameters:\n  loss.jrc_alpha: {type: float, low: [1], high: 2}\n", "'low' must be a number"),
     (b"parameters:\n  selection.top_n: {type: int, low: {a: 1}, high: 2}\n", "'low' must be a number"),
     (b"parameters:\n  selection.top_n: {type: int, low: 1, high: 2, step: [1]}\n", "'step' must be"),

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from hmh.config import Config, ConfigError, deep_merge, field_types, flatten, from_dict, to_dict
+from hmh.config import Config, ConfigError, deep_merge, field_types, flatten, from_dict, read_yaml_file, to_dict
 from hmh.errors import HmhError
 
 __all__ = ["DefineByRun", "Param", "SearchSpace", "SpaceError", "apply_params", "config_field_types",
@@ -237,26 +237,12 @@ def _parse_param(where: str, key: str, spec: Any, types: dict[str, Any]) -> Para
     return Param(key, kind, low, high, step, log)
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML error on one line: what is wrong and where (``line L, column C``)."""
-    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
-        mark = err.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        return f"{err.problem}{where}"
-    return " ".join(str(err).split())
-
-
 def _read(path: Path) -> dict:
+    """The space file's mapping, read by :func:`hmh.config.read_yaml_file` (size, UTF-8, YAML, depth, aliases)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SpaceError(f"{path}: cannot read the search space: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start}); save the search space as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
-    except RecursionError:
-        raise SpaceError(f"{path}: not valid YAML: nested too deeply") from None
+        data = read_yaml_file(path)
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: expected a mapping with 'parameters', got {type(data).__name__}")
     return data
