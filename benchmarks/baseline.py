@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root
     if root is None:  # only to find the folder; the numbers below never touch hmh
         from hmh.config import load_config
-        from hmh.runner import data_root
+        from hmh.train.runner import data_root
 
         root = data_root(load_config(args.config, args.overrides), progress=False)
     result = baseline(Path(root))

@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/bench_loader.py [--preset cpu] [--set KEY=VALUE ...] [--batches 24] [--rounds 3]
                                                 [--workers 0 1 2] [--out results/benchmarks/loader.md]
 
-- **Consumption**: samples/s of generation-stage training steps (``hmh.loop.train_one_epoch``: forward, losses,
+- **Consumption**: samples/s of generation-stage training steps (``hmh.train.loop.train_one_epoch``: forward, losses,
   backward, optimizer) on batches already in memory, so no loading is in it: what the model eats.
-- **Delivery**: samples/s at which the training loader (``hmh.runner.make_loader``: reading the JPEG, the crop
+- **Delivery**: samples/s at which the training loader (``hmh.train.runner.make_loader``: reading the JPEG, the crop
   and augmentation, collation) yields ``--batches`` batches of the same dataset, for each ``data.loader_workers``
-  of ``--workers`` and for ``-1`` (sized from this machine's CPUs, ``hmh.runner.loader_workers``). Worker start-up
+  of ``--workers`` and for ``-1`` (sized from this machine's CPUs, ``hmh.train.runner.loader_workers``). Worker start-up
   is excluded (persistent workers deliver one batch before the clock starts), as in a training epoch after the
   first.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from hmh.config import Config, load_config
-from hmh.loop import make_optimizer, make_scaler, seed_everything, train_one_epoch
 from hmh.models.build import build_models
-from hmh.runner import build_datasets, data_root, loader_workers, make_loader
+from hmh.train.loop import make_optimizer, make_scaler, seed_everything, train_one_epoch
+from hmh.train.runner import build_datasets, data_root, loader_workers, make_loader
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ cores. The K values are measured round-robin (one pass of every K per round, aft
 load from other processes falls on every K alike; the table gives the median over ``--repeats`` rounds
 (``--paper-repeats`` for the slow paper preset) and the ratio to K = 1. Generator = backbone + Unfolder + MHT +
 Regressor + MANO; selector = its forward on the generator's output. Training: one optimizer step of
-``hmh.loop.train_one_epoch`` (generation stage, preset batch size) on a fixed random batch with synthetic
+``hmh.train.loop.train_one_epoch`` (generation stage, preset batch size) on a fixed random batch with synthetic
 targets, round-robin over K like the latency, so the data loader is not part of the number.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from hmh import atomic
 from hmh.config import Config, load_config
-from hmh.loop import make_optimizer, train_one_epoch
+from hmh.files import atomic
 from hmh.models.build import build_models
+from hmh.train.loop import make_optimizer, train_one_epoch
 
 CPU = torch.device("cpu")
 

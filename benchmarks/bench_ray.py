@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ray.py [--config tune/configs/demo.yaml] [--set KEY=VALUE ...] [--epochs 4]
 
-Both sides train the generation stage with ``hmh.loop.train_one_epoch`` on the same data, batch and model: the
+Both sides train the generation stage with ``hmh.train.loop.train_one_epoch`` on the same data, batch and model: the
 plain loop in this process with as many torch threads as the Ray workers hold CPUs in total, Ray Train with
 ``search.num_workers`` workers (:func:`tune.worker.train_fn_per_worker`: ``prepare_model``,
 ``prepare_data_loader``, DDP when there is more than one worker). Throughput is the training loop's samples per
@@ -25,9 +25,9 @@ import tempfile
 import torch
 
 from hmh.config import Config, load_config
-from hmh.loop import make_optimizer, make_scheduler, resolve_device, seed_everything, train_one_epoch
 from hmh.models.build import build_models
-from hmh.runner import build_datasets, make_loader
+from hmh.train.loop import make_optimizer, make_scheduler, resolve_device, seed_everything, train_one_epoch
+from hmh.train.runner import build_datasets, make_loader
 from tune.resources import DRIVER_CPUS, init_ray, scaling_config, worker_runtime_env
 from tune.train import prepare_config
 from tune.worker import StageSpec, train_fn_per_worker

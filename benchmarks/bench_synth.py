@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hmh import atomic
+from hmh.files import atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("posing", "skinning", "rendering", "averaging", "background", "encoding", "writing")

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from bench_models import config_for, fake_batch  # benchmarks/ is this script's folder
 
-from hmh.loop import make_optimizer, seed_everything, train_one_epoch
 from hmh.models.build import build_models
+from hmh.train.loop import make_optimizer, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 NO_GPU = 3  # exit status: nothing could be checked

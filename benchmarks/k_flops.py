@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hmh import atomic
 from hmh.config import load_config
+from hmh.files import atomic
 from hmh.models.build import build_models
 
 PARTS = ("backbone", "unfolder", "mht", "regressor", "mano")

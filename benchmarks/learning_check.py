@@ -2,7 +2,7 @@
 
     python benchmarks/learning_check.py [--config cpu] [--set key=value ...] [--out results/benchmarks/learning.md]
 
-Trains with ``hmh.runner.run_training`` (the code path of ``hmh train``) and checks:
+Trains with ``hmh.train.runner.run_training`` (the code path of ``hmh train``) and checks:
 1. the generation loss falls (last epoch's mean training loss below the first's);
 2. the validation error falls (mean-of-K current MPJPE, last epoch below the first) and ends below a constant
    baseline that predicts the training set's mean wrist-relative joints for every image (what a model that
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from hmh import atomic
 from hmh.config import Config, load_config, to_yaml
-from hmh.metrics import blurhand_errors
-from hmh.report import metric_table
-from hmh.runner import build_datasets, data_root, make_loader, run_training
+from hmh.eval.metrics import blurhand_errors
+from hmh.eval.report import metric_table
+from hmh.files import atomic
+from hmh.train.runner import build_datasets, data_root, make_loader, run_training
 
 DEFAULT_SET = ["train.generation_epochs=6", "train.selection_epochs=3", "optim.milestones=[5]"]
 

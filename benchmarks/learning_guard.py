@@ -6,7 +6,7 @@ Runs ``hmh train --config bench`` (the CLI, as a user would) with K=1 on a small
 distribution (``SLICE``: 2,400 training and 400 test images, 3 epochs: a few minutes on 2 CPU cores) and compares
 the test current-frame MPJPE with the constant mean-pose baseline computed from the dataset's JSON files alone
 (``benchmarks/baseline.py``). Fails (exit 1) when the model's MPJPE is above ``--max-share`` times the baseline:
-a regression in the data, the model, the losses or the schedule shows here first. ``tests/test_learning.py``
+a regression in the data, the model, the losses or the schedule shows here first. ``tests/train/test_learning.py``
 (marked ``slow``) runs it.
 """
 

@@ -8,7 +8,7 @@ The established tabular method (as in NAS-Bench / HPOBench): training a model fo
 seed costs too much, so
 
 1. ``table`` trains once every configuration of the grid :data:`GRID` (48 of them; seeded, the same data) with
-   ``hmh.runner.run_training`` (the code of ``hmh train``) on the ``demo`` experiment at :data:`BUDGET`, and
+   ``hmh.train.runner.run_training`` (the code of ``hmh train``) on the ``demo`` experiment at :data:`BUDGET`, and
    records every epoch's validation objective (the search's own: the mean of all K during generation, the selected
    top-n during selection, current-frame MPJPE in mm) in a Parquet table. Resumable: configurations already in
    the table are skipped; the table is rewritten after each one.
@@ -50,9 +50,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from hmh import atomic
 from hmh.config import SearchConfig
-from hmh.results import OBJECTIVE, read_table, write_table
+from hmh.files import atomic
+from hmh.results.tables import OBJECTIVE, read_table, write_table
 
 GRID: dict[str, list[Any]] = {  # 3 x 4 x 4 = 48 configurations
     "model.num_hypotheses": [2, 4, 8],
@@ -110,7 +110,7 @@ def grid_points() -> list[dict[str, Any]]:
 def build_table(out: Path, echo: Callable[[str], None] = print) -> Path:
     """Train every grid point (skipping those already in ``out``) and write their per-epoch objectives."""
     from hmh.config import load_config
-    from hmh.runner import run_training
+    from hmh.train.runner import run_training
 
     rows = read_table(out, TABLE_SCHEMA)[0].to_pylist() if out.is_file() else []
     done = {r["config_id"] for r in rows}

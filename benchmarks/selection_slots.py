@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from hmh import atomic
-from hmh.checkpoint import LoadedModels, models_from_checkpoint
-from hmh.losses import topn_labels
-from hmh.metrics import sequence_errors
+from hmh.eval.metrics import sequence_errors
+from hmh.files import atomic
+from hmh.models.checkpoint import LoadedModels, models_from_checkpoint
 from hmh.models.selector import select_top_n
-from hmh.runner import build_datasets, data_root, make_loader
+from hmh.train.losses import topn_labels
+from hmh.train.runner import build_datasets, data_root, make_loader
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from hmh.cli import main as hmh
-from hmh.prediction_files import PICTURES
+from hmh.predict.files import PICTURES
 
 SEED = 7
 
@@ -59,7 +59,7 @@ def main() -> int:
             return status
         with boxes.open() as f:
             first = Path(next(csv.DictReader(f))["image"])
-        from hmh.predict import prediction_name
+        from hmh.predict.run import prediction_name
 
         folder = sorted(predictions.glob(prediction_name(first) + "*"))[0]  # "-left"/"-right" for two hands
         args.out.mkdir(parents=True, exist_ok=True)

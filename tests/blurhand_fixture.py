@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from hmh.mano import MANO21_TO_INTERHAND, Mano
+from hmh.mano.model import MANO21_TO_INTERHAND, Mano
 
 WIDTH, HEIGHT = 240, 180
 FOCAL, PRINCPT = (200.0, 200.0), (113.0, 95.0)

@@ -16,9 +16,8 @@ from typing import Any
 import ray.tune
 
 from hmh.config import flatten
-from hmh.engine import run_epochs
-from hmh.report import format_or_dash as _mm
-from hmh.results import (
+from hmh.eval.report import format_or_dash as _mm
+from hmh.results.tables import (
     COST_KEYS,
     COST_OBJECTIVE,
     ITERATIONS_SCHEMA,
@@ -32,6 +31,7 @@ from hmh.results import (
     val_columns,
     write_table,
 )
+from hmh.train.engine import run_epochs
 from tune.cli import echo
 from tune.space import apply_params
 
@@ -88,7 +88,7 @@ def trial_row(trial_id: str, index: int, status: str, params: dict, base: dict, 
               error: str = "") -> dict[str, Any]:
     """One ``trials.parquet`` row: the trial's full config (``base`` with its ``params``) and last report;
     ``index``: its creation order (0-based). ``epochs_total``: the epochs its config trains
-    (:func:`hmh.engine.run_epochs`), so a trial that skips its selection stage is not taken for a stopped one."""
+    (:func:`hmh.train.engine.run_epochs`), so a trial that skips its selection stage is not taken for a stopped one."""
     cfg = apply_params(base, params)
     config, epochs_total = flatten(cfg), run_epochs(cfg)
     done = int(last.get("trial_epoch") or 0)

@@ -8,21 +8,21 @@
   ``search.seed``, study in ``results/<experiment>/optuna.db``, tied to the experiment: :mod:`tune.optuna_db`)
   proposes configurations from the YAML space (:mod:`tune.space`); ASHA stops poor trials at rungs of
   ``trial_epoch`` (both stages' epochs counted together).
-- Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.OBJECTIVE`): the selected current-frame MPJPE on
+- Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.tables.OBJECTIVE`): the selected current-frame MPJPE on
   the validation split; during the generation stage the mean of all K stands in for the selector.
 - Two objectives (``search.objectives=mpjpe_ms``): that MPJPE and the inference cost, ms per image at batch 1
-  (:data:`hmh.results.COST_OBJECTIVE`, measured in each trial's workers), through Optuna's multi-objective TPE
+  (:data:`hmh.results.tables.COST_OBJECTIVE`, measured in each trial's workers), through Optuna's multi-objective TPE
   (``OptunaSearch`` with metric and mode lists). Nothing stops a trial early then: ASHA ranks trials by one number
   at each rung, and ranking by MPJPE alone would stop exactly the cheap configurations a front needs (a cheap trial
   is worse by MPJPE early on and stays on the front); every trial runs its full budget (FIFO). The front goes to
   ``pareto.parquet`` and ``plots/pareto.png``, and the final retrain takes the point ``search.pick`` chooses
-  (:func:`hmh.pareto.choose`); when none qualifies the search stops with that error after writing the front, and
+  (:func:`hmh.results.pareto.choose`); when none qualifies the search stops with that error after writing the front, and
   ``--resume --set search.pick=...`` retrains another point.
 - ``max_concurrent_trials`` comes from the cluster's resources and each trial's workers; Train runs get a finite
   ``controller_failure_limit``. Config and space are checked before Ray starts.
 - Then the best completed trial's configuration (two objectives: the picked point's) is retrained with the final
   budget (``search.final_*``) and evaluated on the test split; results, summary and plots are written
-  (:mod:`hmh.results`).
+  (:mod:`hmh.results.tables`).
 - ``--resume`` continues an interrupted search with ``Tuner.restore`` (finished trials are not rerun, running
   ones resume from their Train checkpoints) and then does whatever is left; an interrupted final retrain resumes
   from its last checkpoint. Ctrl-C anywhere ends with one line saying what is kept, and exit status 130
@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmh import atomic, pareto
 from hmh.config import Config, ConfigError, SearchConfig, save_config, to_dict
-from hmh.results import (
+from hmh.files import atomic
+from hmh.results import pareto
+from hmh.results.search_summary import best_trial, write_summary
+from hmh.results.tables import (
     COST_OBJECTIVE,
     FINAL_SCHEMA,
     OBJECTIVE,
@@ -52,7 +54,6 @@ from hmh.results import (
     read_table,
     write_table,
 )
-from hmh.search_summary import best_trial, write_summary
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import tune_console
 from tune.optuna_db import check_study, create_study, fingerprint
@@ -82,7 +83,7 @@ class Experiment:
 
     @property
     def objectives(self) -> tuple[str, ...]:
-        """The minimised metric keys (:data:`hmh.results.OBJECTIVE_KEYS` of ``search.objectives``)."""
+        """The minimised metric keys (:data:`hmh.results.tables.OBJECTIVE_KEYS` of ``search.objectives``)."""
         return OBJECTIVE_KEYS[self.cfg.search.objectives]
 
     @property
@@ -225,7 +226,7 @@ def final_config(base: Config, params: dict[str, Any]) -> Config:
 def _chosen_trial(exp: Experiment, rows: list[dict]) -> dict | None:
     """The trial row the final retrain takes: the best completed trial, or with two objectives the point of the
     Pareto front ``search.pick`` chooses (``pareto.parquet`` is written first, with it marked; on a
-    :class:`hmh.pareto.PickError` without one). None when no trial completed."""
+    :class:`hmh.results.pareto.PickError` without one). None when no trial completed."""
     if not exp.two_objectives:
         return best_trial(rows)
     pick = exp.cfg.search.pick
@@ -252,7 +253,7 @@ def _chosen_trial(exp: Experiment, rows: list[dict]) -> dict | None:
 def _final_retrain(exp: Experiment, base: Config, chosen: dict) -> dict[str, Any]:
     """Retrain the ``chosen`` trial's configuration (on the prepared ``base``) and write ``final.parquet``;
     returns the test metrics."""
-    from hmh.report import write_metrics
+    from hmh.eval.report import write_metrics
 
     params = {k: chosen[f"config/{k}"] for k in exp.space.keys}
     cfg = final_config(base, params)
@@ -274,7 +275,7 @@ def _final_retrain(exp: Experiment, base: Config, chosen: dict) -> dict[str, Any
 
 def run_search(exp: Experiment, address: str | None = None, resume: bool = False) -> int:
     """Run (or resume) the search of ``exp``, then the final retrain and the exports. Returns an exit status:
-    0 done, 130 interrupted (resume with ``--resume``). Raises :class:`hmh.pareto.PickError` (after writing the
+    0 done, 130 interrupted (resume with ``--resume``). Raises :class:`hmh.results.pareto.PickError` (after writing the
     front, the summary and the plots) when no point of a two-objective search's front satisfies ``search.pick``."""
     import ray.tune
 
@@ -317,7 +318,7 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
 def _finish(exp: Experiment, base_cfg: Config, rows: list[dict], dashboard: str) -> int:
     """After the trials (their ``trials.parquet`` ``rows``): the final retrain, the reports, where everything is.
     Returns 0, or 130 when Ctrl-C interrupted the final retrain (one line says what is kept)."""
-    from hmh.report import metric_table
+    from hmh.eval.report import metric_table
 
     try:
         chosen = _chosen_trial(exp, rows)
@@ -341,7 +342,7 @@ def _finish(exp: Experiment, base_cfg: Config, rows: list[dict], dashboard: str)
 
 def _write_reports(exp: Experiment) -> tuple[Path, list[Path]]:
     """``summary.md`` and the plots from the result files, published to URI storage."""
-    from hmh.search_plots import write_plots
+    from hmh.results.search_plots import write_plots
 
     summary = write_summary(exp.paths.root)
     plots = write_plots(exp.paths.root, exp.cfg.search.experiment)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hmh.results import is_uri, storage_dir
+from hmh.results.tables import is_uri, storage_dir
 from tune.resources import ClusterError
 
 __all__ = ["PROBE_TIMEOUT_S", "Node", "SharedStorageError", "alive_nodes", "check_shared_storage", "probe_nodes"]

@@ -11,7 +11,7 @@
   first trains and the other finds finished. Each trial runs its stages as Ray Train runs (:mod:`tune.train`),
   reports every epoch to Tune, then evaluates its kept checkpoint on the test split and reports that too.
 - :class:`StudyExport` (a Tune callback) keeps ``test.parquet`` and ``epochs.parquet`` current
-  (:mod:`hmh.study_results`); the constant mean-pose baseline is computed once, on this process.
+  (:mod:`hmh.results.study`); the constant mean-pose baseline is computed once, on this process.
 - Resumable: the same command continues a study. Arms already in ``test.parquet`` are skipped (the Parquet files
   are what a study commits, so this holds on another machine too); an arm that was cut short resumes its Ray Train
   runs from their last checkpoints (kept under ``train/``).
@@ -31,9 +31,9 @@ from typing import Any
 import ray.tune
 
 from hmh.config import Config, ConfigError, save_config, to_dict
-from hmh.report import format_or_dash as _mm
-from hmh.results import CONSTANT, ExperimentPaths, read_table, val_columns, write_table
-from hmh.study_results import EPOCHS_SCHEMA, TEST_SCHEMA, StudyPaths, test_rows, write_study_plots, write_summary
+from hmh.eval.report import format_or_dash as _mm
+from hmh.results.study import EPOCHS_SCHEMA, TEST_SCHEMA, StudyPaths, test_rows, write_study_plots, write_summary
+from hmh.results.tables import CONSTANT, ExperimentPaths, read_table, val_columns, write_table
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import tune_console
 from tune.space import apply_params
@@ -170,9 +170,9 @@ class StudyExport(ray.tune.Callback):
 
 
 def _constant_rows(cfg: Config) -> list[dict]:
-    """``test.parquet`` rows of the constant mean-pose baseline (hmh.baseline) of the prepared ``cfg``'s data."""
-    from hmh.baseline import constant_errors
-    from hmh.runner import build_datasets
+    """``test.parquet`` rows of the constant mean-pose baseline (hmh.eval.baseline) of the prepared ``cfg``'s data."""
+    from hmh.eval.baseline import constant_errors
+    from hmh.train.runner import build_datasets
 
     datasets = build_datasets(cfg, cfg.data.root)
     fields = {"arm": CONSTANT, "num_hypotheses": 0, "msf": False, "top_n": 0}

@@ -6,9 +6,10 @@ Each stage is a ``ray.train.torch.TorchTrainer`` over :func:`tune.worker.train_f
 Runs are named deterministically (``<run>-generation``, ``<run>-selection`` under ``results/<experiment>/train``),
 so running the same command again resumes an interrupted run; a finished stage is recorded in
 ``hmh_stage.json`` in its run folder and skipped. Each stage keeps the checkpoint ``hmh train`` would keep
-(:func:`hmh.engine.keeps_last`: the lowest validation objective, or the last with ``train.keep: last`` or without a
+(:func:`hmh.train.engine.keeps_last`: the lowest validation objective, or the last with ``train.keep: last`` or
+without a
 validation split); the selection stage starts from the generation stage's, and is skipped where
-:func:`hmh.engine.selection_skipped` says so (top_n = K). Afterwards the final checkpoint is evaluated on the test
+:func:`hmh.train.engine.selection_skipped` says so (top_n = K). Afterwards the final checkpoint is evaluated on the test
 split in a Ray task with one worker's resources.
 """
 
@@ -25,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmh import atomic
 from hmh.config import Config, ConfigError, flatten, load_config, save_config
-from hmh.engine import keeps_last, selection_skipped, stage_epochs
-from hmh.results import OBJECTIVE, ExperimentPaths
+from hmh.files import atomic
+from hmh.results.tables import OBJECTIVE, ExperimentPaths
+from hmh.train.engine import keeps_last, selection_skipped, stage_epochs
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import train_logging_config
 from tune.worker import StageSpec, evaluate_checkpoint, train_fn_per_worker
@@ -67,7 +68,7 @@ def prepare_config(cfg: Config, progress: bool = True) -> Config:
     cache once when ``data.root`` is empty) as an absolute ``data.root``, and the synthetic MANO files.
     ``train.generator`` (hmh train's) is refused: the Ray drivers train both stages."""
     from hmh.config import ConfigError
-    from hmh.runner import data_root
+    from hmh.train.runner import data_root
 
     if cfg.train.generator:
         raise ConfigError(f"train.generator={cfg.train.generator!r}: only hmh train starts from a given generator; "
@@ -75,7 +76,7 @@ def prepare_config(cfg: Config, progress: bool = True) -> Config:
 
     root = Path(data_root(cfg, progress=progress)).expanduser().absolute()
     if cfg.model.mano_path == "":
-        from hmh.mano import synthetic_model_dir
+        from hmh.mano.model import synthetic_model_dir
 
         synthetic_model_dir()
     mano = cfg.model.mano_path and str(Path(cfg.model.mano_path).expanduser().absolute())
@@ -106,7 +107,7 @@ def _marker_write(run_dir: str, data: dict) -> None:
 
 
 def _best(result, keep_last: bool) -> tuple[str, dict[str, Any]]:
-    """``(path, metrics)`` of the checkpoint a stage keeps (:func:`hmh.engine.keeps_last`): the lowest-objective
+    """``(path, metrics)`` of the checkpoint a stage keeps (:func:`hmh.train.engine.keeps_last`): the lowest-objective
     checkpoint of a Train result, or its latest."""
     candidates = result.best_checkpoints or []
     if not candidates:
@@ -176,7 +177,7 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
 def run_two_stage(cfg: Config, paths: ExperimentPaths, run: str, *, tensorboard_dir: str = "",
                   report_to_tune: bool = False, echo: Echo = log.info) -> RunCheckpoints:
     """Generation, then selection from the checkpoint the generation stage keeps, unless
-    :func:`hmh.engine.selection_skipped` (as ``hmh train`` does)."""
+    :func:`hmh.train.engine.selection_skipped` (as ``hmh train`` does)."""
     generation = run_stage(cfg, "generation", paths, run, tensorboard_dir=tensorboard_dir,
                            report_to_tune=report_to_tune, echo=echo)
     selection = None
@@ -219,7 +220,7 @@ def check_same_config(path: Path, cfg: Config, what: str, ignore: tuple[str, ...
 
 
 def run_args(args: argparse.Namespace) -> int:
-    from hmh.report import metric_table, write_metrics
+    from hmh.eval.report import metric_table, write_metrics
     from tune.resources import init_ray
     from tune.storage import check_shared_storage
 

@@ -1,20 +1,20 @@
 """What runs on Ray's workers: ``train_fn_per_worker`` (one stage of hmh training on every Train worker) and
 ``evaluate_checkpoint`` (a checkpoint's metric table on one split, run as a Ray task).
 
-Each stage runs on :func:`hmh.engine.run_stage`, the engine of ``hmh train``. Every epoch each rank trains on
+Each stage runs on :func:`hmh.train.engine.run_stage`, the engine of ``hmh train``. Every epoch each rank trains on
 its shard (``prepare_data_loader`` adds a ``DistributedSampler``; ``prepare_model`` wraps the trained model in DDP:
 gloo on CPU, NCCL on GPU), rank 0 evaluates on the validation split with the unwrapped models (no collective runs
 while the other ranks wait), then **every** rank calls ``ray.train.report`` (a barrier): rank 0 with an hmh
-checkpoint (``checkpoint.pt``, :mod:`hmh.checkpoint`) and its metrics, the others with ``checkpoint=None``. A
+checkpoint (``checkpoint.pt``, :mod:`hmh.models.checkpoint`) and its metrics, the others with ``checkpoint=None``. A
 restarted worker group resumes from ``ray.train.get_checkpoint()``.
 
-Reported metrics (:meth:`hmh.engine.EpochReport.metrics`; rank 0's reach Train and Tune): ``stage``, ``epoch``
+Reported metrics (:meth:`hmh.train.engine.EpochReport.metrics`; rank 0's reach Train and Tune): ``stage``, ``epoch``
 (1-based, within the stage), ``trial_epoch`` (1-based across both stages: ASHA's time axis), ``restored_epoch``
 (the epoch this worker group resumed from, 0 when it started fresh), ``train/<key>``
-(``hmh.loop.train_one_epoch``'s means), ``val/<reduction>/<metric>`` (mm) and the objective
-``val/objective_mpjpe_current`` with ``val/objective_source`` (:data:`hmh.results.OBJECTIVE`); in a two-objective
+(``hmh.train.loop.train_one_epoch``'s means), ``val/<reduction>/<metric>`` (mm) and the objective
+``val/objective_mpjpe_current`` with ``val/objective_source`` (:data:`hmh.results.tables.OBJECTIVE`); in a two-objective
 search (``search.objectives=mpjpe_ms``) also the inference cost ``cost/ms_per_image_b1`` and ``_b8``
-(:mod:`hmh.inference_cost`), measured by rank 0 once per stage.
+(:mod:`hmh.eval.cost`), measured by rank 0 once per stage.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from hmh.checkpoint import CHECKPOINT_FILE
 from hmh.config import Config, from_dict
+from hmh.models.checkpoint import CHECKPOINT_FILE
 from tune.console import quiet_worker_logs
 
 __all__ = ["StageSpec", "evaluate_checkpoint", "train_fn_per_worker"]
@@ -59,7 +59,7 @@ def _load_checkpoint_file(path: str, device: torch.device) -> dict:
     """An hmh checkpoint from a Train checkpoint folder or URI."""
     import ray.train
 
-    from hmh.checkpoint import load_checkpoint
+    from hmh.models.checkpoint import load_checkpoint
 
     with ray.train.Checkpoint(path).as_directory() as folder:
         return load_checkpoint(Path(folder) / CHECKPOINT_FILE, map_location=device)
@@ -73,17 +73,17 @@ def _per_worker(cfg: Config, world: int) -> Config:
 
 def train_fn_per_worker(config: dict) -> None:
     """Train ``config`` (a :class:`StageSpec` dict) for its stage's epochs on this Ray Train worker, on
-    :func:`hmh.engine.run_stage` (the engine of ``hmh train``)."""
+    :func:`hmh.train.engine.run_stage` (the engine of ``hmh train``)."""
     import ray.train
     import ray.train.torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from hmh.checkpoint import save_checkpoint
-    from hmh.engine import EpochReport, StageParts, run_stage
-    from hmh.inference_cost import cost_metrics
-    from hmh.loop import init_selector_from_generator, seed_everything
+    from hmh.eval.cost import cost_metrics
     from hmh.models.build import build_models, unwrap
-    from hmh.runner import build_datasets, make_loader
+    from hmh.models.checkpoint import save_checkpoint
+    from hmh.train.engine import EpochReport, StageParts, run_stage
+    from hmh.train.loop import init_selector_from_generator, seed_everything
+    from hmh.train.runner import build_datasets, make_loader
 
     quiet_worker_logs()
     spec = StageSpec(**config)
@@ -148,9 +148,9 @@ def evaluate_checkpoint(checkpoint_path: str, split: str, max_samples: int) -> d
     (``max_samples`` 0 = all). Returns ``{"metrics": {...}, "samples": n, "root": str}``."""
     import ray.train
 
-    from hmh.checkpoint import models_from_checkpoint
-    from hmh.loop import evaluate, resolve_device
-    from hmh.runner import eval_dataset, make_loader
+    from hmh.models.checkpoint import models_from_checkpoint
+    from hmh.train.loop import evaluate, resolve_device
+    from hmh.train.runner import eval_dataset, make_loader
 
     device = resolve_device("auto")
     with ray.train.Checkpoint(checkpoint_path).as_directory() as folder:

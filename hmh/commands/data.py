@@ -82,8 +82,8 @@ def _register_preview(commands) -> None:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from hmh.atomic import atomic_path
     from hmh.data.preview import PreviewError, check_size, contact_sheet
+    from hmh.files.atomic import atomic_path
 
     check_size(args.n, args.tile)
     if args.out.is_dir():

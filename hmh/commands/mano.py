@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from hmh import mano
+    from hmh.mano import model as mano
 
     models = {args.out / f"MANO_{side.upper()}.npz": mano.synthetic_model(args.seed, side) for side in SIDES}
     mano.write_models(models)  # both or neither
@@ -69,7 +69,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from hmh import mano
+    from hmh.mano import model as mano
 
     mano.write_model(mano.load_model_file(args.source), args.out)
     print(f"wrote {args.out}")
@@ -80,8 +80,8 @@ def _show(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from hmh import mano
-    from hmh.obj import write_obj
+    from hmh.mano import model as mano
+    from hmh.mano.obj import write_obj
 
     if args.out.is_dir():
         raise mano.MANOFileError(f"--out {args.out}: is a folder, expected the path of the .obj to write")

@@ -64,11 +64,11 @@ def register(subparsers) -> None:
 
 
 def _plan(args: argparse.Namespace):
-    """The call's :class:`hmh.predict_jobs.Job` list and bad-row messages; raises when ``--out`` or a folder
+    """The call's :class:`hmh.predict.jobs.Job` list and bad-row messages; raises when ``--out`` or a folder
     cannot be written or when nothing is given."""
     from hmh.errors import HmhError
-    from hmh.outputs import OutputError, check_folder
-    from hmh.predict_jobs import expand_images, plan_jobs
+    from hmh.files.outputs import OutputError, check_folder
+    from hmh.predict.jobs import expand_images, plan_jobs
 
     if not args.images and args.boxes is None:
         raise HmhError("give images (files, folders or glob patterns) and/or --boxes FILE")
@@ -82,10 +82,10 @@ def _plan(args: argparse.Namespace):
 
 
 def selection_summary(stats) -> str:
-    """The selector's behaviour over the images of one ``hmh predict`` call (an ``hmh.evaluation.SelectionStats``):
+    """The selector's behaviour over the images of one ``hmh predict`` call (an ``hmh.eval.protocol.SelectionStats``):
     its reward spread across images and how often it chose its most common set, flagged when it is a constant
     rule."""
-    from hmh.report import CONSTANT_RULE_SHARE
+    from hmh.eval.report import CONSTANT_RULE_SHARE
 
     got = stats.compute()
     share = got["common_set_share"]
@@ -98,8 +98,8 @@ def selection_summary(stats) -> str:
 
 
 def _writable(out: Path) -> None:
-    """Create ``out`` and write a scratch file in it, or raise :class:`hmh.outputs.OutputError` naming it."""
-    from hmh.outputs import OutputError
+    """Create ``out`` and write a scratch file in it, or raise :class:`hmh.files.outputs.OutputError` naming it."""
+    from hmh.files.outputs import OutputError
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -110,10 +110,10 @@ def _writable(out: Path) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from hmh import folder_lock
     from hmh.errors import HmhError
-    from hmh.loop import resolve_device
-    from hmh.predict import check_bbox
+    from hmh.files import folder_lock
+    from hmh.predict.run import check_bbox
+    from hmh.train.loop import resolve_device
 
     device = resolve_device(args.device, "--device")
     if args.bbox is not None:
@@ -135,13 +135,12 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
     import torch
     from tqdm import tqdm
 
-    from hmh.checkpoint import models_from_checkpoint
     from hmh.cli import os_error_line
     from hmh.data.render import RendererUnavailableError
     from hmh.errors import HmhError
-    from hmh.evaluation import SelectionStats
-    from hmh.predict import AVERAGE_SPREAD_LIMIT_MM, crop_hand, load_photo, path_text, predict
-    from hmh.prediction_files import (
+    from hmh.eval.protocol import SelectionStats
+    from hmh.models.checkpoint import models_from_checkpoint
+    from hmh.predict.files import (
         existing_rows,
         mano_model,
         prediction_rows,
@@ -149,6 +148,7 @@ def _predict_jobs(args: argparse.Namespace, jobs, bad_rows: list[str], device) -
         update_table,
         write_prediction,
     )
+    from hmh.predict.run import AVERAGE_SPREAD_LIMIT_MM, crop_hand, load_photo, path_text, predict
 
     earlier = existing_rows(args.out)
     models = models_from_checkpoint(args.checkpoint, device)

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from hmh import search_summary, study_results
+    from hmh.results import search_summary
+    from hmh.results import study as study_results
 
     module = study_results if study_results.is_study(args.experiment) else search_summary
     text = module.summarize(args.experiment)

@@ -79,8 +79,8 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from hmh.config import load_config
-    from hmh.loop import resolve_device
-    from hmh.runner import run_training
+    from hmh.train.loop import resolve_device
+    from hmh.train.runner import run_training
 
     cfg = load_config(args.config, args.overrides)
     if args.device is not None:
@@ -96,9 +96,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from hmh import folder_lock
-    from hmh.loop import resolve_device
-    from hmh.outputs import check_folder
+    from hmh.files import folder_lock
+    from hmh.files.outputs import check_folder
+    from hmh.train.loop import resolve_device
 
     device = resolve_device(args.device or "auto", "--device")
     out = check_folder(args.out or args.checkpoint.resolve().parent.parent / f"eval-{args.split}", "--out")
@@ -108,12 +108,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
     """``hmh evaluate`` on ``device`` (a torch.device), holding ``out``'s lock."""
-    from hmh.checkpoint import models_from_checkpoint
     from hmh.errors import HmhError
-    from hmh.loop import evaluate
-    from hmh.outputs import check_free, naming_os_errors
-    from hmh.report import write_metrics
-    from hmh.runner import baseline_errors, data_root, eval_dataset, make_loader, report_text
+    from hmh.eval.report import write_metrics
+    from hmh.files.outputs import check_free, naming_os_errors
+    from hmh.models.checkpoint import models_from_checkpoint
+    from hmh.train.loop import evaluate
+    from hmh.train.runner import baseline_errors, data_root, eval_dataset, make_loader, report_text
 
     check_free(out, ("metrics.json", "metrics.md"), "--out", "a metric table", args.overwrite)
     loaded = models_from_checkpoint(args.checkpoint, device)
@@ -139,8 +139,8 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
 def run_export(args: argparse.Namespace) -> int:
     import os
 
-    from hmh.checkpoint import export_checkpoint
-    from hmh.outputs import OutputError
+    from hmh.files.outputs import OutputError
+    from hmh.models.checkpoint import export_checkpoint
 
     if args.out.is_dir():
         raise OutputError(f"--out {args.out}: is a folder; name the .pt file to write")

@@ -36,7 +36,7 @@ from hmh.data.transforms import (
     warp_image,
 )
 from hmh.geometry import project, world_to_camera
-from hmh.mano import INTERHAND_TO_MANO21, Mano, load_model_file, model_path
+from hmh.mano.model import INTERHAND_TO_MANO21, Mano, load_model_file, model_path
 
 __all__ = [
     "BadImageError",

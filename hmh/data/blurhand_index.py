@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hmh.atomic import atomic_path
 from hmh.data.blurhand_json import (
     HAND_TYPES,
     NUM_JOINTS,
@@ -43,7 +42,8 @@ from hmh.data.blurhand_json import (
     require_file,
 )
 from hmh.data.transforms import joints_bbox, square_bbox
-from hmh.mano import cache_folder, cache_root
+from hmh.files.atomic import atomic_path
+from hmh.mano.model import cache_folder, cache_root
 
 log = logging.getLogger(__name__)
 

@@ -78,7 +78,7 @@ class _Models:
     """Per-process MANO layers, pose PCA and renderers (one per side: the face lists differ)."""
 
     def __init__(self, size: int, subframes: int):
-        from hmh.mano import Mano, load_model_file, model_path
+        from hmh.mano.model import Mano, load_model_file, model_path
 
         self.key = (size, subframes)
         self.mano, self.components, self.mean, self.renderers = {}, {}, {}, {}
@@ -213,7 +213,7 @@ def _sample_clips(task: ChunkTask, models: _Models) -> tuple[list[np.random.Gene
 def _place(task: ChunkTask, index: int, clip: motion.Clip, posed, rng: np.random.Generator):
     """Centre clip ``index``'s motion on its capture's origin; returns its record (no views yet), the world
     sub-frame vertices ``(F, V, 3)`` metres, its rig and its capture-local clip number."""
-    from hmh.mano import MANO21_TO_INTERHAND
+    from hmh.mano.model import MANO21_TO_INTERHAND
 
     joints, rest_wrist, sub_verts = posed
     rel = joints - joints[:, :1] + clip.wrist[:, None]  # (K, 21, 3) wrist path around the placement

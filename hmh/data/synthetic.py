@@ -19,7 +19,7 @@ Conventions the reader relies on (identical to BlurHand/InterHand2.6M):
   integer coordinates at pixel centres (OpenCV); images are ``size x size``.
 - ``joint_3d``: ``world_coord`` (42, 3) mm, InterHand order per hand (right 0-20, left 21-41; wrist = 20 / 41),
   the absent hand all zeros; ``joint_valid`` (42,) 1 for the present hand. Fingertips are MANO vertices
-  745, 317, 445, 556, 673 (``hmh.mano.FINGERTIP_VERTEX_IDS``), so MANO joints reproduce ``world_coord`` exactly.
+  745, 317, 445, 556, 673 (``hmh.mano.model.FINGERTIP_VERTEX_IDS``), so MANO joints reproduce ``world_coord`` exactly.
 - COCO ``joint_valid`` (42,): 1 where the joint of that keyframe projects inside the image (and in front of the
   camera); ``bbox`` [x, y, w, h] px around those joints (x1.2); ``hand_type`` 'right' | 'left' (no interacting).
 - ``MANO_NeuralAnnot``: ``pose`` (48,) = world-frame global orient (3) + hand pose (45) relative to the MANO mean
@@ -48,13 +48,13 @@ import numpy as np
 import yaml
 
 import hmh
-from hmh import folder_lock
 from hmh.config import DataConfig
 from hmh.data import motion
 from hmh.data.render import MAX_SIDE
 from hmh.data.synth_worker import ChunkTask, ClipRecord, render_chunk, sample_rig, worker_init
 from hmh.errors import HmhError
-from hmh.mano import cache_folder
+from hmh.files import folder_lock
+from hmh.mano.model import cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def build_dataset(
     """Write the dataset to ``out`` (via ``out.partial``, renamed when complete) and return ``out``.
 
     An existing complete dataset with the same arguments is kept as is; any other existing ``out`` is an error.
-    The build holds ``out``'s folder lock (:mod:`hmh.folder_lock`): another build into ``out`` is an error, or with
+    The build holds ``out``'s folder lock (:mod:`hmh.files.folder_lock`): another build into ``out`` is an
+    error, or with
     ``wait`` waits for it (and then finds its dataset). It writes into ``out.partial``, marked as its own
     (``PARTIAL_MARKER``), and renames it when complete; a failed build removes it, and a marked leftover (a killed
     build) is removed first, while an unmarked ``out.partial`` is an error. ``workers``: processes, 1 to twice the

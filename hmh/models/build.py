@@ -1,6 +1,7 @@
 """Build the two models from a config, and reach the plain module inside training wrappers.
 
-Below both :mod:`hmh.loop` (which trains the models) and :mod:`hmh.checkpoint` (which rebuilds them from a file),
+Below both :mod:`hmh.train.loop` (which trains the models) and :mod:`hmh.models.checkpoint` (which rebuilds
+them from a file),
 so neither imports the other.
 """
 
@@ -20,7 +21,7 @@ def build_models(cfg: Config, *, pretrained: bool | None = None) -> tuple[torch.
 
     ``pretrained`` overrides ``model.pretrained`` (``False`` when the weights are about to be replaced, e.g. from a
     checkpoint, so nothing is downloaded); ``None`` keeps the config's choice."""
-    from hmh.mano import Mano, model_path
+    from hmh.mano.model import Mano, model_path
     from hmh.models.generator import Generator
     from hmh.models.selector import Selector
 

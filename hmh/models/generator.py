@@ -48,7 +48,8 @@ class GeneratorOutput:
 
 
 class Generator(nn.Module):
-    """``Generator(model_cfg, mano)``: ``mano`` is a right-hand :class:`hmh.mano.Mano` (left hands arrive mirrored).
+    """``Generator(model_cfg, mano)``: ``mano`` is a right-hand :class:`hmh.mano.model.Mano` (left hands arrive
+    mirrored).
 
     ``forward(image (B, 3, S, S))`` -> :class:`GeneratorOutput`. MANO runs once on all ``B*K*T`` poses.
     """

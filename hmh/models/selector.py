@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hmh.config import ModelConfig, SelectionConfig
-from hmh.metrics import Aggregate, aggregate, top_n_by_reward
+from hmh.eval.metrics import Aggregate, aggregate, top_n_by_reward
 from hmh.models.backbone import Backbone
 from hmh.models.generator import NUM_JOINTS, GeneratorOutput
 from hmh.models.unfolder import Unfolder
@@ -121,6 +121,6 @@ def select_top_n(reward: torch.Tensor, top_n: int) -> torch.Tensor:
 
 def final_prediction(gen_out: GeneratorOutput, reward: torch.Tensor, top_n: int) -> Aggregate:
     """The method's final output: the ``top_n`` hypotheses by ``reward (B, K)``, each one's past/future aligned to
-    the top-1, averaged per frame. Returns :class:`hmh.metrics.Aggregate` with ``joints (B, T, J, 3)`` and
+    the top-1, averaged per frame. Returns :class:`hmh.eval.metrics.Aggregate` with ``joints (B, T, J, 3)`` and
     ``verts (B, T, V, 3)`` (wrist-relative), ``indices (B, n)``, ``swapped (B, n)``."""
     return aggregate(gen_out.joints, reward, top_n, gen_out.vertices)

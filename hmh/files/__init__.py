@@ -1,0 +1,1 @@
+"""Files and folders: atomic writes, one-writer folder locks, output-folder checks."""

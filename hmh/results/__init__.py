@@ -1,0 +1,1 @@
+"""Result files: Parquet tables, Pareto fronts, search and study summaries and plots (no Ray, no torch)."""

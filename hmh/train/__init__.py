@@ -1,0 +1,1 @@
+"""Training: the per-stage engine, the epoch loop, the losses and the ``hmh train`` runner."""

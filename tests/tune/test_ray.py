@@ -1,0 +1,442 @@
+"""Ray Train + Tune end to end on one session-scoped local Ray cluster (2 CPUs), on a tiny config.
+
+- a 2-trial search completes with one trial stopped early by ASHA (and writes its result files);
+- the two-objective demo (tune/configs/demo_pareto.yaml) writes a non-dominated Pareto front of MPJPE and ms per
+  image and retrains the point search.pick chose;
+- a Train stage resumes from its checkpoint after one of its DDP workers is killed;
+- ``hmh train`` and a Ray Train worker run a stage on one engine: the same metric keys and checkpoint contents;
+- an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
+  best configuration;
+- a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
+- no placement group outlives its trial: the driver removes one that Ray Train's own cleaner left behind;
+- the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
+  not, Tune's trial table does (tune.console);
+- the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
+- the reproduction study runs its arms (the no-MSF one on its partner's generator), writes its tables, and a second
+  run finds every arm finished.
+
+(Invalid configs and spaces are rejected before Ray starts: tests/tune/test_search_space.py.)
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hmh.results.tables import FINAL_SCHEMA, ExperimentPaths, read_table, write_table
+
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = """\
+base: {demo}
+model: {{image_size: 64, embed_dim: 16, num_heads: 2, mht_blocks: 1, num_hypotheses: 2}}
+selection: {{top_n: 1, decoder_blocks: 1}}
+data: {{synthetic_train: 64, synthetic_test: 16, synthetic_size: 64, synthetic_subframes: 3, val_fraction: 0.25,
+        max_train_samples: 32, max_eval_samples: 8}}
+train: {{generation_epochs: 2, selection_epochs: 1, batch_size: 8, eval_batch_size: 8}}
+search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2, num_workers: 1,
+          cpus_per_worker: 1.0, max_failures: 1, final_retrain: false, final_generation_epochs: 1,
+          final_selection_epochs: 1, final_max_train_samples: 16, storage_path: {storage}}}
+"""
+# Trial 1 learns (lr 1e-3: the validation MPJPE drops ~15 mm in its first epoch on this config); trial 2 barely
+# moves (lr 1e-9), so ASHA's first rung must stop it.
+ORDERED_SPACE = """\
+parameters:
+  optim.lr: {type: loguniform, low: 1.0e-9, high: 1.0e-2}
+initial_points:
+  - {optim.lr: 1.0e-3}
+  - {optim.lr: 1.0e-9}
+"""
+SMALL_SPACE = """\
+parameters:
+  model.num_hypotheses: {type: categorical, values: [2, 3]}
+  selection.top_n: {type: int, low: 1, high: model.num_hypotheses}
+  optim.lr: {type: loguniform, low: 3.0e-4, high: 1.0e-3}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray for every test here: 2 CPUs, dashboard on (Train's cleanup needs it), token auth on."""
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    import ray
+
+    from tune.resources import init_ray
+
+    assert not ray.is_initialized()
+    init_ray(None)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def write_experiment(tmp_path: Path, space: str) -> tuple[Path, Path]:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(demo=REPO / "tune" / "configs" / "demo.yaml", storage=tmp_path / "results"))
+    space_path = tmp_path / "space.yaml"
+    space_path.write_text(space)
+    return config, space_path
+
+
+def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, capfd) -> None:
+    import optuna
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tune.search import load_experiment, run_search
+
+    config, space = write_experiment(tmp_path, ORDERED_SPACE)
+    exp = load_experiment(str(config), [], str(space))
+    assert run_search(exp) == 0
+    trials = pd.read_parquet(exp.paths.trials).sort_values("trial_index").reset_index(drop=True)
+    assert list(trials["status"]) == ["TERMINATED", "TERMINATED"]
+    assert list(trials["config/optim.lr"]) == [1e-3, 1e-9]
+    assert list(trials["stopped_early"]) == [False, True], trials[["objective", "epochs_done"]]
+    assert list(trials["epochs_done"]) == [3, 1] and list(trials["epochs_total"]) == [3, 3]
+    assert list(trials["objective_source"]) == ["final", "mean_of_k"]
+    assert trials["val/best_of_k/mpjpe_current"].notna().all()
+    assert trials.loc[0, "objective"] == trials.loc[0, "val/final/mpjpe_current"]
+    assert Path(trials.loc[0, "checkpoint_path"], "checkpoint.pt").is_file()
+
+    iterations = pd.read_parquet(exp.paths.iterations)
+    first = iterations[iterations["trial_id"] == trials.loc[0, "trial_id"]]
+    assert list(first["trial_epoch"]) == [1, 2, 3]
+    assert list(first["stage"]) == ["generation", "generation", "selection"]
+    assert first["objective"].notna().all() and first["train/loss/total"].notna().all()
+    printed = capfd.readouterr().out
+    url = next(line.split()[2] for line in printed.splitlines() if line.strip().startswith("optuna "))
+    study = optuna.load_study(study_name="tiny", storage=url)  # the printed optuna-dashboard command's study
+    assert sorted(t.params["optim.lr"] for t in study.trials) == [1e-9, 1e-3]
+    assert all(t.value is not None or t.intermediate_values for t in study.trials)
+    logdir = next(line.split()[3] for line in printed.splitlines() if line.strip().startswith("tensorboard "))
+    tensorboard = Path(logdir)  # the printed `tensorboard --logdir` folder
+    for trial_id in trials["trial_id"]:
+        events = EventAccumulator(str(tensorboard / trial_id), size_guidance={"images": 0})
+        events.Reload()
+        assert "generation/val/mean_of_k/mpjpe_current" in events.Tags()["scalars"], trial_id
+        assert "generation/hypotheses" in events.Tags()["images"], trial_id
+    summary = exp.paths.summary.read_text()
+    assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
+    assert (exp.paths.plots / "objective_vs_trial.png").is_file()
+    assert not exp.paths.final.exists()  # search.final_retrain is off in this test
+    assert _placement_groups_left() == []  # the stopped trial's Train workers were released
+
+
+def _placement_groups_left() -> list[dict]:
+    from ray.util.placement_group import placement_group_table
+
+    return [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
+
+
+def test_a_placement_group_that_an_ended_trial_left_behind_is_removed(ray_address) -> None:
+    from types import SimpleNamespace
+
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from tune.placement import ReleasePlacementGroups, record_group, recorded_groups
+
+    leaked, released = placement_group([{"CPU": 0.5}]), placement_group([{"CPU": 0.5}])
+    ray.get([leaked.ready(), released.ready()], timeout=60)
+    record_group("leaky", leaked.id.hex())
+    record_group("tidy", released.id.hex())
+    remove_placement_group(released)  # as Ray Train does when its run ends, or its cleaner after a stop
+    lines: list[str] = []
+    callback = ReleasePlacementGroups(grace_s=0.0, echo=lines.append)
+    leaky, tidy = SimpleNamespace(trial_id="leaky"), SimpleNamespace(trial_id="tidy")
+    callback.on_trial_complete(0, [leaky, tidy], leaky)
+    callback.on_trial_error(0, [leaky, tidy], tidy)
+    callback.on_step_begin(1, [leaky, tidy])
+    assert placement_group_table(leaked)["state"] == "REMOVED" and _placement_groups_left() == []
+    assert len(lines) == 1 and f"trial leaky: removed placement group {leaked.id.hex()}" in lines[0], lines
+    assert recorded_groups("leaky") == recorded_groups("tidy") == []
+
+    # At the end of an experiment, Ray's cleaner gets grace_s to remove a group before the driver does.
+    late = placement_group([{"CPU": 0.5}])
+    ray.get(late.ready(), timeout=60)
+    record_group("late", late.id.hex())
+    threading.Timer(1.0, remove_placement_group, args=(late,)).start()
+    start = time.monotonic()
+    ReleasePlacementGroups(grace_s=30.0, echo=lines.append).on_experiment_end([SimpleNamespace(trial_id="late")])
+    assert time.monotonic() - start < 20 and len(lines) == 1 and _placement_groups_left() == []
+
+
+def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
+    from hmh.results.pareto import dominates
+    from hmh.results.tables import COST_KEYS, COST_OBJECTIVE
+    from tune.search import load_experiment, run_search
+
+    exp = load_experiment(str(REPO / "tune" / "configs" / "demo_pareto.yaml"),
+                          [f"search.storage_path={tmp_path / 'results'}", "search.final_generation_epochs=1",
+                           "search.final_selection_epochs=1"])
+    assert run_search(exp) == 0
+    trials = pd.read_parquet(exp.paths.trials)
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    # no ASHA: every trial its full budget, 3 epochs, or 2 where top_n = K skips the selection stage
+    assert not trials["stopped_early"].any() and (trials["epochs_done"] == trials["epochs_total"]).all()
+    skips = trials["config/selection.top_n"] == trials["config/model.num_hypotheses"]
+    assert (trials["epochs_total"] == skips.map({True: 2, False: 3})).all()
+    assert (trials[list(COST_KEYS)] > 0).all().all(), trials[list(COST_KEYS)]
+    assert set(trials["config/model.num_hypotheses"]) >= {2, 8}  # the space's initial points
+
+    front = pd.read_parquet(exp.paths.pareto)
+    assert list(front.columns) == ["trial_id", "trial_index", "k", "top_n", "mpjpe", "ms", "ms_batch8", "picked"]
+    assert len(front) >= 1 and front[["k", "top_n", "mpjpe", "ms", "ms_batch8"]].notna().all().all()
+    points = list(zip(front["mpjpe"], front["ms"], strict=True))
+    assert not any(dominates(a, b) for a in points for b in points)  # non-dominated among themselves
+    by_id = trials.set_index("trial_id")
+    for _, point in front.iterrows():  # each point is its trial's K, top-n, objective and cost
+        t = by_id.loc[point["trial_id"]]
+        assert (point["k"], point["top_n"]) == (t["config/model.num_hypotheses"], t["config/selection.top_n"])
+        assert (point["mpjpe"], point["ms"]) == (t["objective"], t[COST_OBJECTIVE])
+    for trial_id, t in by_id.iterrows():  # and every other completed trial is dominated by one of them
+        mine = (t["objective"], t[COST_OBJECTIVE])
+        assert trial_id in set(front["trial_id"]) or any(dominates(q, mine) for q in points), trial_id
+    picked = front[front["picked"]]
+    assert len(picked) == 1 and picked["mpjpe"].iloc[0] == front["mpjpe"].min()  # search.pick: min_mpjpe
+    _, final_meta = read_table(exp.paths.final, FINAL_SCHEMA)
+    assert final_meta["best_trial_id"] == picked["trial_id"].iloc[0] and final_meta["pick"] == "min_mpjpe"
+
+    import optuna
+
+    study = optuna.load_study(study_name="demo_pareto", storage=exp.paths.optuna_url)
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+    summary = exp.paths.summary.read_text()
+    assert f"## Pareto front: {len(front)} of 4 completed trials" in summary
+    assert f"## Picked configuration: trial {picked['trial_id'].iloc[0]}" in summary
+    assert (exp.paths.plots / "pareto.png").is_file()
+    assert "ms per image" in capfd.readouterr().out
+
+
+def _kill_a_worker_after_first_checkpoint(run_dir: Path, killed: list[int], deadline: float) -> None:
+    from ray.util.state import list_actors
+
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    while time.time() < deadline:
+        if snapshot.is_file() and "generation-epoch001" in snapshot.read_text(errors="replace"):
+            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            if workers:
+                pid = int(workers[-1]["pid"])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.1)
+
+
+def test_stage_resumes_from_its_checkpoint_after_a_worker_is_killed(ray_address, tmp_path: Path) -> None:
+    from hmh.config import load_config
+    from hmh.models.checkpoint import load_checkpoint
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=4", "search.num_workers=2",
+                                              "search.cpus_per_worker=0.99"]), progress=False)
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    run_dir = Path(paths.train_storage, "killed-generation")
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                              args=(run_dir, killed, time.time() + 240), daemon=True)
+    killer.start()
+    result = run_stage(cfg, "generation", paths, "killed")
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
+    last = load_checkpoint(run_dir / "generation-epoch004" / "checkpoint.pt")
+    assert last["epoch"] == 4
+    assert last["metrics"]["restored_epoch"] >= 1  # the restarted group resumed from a checkpoint, not epoch 0
+    assert json.loads((run_dir / "hmh_stage.json").read_text())["checkpoint"] == result.checkpoint
+
+
+def test_hmh_train_and_a_ray_train_worker_run_a_stage_alike(ray_address, tmp_path: Path) -> None:
+    """One engine (hmh.train.engine.run_stage), two callbacks: a generation stage through hmh train and through
+    Ray Train
+    reports the same metric keys and writes checkpoints of the same contents."""
+    import torch
+
+    from hmh.config import load_config
+    from hmh.models.checkpoint import load_checkpoint
+    from hmh.train.runner import run_training
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=1", "train.selection_epochs=0"]),
+                         progress=False)
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    on_ray = run_stage(cfg, "generation", paths, "alike")
+    local = run_training(cfg, tmp_path / "local", echo=lambda line: None, progress=False)
+    assert set(on_ray.metrics) == set(local.history["generation"][0])
+    assert on_ray.metrics["trial_epoch"] == local.history["generation"][0]["trial_epoch"] == 1
+    ray_ckpt = load_checkpoint(Path(on_ray.checkpoint) / "checkpoint.pt")
+    local_ckpt = load_checkpoint(tmp_path / "local" / "checkpoints" / "generation_best.pt")
+    assert set(ray_ckpt) == set(local_ckpt)
+    assert set(ray_ckpt["metrics"]) == set(local_ckpt["metrics"])
+    assert (ray_ckpt["stage"], ray_ckpt["epoch"]) == (local_ckpt["stage"], local_ckpt["epoch"]) == ("generation", 1)
+    for part in ("model", "optimizer"):
+        ours, theirs = ray_ckpt[part], local_ckpt[part]
+        assert set(ours) == set(theirs), part
+    shapes = [{k: tuple(v.shape) for k, v in c["model"]["generator"].items() if isinstance(v, torch.Tensor)}
+              for c in (ray_ckpt, local_ckpt)]
+    assert shapes[0] == shapes[1]
+
+
+def test_a_second_local_ray_instance_is_refused(ray_address, tmp_path: Path) -> None:
+    config, space = write_experiment(tmp_path, ORDERED_SPACE)
+    proc = subprocess.run([sys.executable, "-m", "tune.search", "--config", str(config), "--space", str(space)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "already running on this machine" in proc.stderr and ray_address in proc.stderr
+    assert not (tmp_path / "results" / "tiny" / "experiment.yaml").exists()  # nothing recorded: it can start later
+
+
+def test_a_failing_workers_traceback_reaches_the_console(ray_address, tmp_path: Path, capfd) -> None:
+    import dataclasses
+
+    from hmh.config import load_config
+    from tune.train import prepare_config, run_stage
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = prepare_config(load_config(config, ["train.generation_epochs=1", "search.max_failures=0"]), progress=False)
+    missing = tmp_path / "no-such-root"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(missing)))
+    paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
+    with pytest.raises(Exception):  # noqa: B017 (Ray wraps the worker's error in its own types)
+        run_stage(cfg, "generation", paths, "failing")
+    time.sleep(2)  # the driver echoes worker output asynchronously (other tests' lines may be in it too)
+    printed = capfd.readouterr()
+    console = printed.out + printed.err
+    assert "Error in training function" in console and "Traceback (most recent call last)" in console
+
+
+def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_address, tmp_path: Path) -> None:
+    from hmh.results.search_summary import summarize
+    from tune.search import load_experiment, run_search
+
+    config, space = write_experiment(tmp_path, SMALL_SPACE)
+    args = [sys.executable, "-m", "tune.search", "--config", str(config), "--space", str(space),
+            "--address", ray_address, "--set", "search.final_retrain=true"]
+    paths = ExperimentPaths.for_config(str(tmp_path / "results"), "tiny")
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                if paths.trials.is_file():
+                    statuses = pd.read_parquet(paths.trials)["status"]
+                    if (statuses == "TERMINATED").any():
+                        break
+                time.sleep(0.3)
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    before = pd.read_parquet(paths.trials)
+    finished = before[before["status"] == "TERMINATED"]
+    assert len(finished) == 1 and not paths.final.exists()
+    finished_id = finished["trial_id"].iloc[0]
+    iterations = pd.read_parquet(paths.iterations)
+    finished_epochs = list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"])
+
+    exp = load_experiment(str(config), ["search.final_retrain=true"], str(space), resume=True)
+    assert run_search(exp, resume=True) == 0
+    after = pd.read_parquet(paths.trials)
+    assert len(after) == 2 and set(after["status"]) == {"TERMINATED"}
+    again = after[after["trial_id"] == finished_id]
+    assert again["time_total_s"].iloc[0] == finished["time_total_s"].iloc[0]  # not rerun
+    iterations = pd.read_parquet(paths.iterations)
+    assert list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"]) == finished_epochs
+    final = pd.read_parquet(paths.final)
+    assert list(final["reduction"]) == ["best_of_k", "final", "label_oracle", "mean_of_k", "random_n", "hyp0"]
+    assert final["mpjpe_current"].notna().all() and set(final["split"]) == {"test"}
+    assert "Final retrain: test split" in summarize(paths.root)
+
+
+def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, tmp_path: Path, capfd) -> None:
+    from hmh.config import load_config
+    from hmh.results.study import StudyPaths, summarize
+    from tune.study import run_study
+
+    config, _ = write_experiment(tmp_path, ORDERED_SPACE)
+    cfg = load_config(str(config), ["search.experiment=study"])
+    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    paths = StudyPaths(tmp_path / "results" / "study")
+    test = pd.read_parquet(paths.test)
+    assert set(test["arm"]) == {"constant", "k1", "k2", "k2-no-msf"}
+    k2 = test[test["arm"] == "k2"].set_index("reduction")
+    assert {"final", "best_of_k", "label_oracle", "mean_of_k", "random_n"} <= set(k2.index)
+    assert k2.loc["best_of_k", "mpjpe_current"] <= k2.loc["mean_of_k", "mpjpe_current"]
+    assert set(test[test["arm"] == "k1"]["reduction"]) == {"best_of_k", "label_oracle", "mean_of_k", "random_n",
+                                                            "hyp0"}  # one hypothesis: no selector
+    epochs = pd.read_parquet(paths.epochs)
+    stages = {arm: list(group["stage"]) for arm, group in epochs.groupby("arm")}
+    assert stages == {"k1": ["generation"] * 2, "k2": ["generation", "generation", "selection"],
+                      "k2-no-msf": ["selection"]}
+    assert not (tmp_path / "results" / "study" / "train" / "k2-no-msf-generation").exists()  # k2's generator
+    summary = summarize(paths.root)
+    assert paths.summary.read_text() == summary
+    for check in ("final (", "selection gain (", "best of K falls as K grows (K = 1, 2)",
+                  "MSF final <= w/o MSF at the last epoch ("):
+        line = next(x for x in summary.splitlines() if x.startswith("- ") and check in x)
+        assert line.startswith(("- PASS: ", "- FAIL: ")), line
+    assert (paths.plots / "best_of_k_vs_k.png").is_file() and (paths.plots / "selection_epochs.png").is_file()
+    console = capfd.readouterr()
+    for noise in ("Reporting training result", "TrainingReport(", "PreemptionWatcher", "Checkpoint successfully",
+                  "started with configuration", "Trial result"):
+        assert noise not in console.out + console.err, noise  # tune.console keeps Ray's per-report detail out
+    assert "[study] k2: generation epoch 1" in console.out
+    assert "== Status ==" in console.out and "| arm " in console.out  # Tune's trial table, with its arm column
+    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    assert "all finished" in capfd.readouterr().out
+
+
+def _search_efficiency():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_efficiency", REPO / "benchmarks" / "search_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import it (a script, run as __main__)
+    return module
+
+
+def test_search_efficiency_replays_every_arm_through_tune(ray_address, tmp_path: Path) -> None:
+    """The tabular benchmark's replay on a made-up table (an objective that falls with the epochs, lowest at K=8,
+    lr 1e-3): every arm's searches go through Tuner + OptunaSearch (+ ASHA) and stop at the trial-epoch budget (ASHA
+    fits more trials into it than running every trial in full), and the report (with each epoch's rank agreement
+    with the final) and the anytime plot are written. An incomplete table is refused naming the file."""
+    bench = _search_efficiency()
+    epochs, rows = 3, []
+    for config_id, point in enumerate(bench.grid_points()):
+        final = 20.0 + 8.0 / point["model.num_hypotheses"] + abs(math.log10(point["optim.lr"]) + 3.0) * 5.0
+        for epoch in range(1, epochs + 1):
+            rows.append({"config_id": config_id, **point, "trial_epoch": epoch, "objective": final + 10.0 / epoch,
+                         "stage": "generation", "seconds": 1.0})
+    table = tmp_path / "table.parquet"
+    write_table(table, rows[:-1], bench.TABLE_SCHEMA)
+    with pytest.raises(SystemExit, match="table.parquet: 48 of 48 configurations, incomplete curves"):
+        bench.load_curves(table)
+    write_table(table, rows, bench.TABLE_SCHEMA)
+    out = tmp_path / "efficiency.md"
+    assert bench.main(["replay", "--table", str(table), "--seeds", "2", "--budget", "18", "--out", str(out)]) == 0
+    text = out.read_text()
+    for arm in bench.ARMS:
+        assert f"| {arm.name} |" in text
+    assert "| 1 | generation (mean of K) | 1.00 |" in text  # every epoch ranks the configurations as the final
+    assert (tmp_path / "efficiency.png").stat().st_size > 0
+    random_asha, random_fifo = bench.ARMS[-2:]
+    assert random_asha.asha and not random_fifo.asha
+    asha = bench.replay(random_asha, 0, 18, bench.load_curves(table)[0], epochs)
+    fifo = bench.replay(random_fifo, 0, 18, bench.load_curves(table)[0], epochs)
+    assert len(fifo) == len(asha) == 18  # both searches stop at the trial-epoch budget
+    assert len({trial for trial, _, _ in fifo}) == 6  # 6 trials run in full
+    assert len({trial for trial, _, _ in asha}) > 6  # ASHA stopped some at a rung, and ran more trials
