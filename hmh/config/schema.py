@@ -22,6 +22,9 @@ __all__ = [
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 WINNERS = ("frame", "sample")  # loss.winner
+SELECTION_TARGETS = ("jrc", "jrc_graded")  # loss.selection_target
+EVIDENCE = ("none", "reprojection", "sampled", "both")  # selection.evidence
+RULES = ("learned", "reprojection")  # selection.rule
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision
@@ -74,9 +77,14 @@ class SelectionConfig:
     top_n: int = 2  # n hypotheses kept and averaged (paper: 4)
     decoder_blocks: int = 2  # transformer decoder blocks (paper: 4)
     msf: bool = True  # Model-Specific Feature query; False = the "w/o MSF" ablation
-    init_from_generator: bool = True  # initialise its Unfolder from the trained generator
+    init_from_generator: bool = True  # initialise its backbone and Unfolder from the trained generator's
     embedding_std: float = 1.0  # init std of its temporal and joint position embeddings (1.0: standard normal,
     # as the generator's; smaller keeps them from swamping the hypothesis query at the start)
+    evidence: str = "none"  # hypothesis-specific evidence added to the query tokens: none | reprojection (each
+    # hypothesis' 2D joints vs the selector's Unfolder joints) | sampled (stride-8 backbone features at each
+    # hypothesis' 2D joints, ScoreHypo) | both
+    rule: str = "learned"  # how hypotheses are ranked: learned (the selector's reward) | reprojection (no selector
+    # and no selection stage: the 2D reprojection error against the generator's own Unfolder joints, D3DP's JPMA)
 
 
 @dataclass
@@ -93,6 +101,9 @@ class LossConfig:
     jrc_alpha: float = 0.5  # alpha * calibration + (1 - alpha) * ranking
     winner: str = "frame"  # winner-takes-all: frame (each term and frame its own, Eq. 3.2-3.4) | sample (one per
     # sample by 3D joint error, used by every term: the hypothesis trained as one sequence)
+    selection_target: str = "jrc"  # selector target: jrc (binary top-n labels, Eq. 3.8-3.11) | jrc_graded (JRC plus
+    # a pairwise RankNet term on the hypotheses' sequence errors, weighted by rank_weight)
+    rank_weight: float = 0.0  # weight of the RankNet term of jrc_graded (0 with jrc)
 
 
 @dataclass
@@ -112,6 +123,7 @@ class DataConfig:
     """Where the data comes from: a BlurHand root, or the synthetic dataset built into the cache."""
 
     root: str = ""  # BlurHand root (real or synthetic); "" = synthetic dataset from the cache
+    require_root: bool = False  # refuse an empty root instead of building the synthetic dataset (hmh.train.runner)
     synthetic_train: int = 2000  # samples written per split when building the synthetic dataset
     synthetic_test: int = 400
     synthetic_size: int = 256  # written image side in pixels
@@ -169,11 +181,16 @@ class SearchConfig:
     final_selection_epochs: int = 0
     final_max_train_samples: int = 0  # training samples of the final retrain; 0 = all (trials: data.max_*)
     final_retrain: bool = True  # retrain the best configuration and evaluate it on the test split
-    max_concurrent_trials: int = 0  # 0 = as many as the cluster's resources fit; set it for autoscaling clusters
-    controller_failure_limit: int = 5  # Train worker-group start failures (60 s timeouts each) before a run fails
+    max_concurrent_trials: int = 0  # 0 = as many as the cluster holds at its largest; > 0 caps that
+    cluster: str = ""  # an autoscaling cluster's definition (cluster/aws-gpu.yaml, cluster/kuberay-raycluster.yaml):
+    # its node types at their maximum counts size the search; "" = the nodes up now (a fixed cluster or this machine)
+    controller_failure_limit: int = 5  # Train worker-group start failures before a run fails (each a timeout of
+    # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S: Ray's 60 s, or 1200 s on the clusters in cluster/, for nodes to boot)
     objectives: str = "mpjpe"  # mpjpe: the validation MPJPE alone (ASHA) | mpjpe_ms: MPJPE and inference ms per
     # image, a Pareto front (no early stopping)
     pick: str = "min_mpjpe"  # mpjpe_ms: the front's point the final retrain takes: min_mpjpe | min_ms | max_ms=<ms>
+    generator: str = ""  # a checkpoint (hmh train's or a search's) whose generator every trial and the final retrain
+    # take, frozen: they train the selection stage alone (tune/spaces/selection.yaml); its model.* must match
 
 
 @dataclass
@@ -238,9 +255,15 @@ def validate(config: Config) -> Config:
          f"top_n <= model.num_hypotheses (K = {m.num_hypotheses})"),
         (s.decoder_blocks >= 1, "selection.decoder_blocks", s.decoder_blocks, ">= 1"),
         (s.embedding_std > 0, "selection.embedding_std", s.embedding_std, "> 0"),
+        (s.evidence in EVIDENCE, "selection.evidence", s.evidence, f"one of {', '.join(EVIDENCE)}"),
+        (s.rule in RULES, "selection.rule", s.rule, f"one of {', '.join(RULES)}"),
         (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
         (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
         (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),
+        (lo.selection_target in SELECTION_TARGETS, "loss.selection_target", lo.selection_target,
+         f"one of {', '.join(SELECTION_TARGETS)}"),
+        (lo.rank_weight == 0 or lo.selection_target == "jrc_graded", "loss.rank_weight", lo.rank_weight,
+         "0 unless loss.selection_target=jrc_graded (the RankNet term it weights)"),
         (o.lr > 0, "optim.lr", o.lr, "> 0"),
         (o.selection_lr > 0, "optim.selection_lr", o.selection_lr, "> 0"),
         (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0"),
@@ -290,7 +313,7 @@ def validate(config: Config) -> Config:
          "front)"),
     ]
     for name, value in dataclasses.asdict(lo).items():
-        if name not in ("diversity_alpha", "jrc_alpha", "winner"):
+        if name not in ("diversity_alpha", "jrc_alpha", "winner", "selection_target"):
             checks.append((value >= 0, f"loss.{name}", value, "a loss weight >= 0"))
     for key, value in (("train.seed", t.seed), ("search.seed", se.seed), ("data.synthetic_seed", d.synthetic_seed)):
         checks.append((0 <= value < SEED_LIMIT, key, value, "0 <= seed < 2^32"))

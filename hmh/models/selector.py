@@ -8,7 +8,17 @@
 - Pre-norm transformer decoder blocks: self-attention within one hypothesis' ``T*J`` tokens, cross-attention to
   ``F_R`` of the same image (row ``b*K + k`` attends to image ``b``'s context, expanded, never tiled).
 - Mean over the tokens, reward MLP -> ``f^k (2)``; reward ``r^k = sigmoid(f^k[1] - f^k[0])``.
-There is no hypothesis embedding, so permuting the K hypotheses permutes the rewards.
+There is no hypothesis embedding, so permuting the K hypotheses permutes the rewards (and leaves the selection
+loss as it is): slot order carries no signal, only the hypotheses' content does.
+
+Hypothesis-specific evidence (``selection.evidence``), each a linear map added to every query token ``(k, t, j)``:
+- ``reprojection``: :func:`reprojection_features` of the hypothesis' projected 2D joints against the selector's own
+  Unfolder joints (detached: the Unfolder learns from ``L_aux`` alone);
+- ``sampled``: the backbone's stride-8 map bilinearly sampled at the hypothesis' projected 2D joints (ScoreHypo);
+- ``both``; ``none`` (the method as published) adds nothing and builds no extra weights.
+
+:func:`reprojection_reward` is the training-free ranking of ``selection.rule: reprojection`` (D3DP's JPMA idea):
+the hypotheses closest in 2D to the generator's own Unfolder joints get the highest reward.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ from hmh.config import ModelConfig, SelectionConfig
 from hmh.eval.metrics import Aggregate, aggregate, top_n_by_reward
 from hmh.models.backbone import Backbone
 from hmh.models.generator import NUM_JOINTS, GeneratorOutput
-from hmh.models.unfolder import Unfolder
+from hmh.models.unfolder import Unfolder, sample_joint_features
 
 POSE_DIM = 48
+REPROJECTION_FEATURES = 4  # per token: offset (x, y), distance, distance to the past/future-exchanged frame
+REPROJECTION_CELLS = 32.0  # reprojection_reward's unit: 1/32 of the crop side (the losses' heatmap cells)
 
 
 @dataclass
@@ -41,11 +53,41 @@ def _mlp(din: int, dhidden: int, dout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(din, dhidden), nn.GELU(), nn.Linear(dhidden, dout))
 
 
+def reprojection_features(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int) -> torch.Tensor:
+    """How each hypothesis' 2D joints agree with 2D evidence, per frame and joint, in crop sides (each clamped to
+    [-1, 1] so a hypothesis projected far off the crop stays bounded). ``joints_2d (B, K, T, J, 2)`` and
+    ``evidence_2d (B, T, J, 2)`` crop pixels -> ``(B, K, T, J, 4)``: the offset ``(x, y)``, its length, and the
+    distance to the evidence of the exchanged frame ``T-1-t`` (past and future look alike in a blurred image)."""
+    joints, evidence = joints_2d.float(), evidence_2d.float()[:, None]  # (B, K, T, J, 2), (B, 1, T, J, 2)
+    offset = ((joints - evidence) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
+    exchanged = ((joints - evidence.flip(2)) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
+    return torch.cat([offset, offset.norm(dim=-1, keepdim=True), exchanged.norm(dim=-1, keepdim=True)], dim=-1)
+
+
+def reprojection_errors(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Each hypothesis' 2D distance to the evidence: the mean over frames and joints of the per-joint distance in
+    crop sides, past/future matched (the smaller of the frames as they are and exchanged, as the sequence errors
+    match them). ``joints_2d (B, K, T, J, 2)``, ``evidence_2d (B, T, J, 2)`` crop pixels -> ``(B, K)``."""
+    joints, evidence = joints_2d.float(), evidence_2d.float()[:, None]  # (B, K, T, J, 2), (B, 1, T, J, 2)
+    direct = (joints - evidence).norm(dim=-1).mean(dim=(2, 3))  # (B, K)
+    exchanged = (joints - evidence.flip(2)).norm(dim=-1).mean(dim=(2, 3))  # (B, K)
+    return torch.minimum(direct, exchanged) / image_size
+
+
+def reprojection_reward(gen_out: GeneratorOutput, image_size: int) -> torch.Tensor:
+    """``selection.rule: reprojection``: ``1 / (1 + d)`` with ``d`` the :func:`reprojection_errors` of the
+    hypotheses' projected joints against the generator's own Unfolder joints, in 1/32 crop sides. ``(B, K)`` in
+    (0, 1], higher = closer; no weights, no training."""
+    errors = reprojection_errors(gen_out.joints_2d, gen_out.unfolder_joints_2d, image_size)  # (B, K)
+    return 1.0 / (1.0 + REPROJECTION_CELLS * errors)
+
+
 class Selector(nn.Module):
     """``Selector(model_cfg, selection_cfg)``; ``forward(image (B, 3, S, S), gen_out)`` -> :class:`SelectorOutput`.
 
     The generator's outputs are detached: the selector never trains the generator. ``query_input_dim`` is the
-    per-token input width of the query: 48 (pose) + E (``F_J^k``) with MSF, 48 without.
+    per-token input width of the query: 48 (pose) + E (``F_J^k``) with MSF, 48 without (the evidence of
+    ``selection.evidence`` is added to the tokens, not concatenated).
     """
 
     def __init__(self, model_cfg: ModelConfig, selection_cfg: SelectionConfig) -> None:
@@ -70,6 +112,11 @@ class Selector(nn.Module):
         )
         self.norm = nn.LayerNorm(e)
         self.head = _mlp(e, e, 2)
+        # built last and only when asked for, so the other weights start as without them
+        evidence = selection_cfg.evidence
+        self.reprojection_evidence = (nn.Linear(REPROJECTION_FEATURES, e) if evidence in ("reprojection", "both")
+                                      else None)
+        self.sampled_evidence = nn.Linear(self.backbone.channels[0], e) if evidence in ("sampled", "both") else None
 
     def forward(self, image: torch.Tensor, gen_out: GeneratorOutput) -> SelectorOutput:
         pose = gen_out.pose.detach()  # (B, K, T, 48)
@@ -77,7 +124,8 @@ class Selector(nn.Module):
         if image.dim() != 4 or image.shape[0] != b or image.shape[2:] != (self.image_size, self.image_size):
             raise ValueError(f"Selector: image must be (B={b}, 3, {self.image_size}, {self.image_size}), "
                              f"got {tuple(image.shape)}")
-        unfolded = self.unfolder(self.backbone(image))
+        feats = self.backbone(image)
+        unfolded = self.unfolder(feats)
         pos = self.pe_t[:, None, :] + self.pe_j[None, :, :]  # (T, J, E)
         context = unfolded.features + pos  # (B, T, J, E) = F_R
         e = context.shape[-1]
@@ -87,6 +135,14 @@ class Selector(nn.Module):
         if self.feature_query is not None:
             feat = self.feature_query(gen_out.features.detach().to(context.dtype))  # (B, K, T, J, E/2)
             query = torch.cat([query, feat], dim=-1)  # (B, K, T, J, E)
+        if self.reprojection_evidence is not None:
+            agreement = reprojection_features(gen_out.joints_2d.detach(), unfolded.joints_2d.detach(),
+                                              self.image_size)  # (B, K, T, J, 4)
+            query = query + self.reprojection_evidence(agreement.to(context.dtype))  # (B, K, T, J, E)
+        if self.sampled_evidence is not None:
+            points = gen_out.joints_2d.detach().float().reshape(b, k * t * NUM_JOINTS, 2)  # (B, K*T*J, 2)
+            sampled = sample_joint_features(feats.stride8, points).reshape(b, k, t, NUM_JOINTS, -1)  # (B,K,T,J,C8)
+            query = query + self.sampled_evidence(sampled.to(context.dtype))  # (B, K, T, J, E)
         x = (query + pos).reshape(b * k, t * NUM_JOINTS, e)  # (B*K, T*J, E): row b*K + k
         for block in self.blocks:
             x = block(x, context)

@@ -70,13 +70,15 @@ def keeps_last(cfg: Config, has_val: bool) -> bool:
 
 
 def selection_skipped(cfg: Config) -> str:
-    """Why the selection stage is not trained ("" when it is): no selection epochs, or top_n = K, which keeps every
-    hypothesis, so a selector cannot change the output."""
+    """Why the selection stage is not trained ("" when it is): no selection epochs, top_n = K, which keeps every
+    hypothesis, so a selector cannot change the output, or a ``selection.rule`` that ranks without a selector."""
     if cfg.train.selection_epochs <= 0:
         return "train.selection_epochs = 0"
     if cfg.selection.top_n == cfg.model.num_hypotheses:
         return (f"top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a selector cannot change the "
                 "output (the final is the mean of K)")
+    if cfg.selection.rule != "learned":
+        return f"selection.rule = {cfg.selection.rule} ranks the hypotheses without a trained selector"
     return ""
 
 

@@ -132,11 +132,17 @@ def model_images(batch: Mapping[str, torch.Tensor], cfg: Config) -> torch.Tensor
 @torch.no_grad()
 def infer(generator: torch.nn.Module, selector: torch.nn.Module | None, batch: Mapping[str, torch.Tensor],
           cfg: Config, device: torch.device) -> tuple[Any, torch.Tensor | None]:
-    """The generator's output and the selector's rewards ``(B, K)`` (None without a selector) for a batch on
-    ``device``, in ``train.precision``, the models in whatever mode the caller set."""
+    """The generator's output and the rewards ``(B, K)`` that rank its hypotheses for a batch on ``device``, in
+    ``train.precision``, the models in whatever mode the caller set. ``selection.rule: learned``: the selector's
+    rewards (None without a selector); ``reprojection``: :func:`hmh.models.selector.reprojection_reward` of the
+    generator's output, with or without a selector (the selector is not run)."""
+    from hmh.models.selector import reprojection_reward
+
     images = model_images(batch, cfg)
     with autocast(cfg, device):
         out = generator(images)
+        if cfg.selection.rule == "reprojection":
+            return out, reprojection_reward(out, images.shape[-1])
         return out, None if selector is None else selector(images, out).reward
 
 
@@ -335,7 +341,8 @@ def evaluate(
     """BlurHand protocol over ``loader`` with hmh.eval.metrics' streaming evaluator (predictions are never kept).
 
     Returns ``{"{reduction}/{metric}": mm}`` for reductions best_of_k, mean_of_k, random_n, hyp0 (and ``final``
-    plus ``selection/precision`` when ``selector`` is given) and metrics mpjpe_past, mpjpe_current,
+    plus ``selection/precision`` when :func:`infer` gives rewards: a ``selector``, or ``selection.rule:
+    reprojection``) and metrics mpjpe_past, mpjpe_current,
     mpjpe_future, mpvpe. ``random_n`` draws with ``train.seed``, so it is reproducible.
     """
     from hmh.eval.protocol import MultiHypothesisEvaluator

@@ -16,6 +16,10 @@ its per-frame loss terms; an invalid frame contributes 0 but still counts in the
   ``F_{J_t}^k`` and ``F_{J_t}^m`` divided by ``J*E`` (mean absolute difference per feature; the MHT output is
   layer-normalised, so ``d`` is of order 1 and ``alpha = 1`` is a sane scale); 0 for K = 1.
 ``generation_loss`` returns the unweighted terms and ``total`` = their ``LossConfig``-weighted sum.
+
+Selection (``LossConfig.selection_target``): ``jrc`` is the method's ``jrc * L_jrc + aux * L_aux`` on binary top-n
+labels; ``jrc_graded`` adds ``rank_weight * L_rank``, a pairwise RankNet term (:func:`ranknet_loss`) on the
+hypotheses' sequence errors, which keeps the margins that binary labels throw away (ScoreHypo ranks likewise).
 """
 
 from __future__ import annotations
@@ -144,11 +148,32 @@ def jrc_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, valid: to
     return torch.where(valid, per_image, 0.0).sum() / valid.sum().clamp_min(1)
 
 
+def ranknet_loss(logits: torch.Tensor, seq_err: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Pairwise RankNet term on graded targets: for every pair of hypotheses of one image with ``seq_err[k] <
+    seq_err[m]`` (ties and NaN make no pair), ``log(1 + exp(-(s^k - s^m)))`` with ``s^k = f^k[1] - f^k[0]`` (the
+    reward's logit, so it ranks as the reward does). ``logits (B, K, 2)``, ``seq_err (B, K)``, ``valid (B,)``
+    images to use (default all). Mean over an image's pairs, then over the images with a pair (0 with a graph when
+    none has one)."""
+    if logits.dim() != 3 or logits.shape[-1] != 2 or seq_err.shape != logits.shape[:2]:
+        raise ValueError(f"ranknet_loss: expected logits (B, K, 2) and seq_err (B, K), got {tuple(logits.shape)} "
+                         f"and {tuple(seq_err.shape)}")
+    score = (logits[..., 1] - logits[..., 0]).float()  # (B, K)
+    pairs = seq_err[:, :, None] < seq_err[:, None, :]  # (B, K, K): k better than m
+    if valid is not None:
+        pairs = pairs & valid.bool()[:, None, None]
+    per_pair = F.softplus(score[:, None, :] - score[:, :, None])  # (B, K, K): -log sigmoid(s^k - s^m)
+    count = pairs.sum(dim=(1, 2))  # (B,)
+    per_image = torch.where(pairs, per_pair, 0.0).sum(dim=(1, 2)) / count.clamp_min(1)  # (B,)
+    ranked = count > 0
+    return torch.where(ranked, per_image, 0.0).sum() / ranked.sum().clamp_min(1)
+
+
 def selection_loss(sel_out: SelectorOutput, gen_out: GeneratorOutput, batch: dict[str, torch.Tensor],
                    loss_cfg: LossConfig, top_n: int) -> dict[str, torch.Tensor]:
     """Stage-2 loss (Eq. 3.12): ``jrc * L_jrc + aux * L_aux`` of the selector's own Unfolder. Labels: the top-n of
     the K hypotheses by ground-truth order-invariant sequence MPJPE; images without a valid joint are masked.
-    Returns ``{"total", "jrc", "aux"}`` (unweighted terms)."""
+    ``loss.selection_target: jrc_graded`` adds ``rank_weight * L_rank`` (:func:`ranknet_loss` on the same errors).
+    Returns ``{"total", "jrc", "aux"}`` (+ ``"rank"`` with jrc_graded; unweighted terms)."""
     with torch.no_grad():
         seq_err = sequence_errors(gen_out.joints.detach().float(), batch["joints_3d"].float(),
                                   batch["joint_valid"])  # (B, K) mm, NaN without valid joints
@@ -157,4 +182,7 @@ def selection_loss(sel_out: SelectorOutput, gen_out: GeneratorOutput, batch: dic
     terms = {"jrc": jrc_loss(sel_out.logits, labels, loss_cfg.jrc_alpha, valid),
              "aux": aux_loss(sel_out.unfolder_joints_2d, batch)}
     total = loss_cfg.jrc * terms["jrc"] + loss_cfg.aux * terms["aux"]
+    if loss_cfg.selection_target == "jrc_graded":
+        terms["rank"] = ranknet_loss(sel_out.logits, seq_err, valid)
+        total = total + loss_cfg.rank_weight * terms["rank"]
     return {"total": total, **terms}

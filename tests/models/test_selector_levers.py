@@ -1,0 +1,365 @@
+"""Selection levers (``selection.evidence``, ``selection.rule``, ``loss.selection_target``): their options, the
+selector's shapes and bookkeeping with evidence, the RankNet term, the training-free reprojection rule, and one tiny
+selection run per lever through ``hmh train`` on a given generator.
+
+There is no slot-shuffling option: the selector is permutation-equivariant and its loss permutation-invariant
+(tested here), so shuffling the hypotheses during training cannot change what it learns.
+"""
+
+import json
+from dataclasses import fields, replace
+
+import pytest
+import torch
+
+from hmh.cli import main
+from hmh.config import ConfigError, flatten, from_dict, load_config, to_dict
+from hmh.models.build import build_models
+from hmh.models.checkpoint import load_checkpoint
+from hmh.models.generator import GeneratorOutput
+from hmh.models.selector import (
+    REPROJECTION_FEATURES,
+    Selector,
+    SelectorOutput,
+    reprojection_errors,
+    reprojection_features,
+    reprojection_reward,
+)
+from hmh.train.engine import selection_skipped
+from hmh.train.loop import evaluate, infer, seed_everything
+from hmh.train.losses import ranknet_loss, selection_loss
+from hmh.train.runner import build_datasets, data_root, make_loader
+
+S, E, B, K, T, J = 64, 32, 2, 3, 3, 21
+CPU = torch.device("cpu")
+K_FIELDS = ("pose", "joints", "vertices", "joints_2d", "features")  # GeneratorOutput's per-hypothesis tensors
+
+
+def tiny_cfg(*overrides: str):
+    return load_config(None, [
+        "model.backbone=resnet18", f"model.image_size={S}", f"model.embed_dim={E}", "model.num_heads=4",
+        "model.mht_blocks=1", f"model.num_hypotheses={K}", "selection.top_n=1", "selection.decoder_blocks=1",
+        "train.device=cpu", *overrides,
+    ])
+
+
+@pytest.fixture(scope="module")
+def generator():
+    seed_everything(0)
+    return build_models(tiny_cfg())[0].eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(B, 3, S, S, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def gen_out(generator, images):
+    with torch.no_grad():
+        return generator(images)
+
+
+def _batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(B, 3, S, S, generator=g), "joints_3d": torch.randn(B, T, J, 3, generator=g) * 0.05,
+            "joints_2d": torch.rand(B, T, J, 2, generator=g) * S, "joint_valid": torch.ones(B, T, J)}
+
+
+def _permuted(out: GeneratorOutput, perm: torch.Tensor) -> GeneratorOutput:
+    """``out`` with its hypotheses in the order ``perm (B, K)`` (one permutation per sample)."""
+    def take(name: str, value: torch.Tensor) -> torch.Tensor:
+        if name not in K_FIELDS:
+            return value
+        index = perm.reshape(*perm.shape, *([1] * (value.dim() - 2))).expand_as(value)
+        return value.gather(1, index)
+
+    return GeneratorOutput(**{f.name: take(f.name, getattr(out, f.name)) for f in fields(out)})
+
+
+def _selector(evidence: str, seed: int = 1) -> Selector:
+    cfg = tiny_cfg(f"selection.evidence={evidence}")
+    torch.manual_seed(seed)
+    return Selector(cfg.model, cfg.selection).eval()
+
+
+# --- options ------------------------------------------------------------------------------------------------------
+
+def test_defaults_are_the_published_method():
+    cfg = tiny_cfg()
+    assert (cfg.selection.evidence, cfg.selection.rule, cfg.selection.init_from_generator) == ("none", "learned", True)
+    assert (cfg.loss.selection_target, cfg.loss.rank_weight) == ("jrc", 0.0)
+    assert selection_skipped(cfg) == ""
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("selection.evidence=pixels", "selection.evidence='pixels' is invalid: expected one of none, reprojection, "
+                                  "sampled, both"),
+    ("selection.rule=oracle", "selection.rule='oracle' is invalid: expected one of learned, reprojection"),
+    ("loss.selection_target=listwise", "loss.selection_target='listwise' is invalid: expected one of jrc, "
+                                       "jrc_graded"),
+    ("loss.rank_weight=0.5", "loss.rank_weight=0.5 is invalid: expected 0 unless loss.selection_target=jrc_graded"),
+])
+def test_a_bad_lever_value_is_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as raised:
+        tiny_cfg(override)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_negative_rank_weight_is_refused_with_jrc_graded():
+    with pytest.raises(ConfigError, match="loss.rank_weight=-1.0 is invalid: expected a loss weight >= 0"):
+        tiny_cfg("loss.selection_target=jrc_graded", "loss.rank_weight=-1")
+
+
+def test_a_config_stored_before_the_levers_reads_their_defaults():
+    stored = to_dict(tiny_cfg())
+    for section, key in (("selection", "evidence"), ("selection", "rule"), ("loss", "selection_target"),
+                         ("loss", "rank_weight")):
+        del stored[section][key]
+    assert from_dict(stored) == tiny_cfg()
+
+
+def test_the_default_selector_has_no_evidence_weights_so_older_checkpoints_load():
+    plain = _selector("none")
+    assert plain.reprojection_evidence is None and plain.sampled_evidence is None
+    assert not any("evidence" in key for key in plain.state_dict())
+    _selector("none", seed=2).load_state_dict(plain.state_dict())  # strict: the same keys as before the levers
+
+
+# --- evidence -----------------------------------------------------------------------------------------------------
+
+def test_reprojection_features_shapes_and_values():
+    joints = torch.zeros(1, 2, T, J, 2)
+    evidence = torch.zeros(1, T, J, 2)
+    evidence[0, 0] = torch.tensor([6.4, 0.0])  # past frame's evidence 6.4 px to the right: 0.1 crop sides
+    got = reprojection_features(joints, evidence, S)
+    assert got.shape == (1, 2, T, J, REPROJECTION_FEATURES)
+    assert torch.allclose(got[0, :, 0, :, :3], torch.tensor([-0.1, 0.0, 0.1]).expand(2, J, 3))
+    assert torch.allclose(got[0, :, 2, :, 3], torch.full((2, J), 0.1))  # the future frame against the past's
+    far = reprojection_features(joints + 1000.0, evidence, S)
+    assert float(far[..., :2].abs().max()) == 1.0
+
+
+@pytest.mark.parametrize("evidence", ["reprojection", "sampled", "both"])
+def test_selector_with_evidence_shapes_and_shared_weights(evidence, images, gen_out):
+    sel, plain = _selector(evidence), _selector("none")
+    assert (sel.reprojection_evidence is not None) == (evidence in ("reprojection", "both"))
+    assert (sel.sampled_evidence is not None) == (evidence in ("sampled", "both"))
+    for key, value in plain.state_dict().items():  # built last: the method's weights start as without evidence
+        assert torch.equal(value, sel.state_dict()[key]), key
+    with torch.no_grad():
+        out = sel(images, gen_out)
+    assert out.logits.shape == (B, K, 2) and out.reward.shape == (B, K)
+    assert out.unfolder_joints_2d.shape == (B, T, J, 2)
+
+
+@pytest.mark.parametrize("evidence", ["none", "reprojection", "sampled", "both"])
+def test_evidence_makes_the_reward_see_where_a_hypothesis_projects(evidence, images, gen_out):
+    sel = _selector(evidence)
+    moved = GeneratorOutput(**{f.name: getattr(gen_out, f.name).clone() for f in fields(gen_out)})
+    moved.joints_2d[:, 1] += 9.0  # hypothesis 1 projects elsewhere; nothing else changes
+    with torch.no_grad():
+        ref, got = sel(images, gen_out).logits, sel(images, moved).logits
+    assert torch.allclose(ref[:, [0, 2]], got[:, [0, 2]], atol=1e-6)  # other hypotheses untouched
+    assert torch.allclose(ref[:, 1], got[:, 1], atol=1e-6) == (evidence == "none")
+
+
+@pytest.mark.parametrize("evidence", ["none", "reprojection", "sampled", "both"])
+def test_permuting_hypotheses_per_sample_permutes_rewards(evidence, images, gen_out):
+    sel = _selector(evidence)
+    perm = torch.tensor([[2, 0, 1], [1, 2, 0]])
+    with torch.no_grad():
+        ref = sel(images, gen_out).reward
+        got = sel(images, _permuted(gen_out, perm)).reward
+    assert torch.allclose(ref.gather(1, perm), got, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["jrc", "jrc_graded"])
+def test_the_selection_loss_ignores_slot_order(target, images, gen_out):
+    """Why there is no slot-shuffling option: shuffled hypotheses (and, with them, their labels and errors) give
+    the same loss and the same gradients."""
+    cfg = tiny_cfg("selection.evidence=both", f"loss.selection_target={target}",
+                   f"loss.rank_weight={1.0 if target == 'jrc_graded' else 0.0}")
+    batch = _batch()
+    batch["image"] = images
+    perm = torch.tensor([[2, 0, 1], [1, 2, 0]])
+    results = []
+    for out in (gen_out, _permuted(gen_out, perm)):
+        sel = _selector("both")
+        losses = selection_loss(sel(images, out), out, batch, cfg.loss, top_n=1)
+        losses["total"].backward()
+        results.append((losses, {n: p.grad.clone() for n, p in sel.named_parameters() if p.grad is not None}))
+    (ref, ref_grads), (got, got_grads) = results
+    for name in ref:
+        assert torch.allclose(ref[name], got[name], atol=1e-6), name
+    assert ref_grads.keys() == got_grads.keys()
+    for name, grad in ref_grads.items():
+        assert torch.allclose(grad, got_grads[name], atol=1e-5, rtol=1e-4), name
+
+
+# --- graded target ------------------------------------------------------------------------------------------------
+
+def test_ranknet_matches_hand_computed_pairs_with_ties_and_masking():
+    logits = torch.zeros(2, 3, 2)
+    logits[0, :, 1] = torch.tensor([2.0, 0.0, -1.0])  # s = f1 - f0
+    logits[1, :, 1] = torch.tensor([5.0, -5.0, 0.0])
+    err = torch.tensor([[1.0, 2.0, 2.0], [3.0, 1.0, 2.0]])  # image 0: 0 < 1 = 2 (a tie makes no pair)
+    sp = torch.nn.functional.softplus
+    pairs = [sp(torch.tensor(-(2.0 - 0.0))), sp(torch.tensor(-(2.0 + 1.0)))]
+    assert torch.allclose(ranknet_loss(logits, err, torch.tensor([True, False])), sum(pairs) / 2)
+    both = ranknet_loss(logits, err)
+    second = (sp(torch.tensor(-(-5.0 - 5.0))) + sp(torch.tensor(-(-5.0 - 0.0))) + sp(torch.tensor(-(0.0 - 5.0)))) / 3
+    assert torch.allclose(both, (sum(pairs) / 2 + second) / 2)
+    none = ranknet_loss(logits.requires_grad_(), err, torch.tensor([False, False]))
+    none.backward()
+    assert float(none.detach()) == 0.0 and float(logits.grad.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="ranknet_loss"):
+        ranknet_loss(logits, err[:, :2])
+
+
+def test_a_better_ordering_has_a_lower_ranknet_loss():
+    err = torch.tensor([[1.0, 2.0, 3.0]])
+    right = torch.stack([torch.zeros(3), torch.tensor([3.0, 2.0, 1.0])], dim=-1)[None]
+    wrong = torch.stack([torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])], dim=-1)[None]
+    assert float(ranknet_loss(right, err)) < float(ranknet_loss(wrong, err))
+
+
+def _selection_losses(cfg, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    out = GeneratorOutput(
+        pose=torch.randn(B, K, T, 48, generator=g), shape=torch.randn(B, T, 10, generator=g),
+        camera=torch.randn(B, T, 3, generator=g), joints=torch.randn(B, K, T, J, 3, generator=g) * 0.05,
+        vertices=torch.randn(B, K, T, 778, 3, generator=g), joints_2d=torch.rand(B, K, T, J, 2, generator=g) * S,
+        unfolder_joints_2d=torch.rand(B, T, J, 2, generator=g) * S, features=torch.randn(B, K, T, J, E, generator=g),
+        image_features=torch.randn(B, T, J, E, generator=g))
+    logits = torch.randn(B, K, 2, generator=g).requires_grad_()
+    unfolder = torch.rand(B, T, J, 2, generator=g).mul(S).requires_grad_()
+    sel = SelectorOutput(logits, torch.sigmoid(logits[..., 1] - logits[..., 0]), unfolder)
+    losses = selection_loss(sel, out, _batch(), cfg.loss, top_n=1)
+    losses["total"].backward()
+    return losses, logits.grad, unfolder.grad
+
+
+def test_graded_target_with_zero_weight_is_jrc_exactly():
+    jrc, jrc_grad, jrc_aux_grad = _selection_losses(tiny_cfg())
+    graded, graded_grad, graded_aux_grad = _selection_losses(tiny_cfg("loss.selection_target=jrc_graded"))
+    assert set(jrc) == {"total", "jrc", "aux"} and set(graded) == {"total", "jrc", "aux", "rank"}
+    assert float(graded["rank"].detach()) > 0
+    for name in jrc:
+        assert torch.equal(jrc[name], graded[name]), name
+    assert torch.equal(jrc_grad, graded_grad) and torch.equal(jrc_aux_grad, graded_aux_grad)
+
+
+def test_graded_target_adds_its_weighted_rank_term():
+    jrc, jrc_grad, _ = _selection_losses(tiny_cfg())
+    graded, graded_grad, _ = _selection_losses(tiny_cfg("loss.selection_target=jrc_graded", "loss.rank_weight=2"))
+    assert torch.allclose(graded["total"], jrc["total"] + 2.0 * graded["rank"])
+    assert not torch.allclose(jrc_grad, graded_grad)
+
+
+# --- the reprojection rule ----------------------------------------------------------------------------------------
+
+def _hand_built(offsets_px: list[float], exchanged: int | None = None) -> GeneratorOutput:
+    """One image: Unfolder joints on a line, hypothesis k shifted right by ``offsets_px[k]``; hypothesis
+    ``exchanged`` has its past and future frames the other way round (no shift)."""
+    k = len(offsets_px)
+    evidence = torch.stack([torch.linspace(10, 50, J), torch.full((J,), 20.0)], dim=-1)  # (J, 2)
+    evidence = torch.stack([evidence, evidence + 4.0, evidence + 8.0])[None]  # (1, T, J, 2): frames differ
+    hyp = evidence[:, None].repeat(1, k, 1, 1, 1)  # (1, K, T, J, 2)
+    hyp[..., 0] += torch.tensor(offsets_px)[None, :, None, None]
+    if exchanged is not None:
+        hyp[0, exchanged] = evidence[0].flip(0)
+    zeros = torch.zeros
+    return GeneratorOutput(pose=zeros(1, k, T, 48), shape=zeros(1, T, 10), camera=zeros(1, T, 3),
+                           joints=zeros(1, k, T, J, 3), vertices=zeros(1, k, T, 778, 3), joints_2d=hyp,
+                           unfolder_joints_2d=evidence, features=zeros(1, k, T, J, E),
+                           image_features=zeros(1, T, J, E))
+
+
+def test_reprojection_rule_picks_the_hypothesis_nearest_the_2d_evidence():
+    out = _hand_built([5.0, 1.0, 3.0, 8.0])
+    errors = reprojection_errors(out.joints_2d, out.unfolder_joints_2d, S)
+    assert torch.allclose(errors, torch.tensor([[5.0, 1.0, 3.0, 8.0]]) / S)
+    reward = reprojection_reward(out, S)
+    assert reward.argmax().item() == 1 and reward.argsort(descending=True).tolist() == [[1, 2, 0, 3]]
+    assert torch.allclose(reward, 1.0 / (1.0 + 32.0 * errors))
+    assert bool(((reward > 0) & (reward <= 1)).all())
+
+
+def test_reprojection_rule_matches_past_and_future_as_the_labels_do():
+    out = _hand_built([2.0, 1.0, 3.0], exchanged=0)  # hypothesis 0 is the evidence played backwards
+    assert reprojection_errors(out.joints_2d, out.unfolder_joints_2d, S)[0, 0] == 0.0
+    assert reprojection_reward(out, S).argmax().item() == 0
+
+
+def test_reprojection_rule_ranks_in_infer_and_evaluate_without_a_selector(generator, images):
+    rule = tiny_cfg("selection.rule=reprojection")
+    assert "selection.rule = reprojection" in selection_skipped(rule)
+    out, reward = infer(generator, None, {"image": images}, rule, CPU)
+    assert torch.allclose(reward, reprojection_reward(out, S))
+    _, learned = infer(generator, None, {"image": images}, tiny_cfg(), CPU)
+    assert learned is None
+    selector = _selector("none")
+    _, ignored = infer(generator, selector, {"image": images}, rule, CPU)  # the rule decides, not the selector
+    assert torch.equal(ignored, reward)
+    data_cfg = replace(rule, data=replace(rule.data, synthetic_train=8, synthetic_test=4, synthetic_size=S,
+                                          synthetic_subframes=3))
+    test = build_datasets(data_cfg, data_root(data_cfg, progress=False))["test"]
+    metrics = evaluate(generator, None, make_loader(test, data_cfg, train=False, device=CPU), data_cfg, CPU)
+    assert "final/mpjpe_current" in metrics and "selection/precision" in metrics
+
+
+# --- one tiny selection run per lever through hmh train -----------------------------------------------------------
+
+TINY_RUN = [
+    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
+    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
+    "data.synthetic_train=16", "data.synthetic_test=8", "data.synthetic_size=64", "data.synthetic_subframes=3",
+    "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
+    "train.generation_epochs=1", "train.selection_epochs=1",
+]
+
+
+def _train(out, *overrides: str) -> int:
+    return main(["train", "--config", "cpu", "--out", str(out), "--no-progress",
+                 *(a for item in (*TINY_RUN, *overrides) for a in ("--set", item))])
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generator")
+    assert _train(out, "train.selection_epochs=0") == 0
+    return out / "checkpoints" / "generation_best.pt"
+
+
+@pytest.mark.parametrize("levers", [
+    {"selection.evidence": "reprojection"},
+    {"selection.evidence": "sampled"},
+    {"selection.evidence": "both"},
+    {"loss.selection_target": "jrc_graded", "loss.rank_weight": 1.0},
+])
+def test_one_selection_epoch_per_lever(tiny_generator, tmp_path, levers):
+    assert _train(tmp_path, f"train.generator={tiny_generator}", *(f"{k}={v}" for k, v in levers.items())) == 0
+    kept = load_checkpoint(tmp_path / "checkpoints" / "selection_best.pt")
+    stored = flatten(from_dict(kept["config"]))
+    assert {key: stored[key] for key in levers} == levers
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert "final/mpjpe_current" in report["metrics"]
+    (epoch,) = report["history"]["selection"]
+    assert ("train/loss/rank" in epoch) == ("loss.selection_target" in levers)
+    assert any("evidence" in key for key in kept["model"]["selector"]) == ("selection.evidence" in levers)
+
+
+def test_the_reprojection_rule_trains_nothing_and_evaluates_from_the_generator(tiny_generator, tmp_path, capsys):
+    run, again = tmp_path / "run", tmp_path / "evaluate"
+    assert _train(run, f"train.generator={tiny_generator}", "selection.rule=reprojection") == 0
+    assert "selection stage skipped: selection.rule = reprojection" in capsys.readouterr().out
+    assert not (run / "checkpoints" / "selection_best.pt").exists()
+    report = json.loads((run / "metrics.json").read_text())
+    assert "final/mpjpe_current" in report["metrics"] and "selection/gain" in report["metrics"]
+    assert report["checkpoint"].endswith("generation_best.pt")
+    code = main(["evaluate", "--checkpoint", str(run / "checkpoints" / "generation_best.pt"), "--out", str(again),
+                 "--split", "test", "--no-progress"])
+    assert code == 0
+    metrics = json.loads((again / "metrics.json").read_text())["metrics"]
+    assert metrics["final/mpjpe_current"] == pytest.approx(report["metrics"]["final/mpjpe_current"])
