@@ -242,8 +242,10 @@ def _exit_status(left: list[str], failed: int) -> int:
 
 def run_args(args: argparse.Namespace) -> int:
     from hmh.config import load_config
+    from hmh.train.runner import check_inputs
 
     cfg = load_config(repo_path(args.config), args.overrides)
+    check_inputs(cfg, echo)  # before the dataset is built or Ray starts
     return run_study(cfg, args.ks, args.msf_k, args.address, args.select_ks)
 
 

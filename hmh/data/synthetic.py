@@ -48,7 +48,7 @@ import numpy as np
 import yaml
 
 import hmh
-from hmh.config import DataConfig
+from hmh.config import ConfigError, DataConfig
 from hmh.data import motion
 from hmh.data.render import MAX_SIDE
 from hmh.data.synth_worker import ChunkTask, ClipRecord, render_chunk, sample_rig, worker_init
@@ -143,8 +143,20 @@ def is_synthetic_root(root: str | os.PathLike) -> bool:
     try:
         meta = yaml.safe_load((Path(root) / "dataset.yaml").read_text())
     except (OSError, yaml.YAMLError):
-        return Path(root).name.startswith(CACHE_PREFIX)
+        return not Path(root).is_dir() and Path(root).name.startswith(CACHE_PREFIX)
     return isinstance(meta, dict) and meta.get("generator") == GENERATOR
+
+
+def check_hand_model(root: str | os.PathLike, mano_path: str | os.PathLike) -> None:
+    """Refuse hmh's synthetic hand (``model.mano_path`` empty) on data this generator did not write (a ``data.root``
+    without its ``dataset.yaml``, such as the real BlurHand): those MANO annotations are parameters of the real MANO
+    model, which the synthetic hand would pose into wrong meshes and joints. A :class:`ConfigError` naming both keys;
+    called before any data is read by ``hmh train``, ``hmh evaluate`` and the Ray drivers."""
+    if not str(mano_path) and not is_synthetic_root(root):
+        raise ConfigError(
+            f"model.mano_path is empty (hmh's synthetic hand), but data.root={str(root)!r} is not hmh's synthetic "
+            "data (no dataset.yaml of hmh data synth): its MANO annotations need the real MANO model; set "
+            "model.mano_path to the folder holding MANO_RIGHT.pkl and MANO_LEFT.pkl (from mano.is.tue.mpg.de)")
 
 
 def is_complete(out: Path, args: SynthArgs) -> bool:
@@ -211,10 +223,24 @@ def _build_locked(out: Path, args: SynthArgs, progress: bool, workers: int | Non
         (partial / PARTIAL_MARKER).unlink()
         os.replace(partial, out)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # never leave a half dataset behind
+        _remove_partial(partial)  # never leave a half dataset behind
         raise
     log.info("synthetic dataset written: %s (%s)", out, counts)
     return out
+
+
+def _remove_partial(partial: Path) -> None:
+    """Remove a build's ``out.partial``, its marker last: a removal cut short (a second signal, SIGKILL) leaves a
+    folder that the next build still recognises as its own leftover."""
+    with contextlib.suppress(FileNotFoundError):
+        for child in partial.iterdir():
+            if child.name == PARTIAL_MARKER:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def _fresh_partial(out: Path) -> Path:
@@ -223,7 +249,7 @@ def _fresh_partial(out: Path) -> Path:
     partial = out.with_name(out.name + ".partial")
     if partial.is_dir() and not partial.is_symlink() and (partial / PARTIAL_MARKER).is_file():
         log.info("removing the leftover of an interrupted build: %s", partial)
-        shutil.rmtree(partial)
+        _remove_partial(partial)
     elif partial.exists() or partial.is_symlink():
         raise SyntheticDataError(
             f"{partial} exists and was not made by a synthetic data build; move or remove it, or choose another --out"

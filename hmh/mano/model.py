@@ -357,6 +357,19 @@ def model_path(mano_path: str | os.PathLike, side: str = "right") -> Path:
     return path
 
 
+def check_mano_path(mano_path: str | os.PathLike) -> None:
+    """Read and validate the right and left models of ``model.mano_path`` (left hands' ground truth needs the left
+    one), so that a missing or foreign file is refused before any data is read: a :class:`MANOFileError` naming the
+    key and the file. "" (the synthetic hand) passes."""
+    if str(mano_path) == "":
+        return
+    try:
+        for side in ("right", "left"):
+            load_model_file(model_path(mano_path, side))
+    except MANOFileError as err:
+        raise MANOFileError(f"model.mano_path: {err}") from None
+
+
 def _check_side(side: str) -> None:
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")

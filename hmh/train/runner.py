@@ -1,8 +1,9 @@
 """A whole two-stage training run on one process (``hmh train``), built from reusable per-epoch pieces.
 
-``run_training(cfg, out_dir)`` resolves the data (``data.root`` or the cached synthetic dataset), trains the
-generation stage (or takes the generator of ``train.generator``'s checkpoint), reloads its kept checkpoint, trains
-the selection stage, reloads its kept checkpoint and evaluates on the test split. Layout of ``out_dir``::
+``run_training(cfg, out_dir)`` checks what it will read (:func:`check_inputs`), resolves the data (``data.root``
+or the cached synthetic dataset), trains the generation stage (or takes the generator of ``train.generator``'s
+checkpoint), reloads its kept checkpoint, trains the selection stage, reloads its kept checkpoint and evaluates on
+the test split. Layout of ``out_dir``::
 
     config.yaml                         the resolved config
     checkpoints/{stage}_{last,best}.pt  per epoch; best = the kept one: by the stage's validation objective
@@ -15,8 +16,9 @@ A folder that holds any of these already is refused unless ``overwrite`` (``hmh 
 files are then kept aside until the new run succeeds, and restored when it fails, is interrupted or gets SIGTERM
 (:func:`hmh.files.outputs.replacing`). Old files that a killed run (SIGKILL) left aside are put back by the
 next run into that folder, or named when the killed run's own files are there too. The folder is locked for the
-whole run (:mod:`hmh.files.folder_lock`). The folder, the device, ``train.generator``, the data and the models are
-all checked before anything is written.
+whole run (:mod:`hmh.files.folder_lock`). Nothing is written before the folder and the run's inputs are checked
+(:func:`check_inputs`: the data root, the MANO files, the ImageNet weights), nor is the data indexed before the
+device, the models and ``train.generator`` are.
 
 Each stage runs on :func:`hmh.train.engine.run_stage`, the engine the Ray Train workers run too; they also reuse
 :func:`data_root`, :func:`build_datasets` and :func:`make_loader`.
@@ -59,6 +61,7 @@ __all__ = [
     "RunResult",
     "baseline_errors",
     "build_datasets",
+    "check_inputs",
     "data_root",
     "epoch_line",
     "kept_line",
@@ -94,9 +97,40 @@ class RunPaths:
         return self.root / "checkpoints" / f"{stage}_{kind}.pt"
 
 
+def _given_root(cfg: Config) -> str:
+    """``data.root`` as given; empty is refused under ``data.require_root`` (a config meant for the real data)."""
+    if cfg.data.require_root and not cfg.data.root:
+        raise ConfigError("data.root is empty, and this config needs one (data.require_root=true): set it to your "
+                          "BlurHand root, e.g. --set data.root=/data/BlurHand (--set data.require_root=false trains on "
+                          "hmh's synthetic dataset instead)")
+    return cfg.data.root
+
+
+def check_inputs(cfg: Config, echo: Echo = log.info) -> None:
+    """Check what a run reads besides its output folder, before any data is indexed or built (``hmh train``, and the
+    Ray drivers before Ray starts): ``data.require_root``, that ``data.root`` is a folder, the MANO model the data
+    needs (:func:`hmh.data.synthetic.check_hand_model`), ``model.mano_path``'s files
+    (:func:`hmh.mano.model.check_mano_path`) and, with ``model.pretrained``, the ImageNet weights (read from torch
+    hub's cache, or downloaded there now, which ``echo`` says: :func:`hmh.models.backbone.imagenet_weights`). Each
+    failure is one :class:`hmh.errors.HmhError` line naming the key."""
+    from hmh.data.synthetic import check_hand_model
+    from hmh.mano.model import check_mano_path
+
+    root = _given_root(cfg)
+    if root and not Path(root).is_dir():
+        raise ConfigError(f"data.root={root!r}: no such folder (expected a BlurHand root: blur_images/, annotations/)")
+    check_hand_model(root, cfg.model.mano_path)
+    check_mano_path(cfg.model.mano_path)
+    if cfg.model.pretrained:
+        from hmh.models.backbone import imagenet_weights
+
+        imagenet_weights(cfg.model.backbone, echo)
+
+
 def data_root(cfg: Config, progress: bool = True) -> Path:
-    """``data.root``, or the synthetic dataset for ``cfg.data`` (built into the cache on first use)."""
-    if cfg.data.root:
+    """``data.root``, or the synthetic dataset for ``cfg.data`` (built into the cache on first use; refused under
+    ``data.require_root``)."""
+    if _given_root(cfg):
         return Path(cfg.data.root)
     from hmh.data.synthetic import synthetic_dataset_dir
 
@@ -112,8 +146,12 @@ def _dataset_args(cfg: Config) -> dict:
 
 def eval_dataset(cfg: Config, root: str | Path, split: str, max_samples: int | None = None) -> Dataset:
     """The un-augmented BlurHandDataset of a whole ``split`` (``train`` or ``test``), as the run's test split is
-    read; at most ``max_samples`` (default ``data.max_eval_samples``; 0 = all)."""
+    read; at most ``max_samples`` (default ``data.max_eval_samples``; 0 = all). A root that needs the real MANO
+    model refuses the synthetic hand first (:func:`hmh.data.synthetic.check_hand_model`)."""
     from hmh.data.blurhand import BlurHandDataset
+    from hmh.data.synthetic import check_hand_model
+
+    check_hand_model(root, cfg.model.mano_path)
 
     limit = cfg.data.max_eval_samples if max_samples is None else max_samples
     return BlurHandDataset(root, split, augment=False, max_samples=limit, **_dataset_args(cfg))
@@ -122,9 +160,12 @@ def eval_dataset(cfg: Config, root: str | Path, split: str, max_samples: int | N
 def build_datasets(cfg: Config, root: str | Path, splits: tuple[str, ...] = ("train", "val", "test")) -> dict:
     """BlurHandDatasets: ``train`` (the training split minus the held-out captures, augmented), ``val`` (the
     held-out ``data.val_fraction``; omitted when 0) and ``test`` (:func:`eval_dataset`). Sizes capped by
-    ``data.max_*_samples``."""
+    ``data.max_*_samples``. A root that needs the real MANO model refuses the synthetic hand first
+    (:func:`hmh.data.synthetic.check_hand_model`)."""
     from hmh.data.blurhand import BlurHandDataset
+    from hmh.data.synthetic import check_hand_model
 
+    check_hand_model(root, cfg.model.mano_path)
     d, common = cfg.data, _dataset_args(cfg)
     held_out = d.val_fraction > 0
     datasets: dict[str, Dataset] = {}
@@ -301,6 +342,7 @@ def run_training(cfg: Config, out_dir: str | Path | None = None, *, echo: Echo =
     the output folder's lock throughout. ``out_dir``: ``hmh train --out``, default ``train.out_dir``."""
     out_name = "--out" if out_dir else "train.out_dir"
     root = check_folder(Path(out_dir or cfg.train.out_dir), out_name)
+    check_inputs(cfg, echo)
     with folder_lock.exclusive(root):
         restore_set_aside(root, out_name, echo)
         paths = RunPaths(check_free(root, RunPaths.ENTRIES, out_name, "a run", overwrite))
@@ -311,14 +353,14 @@ def _train(cfg: Config, paths: RunPaths, echo: Echo, progress: bool) -> RunResul
     """:func:`run_training` once its output folder is locked and checked."""
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
+    generator, selector = build_models(cfg)  # before the data, which draws nothing from torch's global generator
+    generator, selector = generator.to(device), selector.to(device)
+    given = _load_given_generator(cfg, generator) if cfg.train.generator else None
     root = data_root(cfg, progress=progress)
     datasets = build_datasets(cfg, root)
     echo(f"data: {root} ({', '.join(f'{k} {len(v)}' for k, v in datasets.items())} samples); device: {device}")
     loaders = {name: make_loader(ds, cfg, train=name == "train", device=device, seed=cfg.train.seed)
                for name, ds in datasets.items()}
-    generator, selector = build_models(cfg)
-    generator, selector = generator.to(device), selector.to(device)
-    given = _load_given_generator(cfg, generator) if cfg.train.generator else None
     best_val: dict[str, dict[str, float]] = {}
     history: dict[str, list[dict[str, float]]] = {}
     with (naming_os_errors(paths.root), replacing(paths.root, RunPaths.ENTRIES),

@@ -400,3 +400,24 @@ def test_joints_outside_the_image_are_invalid():
     box = synth_worker._bbox(uv, valid, 64)
     np.testing.assert_allclose(box, [0.0, 0.0, 63.0, 63.0])  # x1.2 around the two valid corners, clipped
     assert synth_worker._bbox(uv, np.zeros(5, bool), 64).tolist() == [0.0, 0.0, 63.0, 63.0]
+
+
+def test_the_clean_up_of_a_failed_build_removes_its_marker_last(tmp_path, monkeypatch):
+    """The marker goes last: a second signal (or SIGKILL) during the clean-up leaves a leftover that the next build
+    recognises as its own, instead of an unmarked folder it must refuse."""
+    partial = tmp_path / "ds.partial"
+    (partial / "blur_images" / "train").mkdir(parents=True)
+    (partial / "annotations").mkdir()
+    (partial / "annotations" / "a.json").write_text("{")
+    (partial / PARTIAL_MARKER).write_text("")
+    real = synthetic.shutil.rmtree
+    left_when_the_folder_went: list[list[str]] = []
+
+    def recording(path, *args, **kwargs):
+        if Path(path) == partial:
+            left_when_the_folder_went.append(sorted(p.name for p in partial.iterdir()))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(synthetic.shutil, "rmtree", recording)
+    synthetic._remove_partial(partial)
+    assert left_when_the_folder_went == [[PARTIAL_MARKER]] and not partial.exists()
