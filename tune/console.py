@@ -1,7 +1,7 @@
 """What the Ray drivers print: Tune's trial table and hmh's own lines, with Ray's per-report detail only when asked
 for (``--verbose``, which sets :data:`VERBOSE_ENV` for the driver and, through the runtime env, for the workers).
 
-Quiet by default, and only these four sources; everything else Ray's processes print (warnings, errors, worker
+Quiet by default, and only these five sources; everything else Ray's processes print (warnings, errors, worker
 tracebacks) still reaches the console:
 
 - Tune's per-trial boxes (each trial's configuration when it starts, every reported metric when it ends: about 65
@@ -17,6 +17,9 @@ tracebacks) still reaches the console:
 - the per-report ``Reporting training result N: TrainingReport(checkpoint=..., metrics={...})`` line, which Ray
   Train 2.60's worker context logs at INFO on a logger named after its source file (so ``LoggingConfig`` misses
   it): that logger's level is raised on each worker (:func:`quiet_worker_logs`);
+- hmh's own dataset lines (``BlurHand train (train): N samples ...``, index building), which Ray Train's worker
+  logging prints at INFO for every rank of every Train run: quiet on the workers (:func:`quiet_worker_logs`), logged
+  once by the driver when it indexes the data before Ray starts (:func:`tune.train.prepare_config`);
 - the Train controller's core-worker error line about the ``PreemptionWatcher`` actor's constructor arguments
   (harmless, ray-project/ray#53727), a C++ log line that no Python logging setting reaches: it alone is dropped
   from the driver's echo of worker output (:func:`filter_worker_echo`).
@@ -33,6 +36,9 @@ __all__ = ["VERBOSE_ENV", "filter_worker_echo", "quiet_worker_logs", "restore_co
            "train_logging_config", "tune_console", "verbose"]
 
 VERBOSE_ENV = "HMH_VERBOSE"
+# hmh's data loading logs each dataset's sample counts at INFO, which Ray Train's worker logging prints for every
+# rank of every Train run; the driver logs them once, when it indexes the data (tune.train.prepare_config).
+QUIET_WORKER_LOGGERS = ("hmh.data",)
 DROPPED_LINES = (re.compile(r"Actor with class name: 'PreemptionWatcher' .* has constructor arguments in the object "
                             r"store"),)
 
@@ -85,12 +91,13 @@ def train_logging_config() -> Any:
 
 
 def quiet_worker_logs() -> None:
-    """On a Train worker: unless verbose, only warnings and errors from the logger of Ray Train's worker context."""
+    """On a Train worker: unless verbose, only warnings and errors from the logger of Ray Train's worker context
+    and from hmh's data loading (:data:`QUIET_WORKER_LOGGERS`)."""
     if verbose():
         return
     from ray.train.v2._internal.execution import context
 
-    for name in (context.__name__, context.__file__):  # 2.60 names it after the file; later versions may not
+    for name in (context.__name__, context.__file__, *QUIET_WORKER_LOGGERS):  # 2.60 names it after the file
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -9,8 +9,10 @@ so running the same command again resumes an interrupted run; a finished stage i
 (:func:`hmh.train.engine.keeps_last`: the lowest validation objective, or the last with ``train.keep: last`` or
 without a
 validation split); the selection stage starts from the generation stage's, and is skipped where
-:func:`hmh.train.engine.selection_skipped` says so (top_n = K). Afterwards the final checkpoint is evaluated on the test
-split in a Ray task with one worker's resources.
+:func:`hmh.train.engine.selection_skipped` says so (top_n = K). With ``search.generator`` (a checkpoint of hmh train or
+of a search, its ``model.*`` checked against the config before Ray starts) no generation stage is trained: the
+selection stage starts from that generator. Afterwards the final checkpoint is evaluated on the test split in a Ray
+task with one worker's resources.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ Echo = Callable[[str], None]
 
 @dataclass
 class StageCheckpoint:
-    """A finished stage: its best checkpoint (a Train checkpoint folder or URI) and that checkpoint's metrics."""
+    """A finished stage: its best checkpoint (a Train checkpoint folder or URI; for a given generator,
+    ``search.generator``: an hmh checkpoint file or folder) and that checkpoint's metrics (none for a given
+    generator)."""
 
     stage: str
     checkpoint: str
@@ -64,24 +68,50 @@ class RunCheckpoints:
 
 
 def prepare_config(cfg: Config, progress: bool = True) -> Config:
-    """Resolve what workers must not do themselves, on the driver before Ray starts: the dataset (built into the
-    cache once when ``data.root`` is empty) as an absolute ``data.root``, and the synthetic MANO files.
-    ``train.generator`` (hmh train's) is refused: the Ray drivers train both stages."""
-    from hmh.config import ConfigError
-    from hmh.train.runner import data_root
+    """Resolve what workers must not do themselves, on the driver before Ray starts: ``search.generator`` checked
+    (:func:`given_generator`), the dataset (built into the cache once when ``data.root`` is empty) as an absolute
+    ``data.root``, indexed here once (its sample counts are logged here, once: the workers' dataset lines stay off
+    the console, :func:`tune.console.quiet_worker_logs`), and the synthetic MANO files. ``train.generator`` (hmh
+    train's) is refused: the Ray drivers take a given generator from ``search.generator``."""
+    from hmh.train.runner import build_datasets, data_root
 
     if cfg.train.generator:
-        raise ConfigError(f"train.generator={cfg.train.generator!r}: only hmh train starts from a given generator; "
-                          "the Ray Train and Tune drivers train both stages (leave it empty)")
-
+        raise ConfigError(f"train.generator={cfg.train.generator!r}: only hmh train reads it; the Ray Train and Tune "
+                          "drivers take a given generator from search.generator (leave train.generator empty)")
+    mano = cfg.model.mano_path and str(Path(cfg.model.mano_path).expanduser().absolute())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mano_path=mano))
+    generator = given_generator(cfg) if cfg.search.generator else ""
     root = Path(data_root(cfg, progress=progress)).expanduser().absolute()
     if cfg.model.mano_path == "":
         from hmh.mano.model import synthetic_model_dir
 
         synthetic_model_dir()
-    mano = cfg.model.mano_path and str(Path(cfg.model.mano_path).expanduser().absolute())
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)),
-                               model=dataclasses.replace(cfg.model, mano_path=mano))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)),
+                              search=dataclasses.replace(cfg.search, generator=generator))
+    build_datasets(cfg, root, ("train", "val"))
+    return cfg
+
+
+def given_generator(cfg: Config) -> str:
+    """``search.generator`` as an absolute path, once it is checked: an hmh checkpoint (a file, or a Train
+    checkpoint folder holding one; of either stage) whose ``model.*`` is ``cfg.model``'s (``model.pretrained``
+    aside, as for hmh train's ``train.generator``; ``cfg``'s ``model.mano_path`` absolute). Raises
+    :class:`~hmh.config.ConfigError` (one line naming the key and the file) otherwise."""
+    from hmh.models.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+
+    path = Path(cfg.search.generator).expanduser().absolute()
+    try:
+        theirs = checkpoint_config(load_checkpoint(path), path).model
+    except CheckpointError as err:
+        raise ConfigError(f"search.generator={cfg.search.generator!r}: {err}") from None
+    if theirs.mano_path:
+        theirs = dataclasses.replace(theirs, mano_path=str(Path(theirs.mano_path).expanduser().absolute()))
+    differ = [f"model.{k}: {v!r} there, {getattr(cfg.model, k)!r} here" for k, v in vars(theirs).items()
+              if k != "pretrained" and getattr(cfg.model, k) != v]
+    if differ:
+        raise ConfigError(f"search.generator={cfg.search.generator!r}: its model differs from this config's: "
+                          + "; ".join(differ))
+    return str(path)
 
 
 def _marker_read(run_dir: str) -> dict | None:
@@ -177,9 +207,15 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
 def run_two_stage(cfg: Config, paths: ExperimentPaths, run: str, *, tensorboard_dir: str = "",
                   report_to_tune: bool = False, echo: Echo = log.info) -> RunCheckpoints:
     """Generation, then selection from the checkpoint the generation stage keeps, unless
-    :func:`hmh.train.engine.selection_skipped` (as ``hmh train`` does)."""
-    generation = run_stage(cfg, "generation", paths, run, tensorboard_dir=tensorboard_dir,
-                           report_to_tune=report_to_tune, echo=echo)
+    :func:`hmh.train.engine.selection_skipped` (as ``hmh train`` does). With ``search.generator`` (absolute:
+    :func:`prepare_config`) that checkpoint stands for the generation stage, which is not trained (its metrics are
+    not read): the selection stage trains on its generator, frozen."""
+    if cfg.search.generator:
+        generation = StageCheckpoint("generation", cfg.search.generator, {})
+        echo(f"{run}: generation stage skipped: the generator of {cfg.search.generator}")
+    else:
+        generation = run_stage(cfg, "generation", paths, run, tensorboard_dir=tensorboard_dir,
+                               report_to_tune=report_to_tune, echo=echo)
     selection = None
     skipped = selection_skipped(cfg)
     if skipped:
@@ -221,10 +257,13 @@ def check_same_config(path: Path, cfg: Config, what: str, ignore: tuple[str, ...
 
 def run_args(args: argparse.Namespace) -> int:
     from hmh.eval.report import metric_table, write_metrics
+    from hmh.train.runner import check_inputs
     from tune.resources import init_ray
     from tune.storage import check_shared_storage
 
-    cfg = prepare_config(load_config(repo_path(args.config), args.overrides), progress=sys.stderr.isatty())
+    cfg = load_config(repo_path(args.config), args.overrides)
+    check_inputs(cfg, echo)  # before the dataset is built or Ray starts
+    cfg = prepare_config(cfg, progress=sys.stderr.isatty())
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     out = paths.root / "runs" / args.name
     check_same_config(out / "config.yaml", cfg, f"run {args.name!r} of {paths.root}")

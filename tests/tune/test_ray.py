@@ -110,11 +110,18 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
     assert list(first["trial_epoch"]) == [1, 2, 3]
     assert list(first["stage"]) == ["generation", "generation", "selection"]
     assert first["objective"].notna().all() and first["train/loss/total"].notna().all()
-    printed = capfd.readouterr().out
+    console = capfd.readouterr()
+    printed = console.out
+    assert "BlurHand train (" not in console.out + console.err  # the workers' dataset lines (tune.console)
     url = next(line.split()[2] for line in printed.splitlines() if line.strip().startswith("optuna "))
     study = optuna.load_study(study_name="tiny", storage=url)  # the printed optuna-dashboard command's study
-    assert sorted(t.params["optim.lr"] for t in study.trials) == [1e-9, 1e-3]
-    assert all(t.value is not None or t.intermediate_values for t in study.trials)
+    done, stopped = sorted(study.trials, key=lambda t: -t.params["optim.lr"])
+    assert (done.params["optim.lr"], stopped.params["optim.lr"]) == (1e-3, 1e-9)
+    # Optuna learns the trial ASHA stopped as PRUNED with its epoch-1 value, the other as COMPLETE (tune.searcher)
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == trials.loc[0, "objective"]
+    assert done.intermediate_values[3] == done.value and set(done.intermediate_values) <= {1, 2, 3}
+    assert stopped.state == optuna.trial.TrialState.PRUNED
+    assert stopped.intermediate_values == {1: trials.loc[1, "objective"]}
     logdir = next(line.split()[3] for line in printed.splitlines() if line.strip().startswith("tensorboard "))
     tensorboard = Path(logdir)  # the printed `tensorboard --logdir` folder
     for trial_id in trials["trial_id"]:
@@ -352,10 +359,28 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_addres
     assert again["time_total_s"].iloc[0] == finished["time_total_s"].iloc[0]  # not rerun
     iterations = pd.read_parquet(paths.iterations)
     assert list(iterations[iterations["trial_id"] == finished_id]["trial_epoch"]) == finished_epochs
+    assert_each_trial_told_once(paths, after)
     final = pd.read_parquet(paths.final)
     assert list(final["reduction"]) == ["best_of_k", "final", "label_oracle", "mean_of_k", "random_n", "hyp0"]
     assert final["mpjpe_current"].notna().all() and set(final["split"]) == {"test"}
     assert "Final retrain: test split" in summarize(paths.root)
+
+
+def assert_each_trial_told_once(paths: ExperimentPaths, trials: pd.DataFrame) -> None:
+    """Each Tune trial of ``trials.parquet`` is one finished Optuna trial: PRUNED with its values up to the epoch
+    ASHA stopped it at, or COMPLETE with its objective at its last epoch (tune.searcher), whatever --resume did."""
+    import optuna
+
+    study = optuna.load_study(study_name=paths.root.name, storage=paths.optuna_url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == len(trials), [(t.state, t.params) for t in study.trials]
+    for _, row in trials.iterrows():
+        (told,) = [t for t in finished if all(row[f"config/{k}"] == v for k, v in t.params.items())]
+        assert max(told.intermediate_values) == row["epochs_done"], (told.intermediate_values, row["epochs_done"])
+        if row["stopped_early"]:
+            assert told.state == optuna.trial.TrialState.PRUNED
+        else:
+            assert told.state == optuna.trial.TrialState.COMPLETE and told.value == row["objective"]
 
 
 def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, tmp_path: Path, capfd) -> None:
