@@ -22,8 +22,12 @@ test-slow: venv
 test-ray: venv  # only the Ray tests: Train/Tune on a local Ray, and the two-node cluster tests
 	$(PY) -m pytest -m ray
 
-test-cluster: venv  # only the two-raylet cluster tests (placement on both nodes, node killed mid-trial)
-	$(PY) -m pytest -m cluster
+# Only the cluster tests, each kind in its own pytest process: two raylets (placement on both nodes, a node killed
+# mid-trial; also in `make test`), then the `slow` one on Ray's fake autoscaling provider (GPU nodes from zero, a lost
+# node, scale-down; about 3 min on 2 cores; tests/cluster/test_autoscaling.py).
+test-cluster: venv
+	$(PY) -m pytest -m "cluster and not slow"
+	$(PY) -m pytest -m "cluster and slow"
 
 lint: venv
 	.venv/bin/ruff check hmh tune tests

@@ -7,7 +7,11 @@
   (:mod:`tune.train`), forwarding each epoch's report to Tune. ``OptunaSearch`` (TPE, seeded by
   ``search.seed``, study in ``results/<experiment>/optuna.db``, tied to the experiment: :mod:`tune.optuna_db`)
   proposes configurations from the YAML space (:mod:`tune.space`); ASHA stops poor trials at rungs of
-  ``trial_epoch`` (both stages' epochs counted together).
+  ``trial_epoch`` (both stages' epochs counted together), and Optuna learns them as PRUNED with their values per
+  epoch, the trials that ran their full budget as COMPLETE (:mod:`tune.searcher`).
+- ``search.generator``: a selection-only search. Every trial (and the final retrain) takes that checkpoint's
+  generator, frozen, and trains the selection stage alone; the space may search no generation key
+  (:data:`GENERATION_KEYS`; ``tune/spaces/selection.yaml``), and the checkpoint's ``model.*`` must be the config's.
 - Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.tables.OBJECTIVE`): the selected current-frame MPJPE on
   the validation split; during the generation stage the mean of all K stands in for the selector.
 - Two objectives (``search.objectives=mpjpe_ms``): that MPJPE and the inference cost, ms per image at batch 1
@@ -18,7 +22,8 @@
   ``pareto.parquet`` and ``plots/pareto.png``, and the final retrain takes the point ``search.pick`` chooses
   (:func:`hmh.results.pareto.choose`); when none qualifies the search stops with that error after writing the front, and
   ``--resume --set search.pick=...`` retrains another point.
-- ``max_concurrent_trials`` comes from the cluster's resources and each trial's workers; Train runs get a finite
+- ``max_concurrent_trials`` is what the cluster holds at its largest (:func:`tune.resources.trial_plan`: the nodes
+  up now, or an autoscaling cluster's definition named by ``search.cluster``); Train runs get a finite
   ``controller_failure_limit``. Config and space are checked before Ray starts.
 - Then the best completed trial's configuration (two objectives: the picked point's) is retrained with the final
   budget (``search.final_*``) and evaluated on the test split; results, summary and plots are written
@@ -61,12 +66,18 @@ from tune.space import SearchSpace, SpaceError, apply_params, default_space_path
 from tune.train import check_same_config, prepare_config, run_two_stage, test_metrics
 from tune.tune_state import check_tune_state, restore_tuner
 
-__all__ = ["Experiment", "driver", "final_config", "load_experiment", "run_search"]
+__all__ = ["GENERATION_KEYS", "Experiment", "driver", "final_config", "load_experiment", "run_search"]
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "search"
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's resource of the head node (every cluster has exactly one)
-RESUMABLE = ("search.pick",)  # config keys --resume may change: search.pick only chooses among finished trials
+RESUMABLE = ("search.pick", "search.cluster")  # keys --resume may change: pick chooses among finished trials,
+# cluster only sizes how many run at once
+# Config keys that only the generation stage reads (the models' build, hmh.train.losses.generation_loss,
+# hmh.train.loop.make_optimizer / make_scheduler for that stage): a selection-only search (search.generator) keeps
+# them as its checkpoint's generator was trained with.
+GENERATION_KEYS = ("model.", "loss.joint_3d", "loss.proj", "loss.mano", "loss.diversity", "loss.diversity_alpha",
+                   "loss.winner", "optim.lr", "optim.milestones", "optim.gamma")
 
 
 @dataclass
@@ -113,6 +124,8 @@ def load_experiment(config: str, overrides: list[str], space: str | None = None,
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     space_path = Path(repo_path(space or cfg.search.space or str(default_space_path())))
     searched = load_space(space_path, cfg)
+    if cfg.search.generator:
+        _check_selection_only(cfg, searched)
     exp = Experiment(cfg, searched, paths)
     if resume:
         if not paths.config.is_file():
@@ -128,7 +141,33 @@ def load_experiment(config: str, overrides: list[str], space: str | None = None,
     elif paths.config.exists() or Path(paths.root, TUNE_NAME).exists() or paths.optuna_db.exists():
         raise ConfigError(f"search.experiment={cfg.search.experiment!r}: {paths.root} already holds a search; pass "
                           "--resume to continue it, or choose another search.experiment")
+    from hmh.train.runner import check_inputs
+
+    check_inputs(cfg, echo)  # the data root, the MANO files and the ImageNet weights
     return exp
+
+
+def _check_selection_only(cfg: Config, space: SearchSpace) -> None:
+    """A search on ``search.generator``'s generator searches the selection stage alone: no generation key in the
+    space, and a selection stage in every trial (:func:`hmh.train.engine.selection_skipped` says why not, for the
+    config and for each parameter at each end of its range)."""
+    from hmh.train.engine import selection_skipped
+
+    given = f"search.generator={cfg.search.generator!r}"
+    touched = [key for key in space.keys if key.startswith(GENERATION_KEYS)]
+    if touched:
+        raise SpaceError(f"{space.source}: parameter {touched[0]!r} is of the generation stage, which {given} "
+                         "fixes: search selection keys only (e.g. tune/spaces/selection.yaml), or leave "
+                         "search.generator empty")
+    skipped = selection_skipped(cfg)
+    if skipped:
+        raise ConfigError(f"{given}: its trials would train nothing, as the selection stage is skipped: {skipped}")
+    for param in space.params:
+        for value in param.values if param.kind == "categorical" else space.bounds(param, {}):
+            skipped = selection_skipped(apply_params(cfg, {param.key: value}))
+            if skipped:
+                raise SpaceError(f"{space.source}: parameter {param.key!r} = {value!r} skips the selection stage "
+                                 f"({skipped}), the only stage a trial of {given} trains: narrow its range")
 
 
 def driver(params: dict[str, Any], base: dict, root: str, ray_root: str) -> None:
@@ -178,10 +217,10 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from tune.export import ExportCallback
     from tune.placement import ReleasePlacementGroups
+    from tune.searcher import EpochAwareOptunaSearch
     from tune.space import DefineByRun
 
     s = exp.cfg.search
@@ -189,10 +228,12 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     # searcher only (Tune's TuneConfig takes one metric), and no scheduler: FIFO, every trial its full budget.
     metric, mode = ((exp.objectives[0], "min") if not exp.two_objectives
                     else (list(exp.objectives), ["min"] * len(exp.objectives)))
-    searcher = OptunaSearch(space=DefineByRun(exp.space), metric=metric, mode=mode,
-                            points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None,
-                            study_name=s.experiment, storage=optuna.storages.RDBStorage(exp.paths.optuna_url),
-                            sampler=tpe_sampler(s))
+    # A trial ASHA stops before its last epoch reaches Optuna as PRUNED, not as COMPLETE with an early value.
+    searcher = EpochAwareOptunaSearch(base=base, space=DefineByRun(exp.space), metric=metric, mode=mode,
+                                      points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None,
+                                      study_name=s.experiment,
+                                      storage=optuna.storages.RDBStorage(exp.paths.optuna_url),
+                                      sampler=tpe_sampler(s))
     scheduler = None if exp.two_objectives else ASHAScheduler(
         time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor, stop_last_trials=False)
@@ -258,8 +299,9 @@ def _final_retrain(exp: Experiment, base: Config, chosen: dict) -> dict[str, Any
     params = {k: chosen[f"config/{k}"] for k in exp.space.keys}
     cfg = final_config(base, params)
     cost = f", {chosen[COST_OBJECTIVE]:.3g} ms per image" if exp.two_objectives else ""
-    echo(f"final retrain of trial {chosen['trial_id']} ({chosen['objective']:.2f} mm{cost}): "
-         f"{cfg.train.generation_epochs} + {cfg.train.selection_epochs} epochs, "
+    epochs = (f"{cfg.train.selection_epochs} selection epochs on the generator of {cfg.search.generator}"
+              if cfg.search.generator else f"{cfg.train.generation_epochs} + {cfg.train.selection_epochs} epochs")
+    echo(f"final retrain of trial {chosen['trial_id']} ({chosen['objective']:.2f} mm{cost}): {epochs}, "
          f"{cfg.data.max_train_samples or 'all'} training samples")
     result = run_two_stage(cfg, exp.paths, "final", tensorboard_dir=str(exp.paths.tensorboard / "final"), echo=echo)
     test = test_metrics(cfg, result.final.checkpoint)
@@ -281,7 +323,7 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
 
     from tune.export import FINISHED
     from tune.interrupt import sigint_restored
-    from tune.resources import init_ray, max_concurrent_trials
+    from tune.resources import init_ray, trial_plan
     from tune.storage import check_shared_storage
 
     base_cfg = prepare_config(exp.cfg, progress=sys.stderr.isatty())
@@ -298,7 +340,9 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
         echo(f"resuming the search in {tune_path}")
         tuner = restore_tuner(tune_path, _trainable(exp, base), _table_metrics(exp), _table_parameters(exp))
     else:
-        concurrent = max_concurrent_trials(ray.cluster_resources(), exp.cfg.search)
+        plan = trial_plan(exp.cfg.search)
+        echo("\n".join(plan.lines))
+        concurrent = plan.limit
         objectives = " and ".join(exp.objectives) + (" (Pareto front, no early stopping)" if exp.two_objectives
                                                      else " (ASHA)")
         echo(f"search {exp.cfg.search.experiment!r}: {exp.cfg.search.num_samples} trials, at most {concurrent} at "

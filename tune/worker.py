@@ -31,6 +31,7 @@ import torch
 from hmh.config import Config, from_dict
 from hmh.models.checkpoint import CHECKPOINT_FILE
 from tune.console import quiet_worker_logs
+from tune.resources import gpus_on_cpu
 
 __all__ = ["StageSpec", "evaluate_checkpoint", "train_fn_per_worker"]
 
@@ -42,7 +43,8 @@ class StageSpec:
     """One stage of one run, as ``train_loop_config`` (a plain dict on the wire: :meth:`to_dict`).
 
     ``config``: the nested hmh config (``data.root`` absolute; this stage's epochs in ``train.*_epochs``).
-    ``generator_checkpoint``: the selection stage's frozen generator, a Train checkpoint path (folder or URI).
+    ``generator_checkpoint``: the selection stage's frozen generator, a Train checkpoint path (folder or URI), or
+    an hmh checkpoint file (``search.generator``).
     ``tensorboard_dir``: where rank 0 writes TensorBoard events ("" = none).
     """
 
@@ -56,11 +58,13 @@ class StageSpec:
 
 
 def _load_checkpoint_file(path: str, device: torch.device) -> dict:
-    """An hmh checkpoint from a Train checkpoint folder or URI."""
+    """An hmh checkpoint from a Train checkpoint folder or URI, or from a checkpoint file (``search.generator``)."""
     import ray.train
 
     from hmh.models.checkpoint import load_checkpoint
 
+    if Path(path).is_file():
+        return load_checkpoint(path, map_location=device)
     with ray.train.Checkpoint(path).as_directory() as folder:
         return load_checkpoint(Path(folder) / CHECKPOINT_FILE, map_location=device)
 
@@ -91,13 +95,15 @@ def train_fn_per_worker(config: dict) -> None:
     cfg = from_dict(spec.config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    # Tests only (tune.resources.gpus_on_cpu): workers holding the logical GPUs of fake nodes train on the CPU.
+    device = torch.device("cpu") if gpus_on_cpu() else ray.train.torch.get_device()
     seed_everything(cfg.train.seed)
     generator, selector = build_models(cfg)
     datasets = build_datasets(cfg, cfg.data.root, splits=("train", "val") if rank == 0 else ("train",))
     cpus = cfg.search.cpus_per_worker
     train_loader = ray.train.torch.prepare_data_loader(make_loader(
-        datasets["train"], _per_worker(cfg, world), train=True, device=device, seed=cfg.train.seed, cpus=cpus))
+        datasets["train"], _per_worker(cfg, world), train=True, device=device, seed=cfg.train.seed, cpus=cpus),
+        move_to_device=not gpus_on_cpu())
     val_loader = make_loader(datasets["val"], cfg, train=False, device=device, cpus=cpus) if "val" in datasets else None
 
     checkpoint = ray.train.get_checkpoint()
@@ -109,9 +115,9 @@ def train_fn_per_worker(config: dict) -> None:
         generator.to(device)
         if state is None and cfg.selection.init_from_generator:
             init_selector_from_generator(selector, generator)
-        selector = ray.train.torch.prepare_model(selector)
+        selector = ray.train.torch.prepare_model(selector, move_to_device=device)
     else:
-        generator = ray.train.torch.prepare_model(generator)
+        generator = ray.train.torch.prepare_model(generator, move_to_device=device)
     if state is not None:
         log.info("%s: resuming after epoch %d from %s", stage, int(state["epoch"]), checkpoint.path)
 

@@ -224,6 +224,79 @@ def test_rayjob_runs_the_search_and_cleans_up():
     assert spec["rayClusterSpec"] == _load("kuberay-raycluster.yaml")["spec"]
 
 
+# ---------------------------------------------------------------- the recipes: what they submit fits their nodes
+
+# Where a copy-paste command sends the GPU search (tune/configs/blurhand.yaml) to a cluster.
+RECIPE_DOCS = (ROOT / "README.md", ROOT / "docs" / "cluster.md", CLUSTER / "README.md", SUBMIT,
+               CLUSTER / "aws-gpu.yaml", CLUSTER / "kuberay-raycluster.yaml")
+RECIPE_CONFIG = "tune/configs/blurhand.yaml"
+RECIPE_CLUSTERS = ("cluster/aws-gpu.yaml", "cluster/kuberay-raycluster.yaml", "cluster/kuberay-rayjob.yaml")
+# Every node mounts the shared file system at /mnt/shared: the data, the MANO models and the results live there.
+SHARED_KEYS = {"data.root": "/mnt/shared/data/BlurHand", "model.mano_path": "/mnt/shared/mano",
+               "search.storage_path": "/mnt/shared/results"}
+
+
+def _search_commands(path: Path) -> list[list[str]]:
+    """The words of each ``cluster/submit`` command in ``path`` (Markdown, a script's help, or a YAML file's comments)
+    that names ``--config``: continuation lines joined, inline code ended at its closing backtick."""
+    lines = path.read_text().splitlines()
+    if path.suffix == ".yaml":
+        lines = [line.lstrip()[1:] for line in lines if line.lstrip().startswith("#")]
+    commands = []
+    for line in "\n".join(lines).replace("\\\n", " ").splitlines():
+        start = line.find("cluster/submit ")
+        if start >= 0 and "--config" in line[start:].split("`")[0]:
+            commands.append(shlex.split(line[start:].split("`")[0], comments=True))
+    return commands
+
+
+def _settings(words: list[str]) -> dict[str, str]:
+    """The ``--set KEY=VALUE`` pairs of a command."""
+    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words[:-1]) if word == "--set")
+
+
+def _recipe_commands() -> list[tuple[str, list[str]]]:
+    """``(where, words)`` of every command that sends the GPU search to a cluster, the RayJob's entrypoint included."""
+    found = [(f"{path.relative_to(ROOT)}: {' '.join(words)}", words) for path in RECIPE_DOCS
+             for words in _search_commands(path) if words[words.index("--config") + 1] == RECIPE_CONFIG]
+    entrypoint = _load("kuberay-rayjob.yaml")["spec"]["entrypoint"]
+    return [*found, (f"cluster/kuberay-rayjob.yaml: {entrypoint}", shlex.split(entrypoint))]
+
+
+def test_every_recipe_command_names_its_cluster_and_the_shared_storage():
+    commands = _recipe_commands()
+    named = set()
+    for where, words in commands:
+        settings = _settings(words)
+        assert {key: settings.get(key) for key in SHARED_KEYS} == SHARED_KEYS, where
+        assert settings.get("search.cluster") in RECIPE_CLUSTERS, where
+        assert "search.max_concurrent_trials" not in settings, where  # sized from the cluster's definition
+        named.add(settings["search.cluster"])
+    assert named == set(RECIPE_CLUSTERS), named  # every recipe has a command to copy
+
+
+@pytest.mark.parametrize("cluster_file", RECIPE_CLUSTERS)
+def test_each_recipes_workers_fit_its_node_shapes(cluster_file):
+    """The worker shape is stated once, in what the recipe submits (tune/configs/blurhand.yaml with its --set
+    values); its node shapes are in the cluster definition: one worker fits a GPU node, and the cluster holds a
+    trial from the head alone (what a search sees at its start) once it has grown."""
+    from hmh.config import load_config
+    from tune.resources import Cluster, plan_trials, read_cluster, trials_at_once, worker_resources
+
+    (words, *_) = [w for _, w in _recipe_commands() if _settings(w).get("search.cluster") == cluster_file]
+    overrides = [f"{k}={v}" for k, v in _settings(words).items() if k not in SHARED_KEYS]  # paths of the cluster
+    search = load_config(str(ROOT / RECIPE_CONFIG), overrides).search
+    assert search.cluster == cluster_file
+    cluster = read_cluster(str(ROOT / cluster_file))
+    worker = worker_resources(search)
+    gpu_types = [t for t in cluster.types if not t.head and t.resources.get("GPU", 0) >= 1]
+    assert gpu_types and all(worker[k] <= t.resources[k] for t in gpu_types for k in worker), (worker, gpu_types)
+    head_only = Cluster("the head", tuple(t for t in cluster.types if t.head), 0)
+    plan = plan_trials(search, head_only, cluster)
+    assert plan.now == 0 and plan.largest == trials_at_once(cluster, search) >= 1
+    assert plan.limit == min(plan.largest, search.num_samples)
+
+
 def test_kuberay_shared_volume_is_read_write_many():
     claim = _load("kuberay-shared.yaml")
     assert (claim["kind"], claim["metadata"]["name"]) == ("PersistentVolumeClaim", "hmh-shared")
@@ -308,6 +381,8 @@ def test_submit_dry_run_prints_the_exact_command(clean_env, tmp_path):
         "hmh/config/presets/cpu.yaml",
         "--space",
         str(ROOT / "hmh/config/presets/paper.yaml"),
+        "--set",
+        f"search.cluster={CLUSTER / 'aws-gpu.yaml'}",
         env=env,
     )
     assert result.returncode == 0, result.stderr
@@ -329,6 +404,8 @@ def test_submit_dry_run_prints_the_exact_command(clean_env, tmp_path):
         "hmh/config/presets/cpu.yaml",
         "--space",
         "hmh/config/presets/paper.yaml",
+        "--set",
+        "search.cluster=cluster/aws-gpu.yaml",  # read by the job in its working directory
         "--address",
         "auto",
     ]
@@ -384,8 +461,15 @@ def test_submit_dry_run_address_interpreter_and_token_sources(clean_env):
         (["--config", "tune/configs/no-such.yaml"], {"RAY_AUTH_TOKEN": "t"}, "no such file"),
         (["--address"], {"RAY_AUTH_TOKEN": "t"}, "needs a value"),
         (["--runtime-env", "/nonexistent.yaml", "--config", "cpu"], {"RAY_AUTH_TOKEN": "t"}, "not found"),
+        (["--config", "cpu", "--set", "search.cluster=cluster/no-such.yaml"], {"RAY_AUTH_TOKEN": "t"},
+         "--set search.cluster=cluster/no-such.yaml: no such file in the working directory"),
+        (["--config", "cpu", "--set", "search.cluster=/etc/cluster.yaml"], {"RAY_AUTH_TOKEN": "t"},
+         "outside the working directory"),
+        (["--config", "cpu", "--set", "search.cluster=aws"], {"RAY_AUTH_TOKEN": "t"},
+         "--set search.cluster=aws: expected a cluster definition file"),
     ],
-    ids=["no-token", "bad-token-path", "config-outside-repo", "missing-config", "address-no-value", "no-runtime-env"],
+    ids=["no-token", "bad-token-path", "config-outside-repo", "missing-config", "address-no-value", "no-runtime-env",
+         "missing-cluster-file", "cluster-outside-repo", "cluster-not-a-file"],
 )
 def test_submit_refuses_clearly(clean_env, args, extra_env, message):
     result = _submit("--dry-run", *args, env=dict(clean_env, **extra_env))
