@@ -97,7 +97,7 @@ def given_generator(cfg: Config) -> str:
     checkpoint folder holding one; of either stage) whose ``model.*`` is ``cfg.model``'s (``model.pretrained``
     aside, as for hmh train's ``train.generator``; ``cfg``'s ``model.mano_path`` absolute). Raises
     :class:`~hmh.config.ConfigError` (one line naming the key and the file) otherwise."""
-    from hmh.models.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+    from hmh.models.checkpoint import CheckpointError, check_same_model, checkpoint_config, load_checkpoint
 
     path = Path(cfg.search.generator).expanduser().absolute()
     try:
@@ -106,11 +106,7 @@ def given_generator(cfg: Config) -> str:
         raise ConfigError(f"search.generator={cfg.search.generator!r}: {err}") from None
     if theirs.mano_path:
         theirs = dataclasses.replace(theirs, mano_path=str(Path(theirs.mano_path).expanduser().absolute()))
-    differ = [f"model.{k}: {v!r} there, {getattr(cfg.model, k)!r} here" for k, v in vars(theirs).items()
-              if k != "pretrained" and getattr(cfg.model, k) != v]
-    if differ:
-        raise ConfigError(f"search.generator={cfg.search.generator!r}: its model differs from this config's: "
-                          + "; ".join(differ))
+    check_same_model(theirs, cfg.model, f"search.generator={cfg.search.generator!r}")
     return str(path)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 import hmh
-from hmh.config import Config, ConfigError, from_dict, to_dict
+from hmh.config import Config, ConfigError, ModelConfig, from_dict, to_dict
 from hmh.errors import HmhError
 from hmh.files import atomic
 from hmh.models.build import build_models, unwrap
@@ -237,6 +237,16 @@ def checkpoint_config(data: dict[str, Any], path: str | os.PathLike = "checkpoin
         return from_dict(data["config"], f"{path} (key 'config')")
     except ConfigError as err:
         raise CheckpointError(str(err)) from err
+
+
+def check_same_model(theirs: ModelConfig, ours: ModelConfig, key: str) -> None:
+    """Refuse a checkpoint's generator whose ``model.*`` (``theirs``) differs from this config's (``ours``), save
+    ``model.pretrained`` (only the initialisation): :class:`ConfigError`, one line that starts with ``key`` (the
+    config key and the file, e.g. ``train.generator='run/generation_best.pt'``) and lists each differing key."""
+    differ = [f"model.{k}: {v!r} there, {getattr(ours, k)!r} here" for k, v in vars(theirs).items()
+              if k != "pretrained" and getattr(ours, k) != v]
+    if differ:
+        raise ConfigError(f"{key}: its model differs from this config's: " + "; ".join(differ))
 
 
 @dataclass

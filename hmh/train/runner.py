@@ -45,7 +45,7 @@ from hmh.eval.report import metric_table, write_metrics
 from hmh.files import atomic, folder_lock
 from hmh.files.outputs import check_folder, check_free, naming_os_errors, replacing, restore_set_aside
 from hmh.models.build import build_models, unwrap
-from hmh.models.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from hmh.models.checkpoint import check_same_model, checkpoint_config, load_checkpoint, save_checkpoint
 from hmh.results.tables import OBJECTIVE
 from hmh.train.engine import EpochReport, StageParts, keeps_last, run_stage, selection_skipped
 from hmh.train.loop import (
@@ -302,12 +302,7 @@ def _load_given_generator(cfg: Config, generator: torch.nn.Module) -> dict:
     weights loaded into ``generator``."""
     source = Path(cfg.train.generator)
     data = load_checkpoint(source)
-    theirs, ours = checkpoint_config(data, source).model, cfg.model
-    differ = [f"model.{k}: {v!r} there, {getattr(ours, k)!r} here" for k, v in vars(theirs).items()
-              if k != "pretrained" and getattr(ours, k) != v]
-    if differ:
-        raise ConfigError(f"train.generator={str(source)!r}: its model differs from this config's: "
-                          + "; ".join(differ))
+    check_same_model(checkpoint_config(data, source).model, cfg.model, f"train.generator={str(source)!r}")
     unwrap(generator).load_state_dict(data["model"]["generator"])
     return data
 
