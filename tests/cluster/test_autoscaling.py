@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from localports import free_ports
+from processes import sigkill, wait_for
 
 from tune.resources import Cluster, NodeType, read_cluster
 
@@ -124,27 +125,6 @@ def _cwd(pid: int) -> str:
         return ""
 
 
-def _sigkill(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _wait_for(what: str, check: Callable[[], object], timeout: float, describe: Callable[[], str] = lambda: "",
-              interval: float = 0.5):
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` (plus ``describe()``) at timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{describe()}")
-        time.sleep(interval)
-
-
 class FakeCluster:
     """A head started with `ray start --head --block --autoscaling-config=...` in its own session (token auth on),
     whose autoscaler starts the fake nodes; every process carries :data:`MARKER_ENV` for cleanup."""
@@ -186,8 +166,8 @@ class FakeCluster:
             assert self.head.poll() is None, f"ray start --head exited\n{self.describe()}"
             return self._try(lambda: self.get("/api/version"))
 
-        _wait_for("the head's dashboard", up, 120, self.describe)
-        _wait_for("the head node to register", lambda: len(self.alive_nodes()) == 1, 60, self.describe)
+        wait_for("the head's dashboard", up, 120, self.describe)
+        wait_for("the head node to register", lambda: len(self.alive_nodes()) == 1, 60, self.describe)
 
     def get(self, path: str) -> dict:
         request = urllib.request.Request(self.dashboard + path,
@@ -253,12 +233,12 @@ class FakeCluster:
             try:
                 self.head.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                _sigkill([self.head.pid])
+                sigkill([self.head.pid])
         for _ in range(5):
             leftovers = self.leftovers()
             if not leftovers:
                 break
-            _sigkill(leftovers)
+            sigkill(leftovers)
             time.sleep(1)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -320,7 +300,7 @@ def test_search_grows_gpu_nodes_from_zero_survives_a_lost_node_and_shrinks(clust
                     return run.name.removesuffix("-generation")
             return None
 
-        trial = _wait_for("a trial's first registered checkpoint", checkpointed_trial, 240, describe, interval=0.1)
+        trial = wait_for("a trial's first registered checkpoint", checkpointed_trial, 240, describe, interval=0.1)
         # Its Train worker: the process of the test cluster working in the run's folder (Train's chdir).
         pids = _processes(lambda pid, env: env.get(MARKER_ENV) == cluster.tag
                           and _cwd(pid).endswith(f"/{trial}-generation"))
@@ -328,12 +308,12 @@ def test_search_grows_gpu_nodes_from_zero_survives_a_lost_node_and_shrinks(clust
         assert len(nodes) == 1 and head not in nodes, (pids, nodes, describe())
         (node,) = nodes
         # Both trials train at once, each on a GPU node that joined after the search started.
-        alive = _wait_for("both trials' workers on two GPU nodes",
+        alive = wait_for("both trials' workers on two GPU nodes",
                           lambda: (w := cluster.train_workers("ALIVE")) and len({x["node_id"] for x in w}) == 2 and w,
                           10, describe, interval=0.2)
         assert head not in {w["node_id"] for w in alive}, (alive, describe())
         killed_wall = time.time()
-        _sigkill(cluster.node_pids(node))
+        sigkill(cluster.node_pids(node))
         assert not (root / "train" / f"{trial}-selection").exists(), "the kill came too late: the trial had finished"
 
         search.wait(timeout=300)
@@ -368,7 +348,7 @@ def test_search_grows_gpu_nodes_from_zero_survives_a_lost_node_and_shrinks(clust
     assert "node(s) of type aws-gpu" in launched and "node(s) of type kuberay-gpu" in launched, cluster.describe()
 
     ended = time.monotonic()
-    held = _wait_for("the idle GPU nodes to be removed", cluster.gpu_nodes_held_if_shrunk, 90, cluster.describe)
+    held = wait_for("the idle GPU nodes to be removed", cluster.gpu_nodes_held_if_shrunk, 90, cluster.describe)
     assert "(idle)" in cluster.monitor_log(), cluster.describe()  # the autoscaler removed them as idle
     print(f"autoscaling search: {len({w['node_id'] for w in workers})} GPU nodes used; the trial's first checkpoint "
           f"after the kill {min(restarted) - killed_wall:.0f} s after it (restored from epoch "

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from tiny import TINY_MODEL
 
 from hmh.cli import main
 from hmh.config import load_config, to_dict
@@ -17,15 +18,10 @@ from hmh.models.checkpoint import (
 )
 from hmh.train.loop import make_optimizer, make_scheduler
 
-TINY = [
-    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
-    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
-]
-
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config("cpu", TINY)
+    return load_config("cpu", TINY_MODEL)
 
 
 class Wrapper(torch.nn.Module):

@@ -5,6 +5,7 @@ import struct
 
 import pytest
 import torch
+from tiny import TINY_MODEL
 
 from hmh.cli import main
 from hmh.config import load_config
@@ -19,16 +20,12 @@ from hmh.models.checkpoint import (
 )
 from hmh.train.loop import make_optimizer
 
-TINY = [
-    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
-    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
-]
 MARK = 1.2345  # the weight value the corruption test looks for in the file
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config("cpu", TINY)
+    return load_config("cpu", TINY_MODEL)
 
 
 def _linear_checkpoint(path, cfg, with_optimizer=False):

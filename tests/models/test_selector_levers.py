@@ -11,6 +11,7 @@ from dataclasses import fields, replace
 
 import pytest
 import torch
+from tiny import TINY_MODEL
 
 from hmh.cli import main
 from hmh.config import ConfigError, flatten, from_dict, load_config, to_dict
@@ -312,8 +313,7 @@ def test_reprojection_rule_ranks_in_infer_and_evaluate_without_a_selector(genera
 # --- one tiny selection run per lever through hmh train -----------------------------------------------------------
 
 TINY_RUN = [
-    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
-    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
+    *TINY_MODEL,
     "data.synthetic_train=16", "data.synthetic_test=8", "data.synthetic_size=64", "data.synthetic_subframes=3",
     "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
     "train.generation_epochs=1", "train.selection_epochs=1",

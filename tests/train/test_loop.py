@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from tiny import TINY_MODEL
 
 from hmh.config import load_config
 from hmh.eval.metrics import METRICS
@@ -23,8 +24,7 @@ from hmh.train.loop import (
 from hmh.train.runner import build_datasets, data_root, make_loader
 
 TINY = [
-    "model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
-    "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1",
+    *TINY_MODEL,
     "data.synthetic_train=24", "data.synthetic_test=8", "data.synthetic_size=64", "data.synthetic_subframes=3",
     "data.val_fraction=0.25", "train.batch_size=4", "train.eval_batch_size=8", "train.device=cpu",
     "optim.lr=0.001", "optim.selection_lr=0.001",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from tiny import TINY_MODEL
 
 from hmh.cli import main
 from hmh.config import load_config
@@ -25,8 +26,6 @@ from hmh.models.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 BLURHAND = str(REPO / "tune" / "configs" / "blurhand.yaml")
-TINY = ["model.backbone=resnet18", "model.image_size=64", "model.embed_dim=32", "model.num_hypotheses=2",
-        "model.mht_blocks=1", "model.num_heads=2", "selection.top_n=1", "selection.decoder_blocks=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -202,7 +201,7 @@ def test_an_unreadable_cached_weights_file_is_named(tmp_path):
 
 
 def test_evaluate_on_a_blurhand_root_with_a_synthetic_hand_checkpoint_is_refused(fixture, tmp_path, one_line_error):
-    cfg = load_config("cpu", TINY)
+    cfg = load_config("cpu", TINY_MODEL)
     generator, _ = build_models(cfg)
     checkpoint = save_checkpoint(tmp_path / "run" / "checkpoints" / "gen.pt", generator=generator, config=cfg,
                                  stage="generation", epoch=1)

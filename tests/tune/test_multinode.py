@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from localports import free_ports
+from processes import sigkill, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -86,27 +86,6 @@ def _pids_of(sessions: set[int], name: str, value: str) -> list[int]:
     return pids
 
 
-def _sigkill(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _wait_for(what: str, check: Callable[[], object], timeout: float, describe: Callable[[], str] = lambda: "",
-              interval: float = 0.5):
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` (plus ``describe()``) at timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{describe()}")
-        time.sleep(interval)
-
-
 class LocalCluster:
     """A head and extra nodes started with `ray start --block` in their own sessions, all tagged with a unique
     environment variable so that cleanup finds every process (workers rename their command lines)."""
@@ -141,14 +120,14 @@ class LocalCluster:
         self._start("head", ["--head", f"--num-cpus={num_cpus}", "--num-gpus=0", f"--port={self.gcs_port}",
                              f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
                              f"--ray-client-server-port={client}"])
-        _wait_for("the head's dashboard", lambda: self._try(lambda: self.get("/api/version")), 120, self.describe)
-        _wait_for("the head node to register", lambda: len(self.alive_nodes()) == 1, 60, self.describe)
+        wait_for("the head's dashboard", lambda: self._try(lambda: self.get("/api/version")), 120, self.describe)
+        wait_for("the head node to register", lambda: len(self.alive_nodes()) == 1, 60, self.describe)
 
     def add_node(self, name: str, num_cpus: int) -> str:
         """Start a node joining the head; returns its node id."""
         before = set(self.alive_nodes())
         self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0"])
-        new = _wait_for(f"node {name} to join", lambda: set(self.alive_nodes()) - before, 120, self.describe)
+        new = wait_for(f"node {name} to join", lambda: set(self.alive_nodes()) - before, 120, self.describe)
         (node_id,) = new
         return node_id
 
@@ -196,7 +175,7 @@ class LocalCluster:
 
     def wait_job(self, job_id: str, timeout: float) -> dict:
         terminal = {"SUCCEEDED", "FAILED", "STOPPED"}
-        return _wait_for(f"job {job_id} to end",
+        return wait_for(f"job {job_id} to end",
                          lambda: (info := self._try(lambda: self.job(job_id))) and info["status"] in terminal and info,
                          timeout, lambda: self.describe(job_id), interval=2)
 
@@ -204,7 +183,7 @@ class LocalCluster:
         """SIGKILL the node's `ray start` and every process it started (raylet, agents, workers)."""
         proc = self.nodes[name]
         pids = [proc.pid, *_pids_of({proc.pid}, NODE_ENV, f"{self.tag}-{name}")]
-        _sigkill(pids)
+        sigkill(pids)
         proc.wait(timeout=10)
         return pids
 
@@ -233,12 +212,12 @@ class LocalCluster:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                _sigkill([proc.pid])
+                sigkill([proc.pid])
         for _ in range(5):
             leftovers = self.leftovers()
             if not leftovers:
                 break
-            _sigkill(leftovers)
+            sigkill(leftovers)
             time.sleep(1)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -332,7 +311,7 @@ def test_killed_node_trial_resumes_on_the_head(cluster: LocalCluster, tmp_path: 
     cluster.start_head(num_cpus=2)
     cluster.request("POST", "/api/jobs/", {"entrypoint": "sleep 900", "submission_id": "hmh-placeholder",
                                            "entrypoint_num_cpus": 1})
-    _wait_for("the placeholder job", lambda: cluster.job("hmh-placeholder")["status"] == "RUNNING", 60,
+    wait_for("the placeholder job", lambda: cluster.job("hmh-placeholder")["status"] == "RUNNING", 60,
               lambda: cluster.describe("hmh-placeholder"))
     second = cluster.add_node("second", num_cpus=1)
     head = cluster.head_node_id()
@@ -348,7 +327,7 @@ def test_killed_node_trial_resumes_on_the_head(cluster: LocalCluster, tmp_path: 
         return done["trial_id"].iloc[0] if len(done) else None
 
     describe = lambda: cluster.describe("hmh-fault")  # noqa: E731
-    first = _wait_for("the first trial to finish", first_trial_done, 240, describe, interval=1)
+    first = wait_for("the first trial to finish", first_trial_done, 240, describe, interval=1)
     before = pd.read_parquet(root / "trials.parquet").set_index("trial_id").loc[first]
     iterations_before = pd.read_parquet(root / "iterations.parquet")
     iterations_before = iterations_before[iterations_before["trial_id"] == first].reset_index(drop=True)
@@ -363,19 +342,19 @@ def test_killed_node_trial_resumes_on_the_head(cluster: LocalCluster, tmp_path: 
                 return run
         return None
 
-    run = _wait_for("the second trial's first registered checkpoint", second_trial_checkpointed, 180, describe,
+    run = wait_for("the second trial's first registered checkpoint", second_trial_checkpointed, 180, describe,
                     interval=0.2)
     alive = cluster.train_workers("ALIVE")
     assert [w["node_id"] for w in alive] == [second], (alive, describe())  # trial 2 trains on the second node
     cluster.request("POST", "/api/jobs/hmh-placeholder/stop")
-    _wait_for("the placeholder to stop", lambda: cluster.job("hmh-placeholder")["status"] == "STOPPED", 60)
+    wait_for("the placeholder to stop", lambda: cluster.job("hmh-placeholder")["status"] == "STOPPED", 60)
     checkpoints_before = {p.name for p in run.glob("generation-epoch*")}
     selection = run.with_name(run.name.replace("-generation", "-selection"))
     killed_at, killed_wall = time.monotonic(), time.time()
     cluster.kill_node("second")
     assert not selection.exists(), "the kill came too late: the generation stage had finished"
 
-    restarted = _wait_for("Train to restart the worker group on the head",
+    restarted = wait_for("Train to restart the worker group on the head",
                           lambda: [w for w in cluster.train_workers("ALIVE") if w["node_id"] == head], 180, describe,
                           interval=0.2)
     restarted_at = time.monotonic()
@@ -384,7 +363,7 @@ def test_killed_node_trial_resumes_on_the_head(cluster: LocalCluster, tmp_path: 
         files = [*run.glob("generation-epoch*/checkpoint.pt"), *selection.glob("selection-epoch*/checkpoint.pt")]
         return any(LocalCluster._try(lambda f=f: f.stat().st_mtime > killed_wall) for f in files)
 
-    _wait_for("the first checkpoint after the restart", new_checkpoint, 180, describe, interval=0.2)
+    wait_for("the first checkpoint after the restart", new_checkpoint, 180, describe, interval=0.2)
     reported_at = time.monotonic()
     info = cluster.wait_job("hmh-fault", timeout=300)
     logs = cluster.describe("hmh-fault")
