@@ -7,7 +7,8 @@ write nothing (no output folder, lock, dataset or index) and to start no Ray."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ BLURHAND = str(REPO / "tune" / "configs" / "blurhand.yaml")
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
+def offline(monkeypatch, tmp_path) -> Iterator[None]:
     """No download can succeed (every HTTP(S) request goes to a closed local port), and torch hub's cache is a
     folder of this test's that does not exist yet."""
     for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
@@ -37,6 +38,11 @@ def offline(monkeypatch, tmp_path):
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    # urllib builds its global opener, proxies included, on the first urlopen: one built here would keep the closed
+    # port for every later test in this process (the two-node tests poll their dashboards with urlopen)
+    urllib.request.install_opener(None)
+    yield
+    urllib.request.install_opener(None)
 
 
 @pytest.fixture
