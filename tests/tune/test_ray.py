@@ -47,6 +47,9 @@ search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2
           cpus_per_worker: 1.0, max_failures: 1, final_retrain: false, final_generation_epochs: 1,
           final_selection_epochs: 1, final_max_train_samples: 16, storage_path: {storage}}}
 """
+# demo.yaml's model on a fraction of its data (64 training images an epoch), so that its 4 trials take a minute or two
+SMALL_DATA = ["data.synthetic_train=240", "data.synthetic_test=64", "data.synthetic_size=96", "data.val_fraction=0.2",
+              "data.max_train_samples=64", "data.max_eval_samples=32"]
 # Trial 1 learns (lr 1e-3: the validation MPJPE drops ~15 mm in its first epoch on this config); trial 2 barely
 # moves (lr 1e-9), so ASHA's first rung must stop it.
 ORDERED_SPACE = """\
@@ -182,7 +185,7 @@ def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp
 
     exp = load_experiment(str(REPO / "tune" / "configs" / "demo_pareto.yaml"),
                           [f"search.storage_path={tmp_path / 'results'}", "search.final_generation_epochs=1",
-                           "search.final_selection_epochs=1"])
+                           "search.final_selection_epochs=1", *SMALL_DATA])
     assert run_search(exp) == 0
     trials = pd.read_parquet(exp.paths.trials)
     assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
