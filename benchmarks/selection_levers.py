@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for item in args.runs:
-        name, sep, run = item.partition("=")
+        name, sep, run = item.rpartition("=")  # a name may hold "=" (evidence=both)
         if not sep or not name or not run:
             raise SystemExit(f"selection_levers: {item!r} is not NAME=RUN_DIR")
         rows.append(row(name, Path(run)))
