@@ -15,9 +15,9 @@ from typing import Any
 from hmh.errors import HmhError
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "KEEP", "PICKS", "PRECISIONS", "SEARCH_OBJECTIVES", "SYNTHETIC_PROFILES",
-    "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SearchConfig",
-    "SelectionConfig", "TrainConfig", "parse_pick", "shown", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "GENERATION_OBJECTIVES", "KEEP", "PICKS", "PRECISIONS", "SEARCH_OBJECTIVES",
+    "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "SearchConfig", "SelectionConfig", "TrainConfig", "parse_pick", "shown", "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -27,6 +27,7 @@ EVIDENCE = ("none", "reprojection", "sampled", "both")  # selection.evidence
 RULES = ("learned", "reprojection")  # selection.rule
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
+GENERATION_OBJECTIVES = ("mean_of_k", "best_of_k", "label_oracle", "hyp0")  # train.generation_objective
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --device (hmh.train.loop.resolve_device)
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -156,6 +157,9 @@ class TrainConfig:
     out_dir: str = "runs/default"
     log_every: int = 20  # steps between console/TensorBoard loss lines
     keep: str = "best"  # hmh train: checkpoint each stage keeps: best (by validation) | last (the method)
+    generation_objective: str = "mean_of_k"  # the validation reduction (current-frame MPJPE) that stands for the
+    # final before a selector exists: it ranks generation epochs (keep: best) and trials at ASHA's generation-stage
+    # rungs and in the searcher's intermediate values: mean_of_k | best_of_k | label_oracle | hyp0
     generator: str = ""  # hmh train: a generation checkpoint to start from; its stage is then skipped (selectors
     # with different settings on one generator, as the dissertation's Table 4.3 compares them); its model.* must match
 
@@ -289,6 +293,8 @@ def validate(config: Config) -> Config:
         (DEVICE.fullmatch(t.device) is not None, "train.device", t.device, DEVICES),
         (t.log_every >= 1, "train.log_every", t.log_every, ">= 1"),
         (t.keep in KEEP, "train.keep", t.keep, f"one of {', '.join(KEEP)}"),
+        (t.generation_objective in GENERATION_OBJECTIVES, "train.generation_objective", t.generation_objective,
+         f"one of {', '.join(GENERATION_OBJECTIVES)}"),
         (t.precision in PRECISIONS, "train.precision", t.precision, f"one of {', '.join(PRECISIONS)}"),
         (FOLDER_NAME.fullmatch(se.experiment) is not None, "search.experiment", se.experiment,
          "a folder name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 100 characters"),

@@ -159,7 +159,8 @@ def summarize(root: str | Path) -> str:
     out = [f"# Search `{experiment}`", "",
            f"Objective `{OBJECTIVE}` (mm, lower is better): the selected (final, top-n aggregated) current-frame "
            "MPJPE on the validation split. A trial stopped during the generation stage has no selector yet and "
-           "reports the mean of all K hypotheses instead (`from` = mean_of_k).", ""]
+           "reports the reduction `train.generation_objective` names instead (`from`; by default mean_of_k, the "
+           "mean of all K hypotheses).", ""]
     if two_objectives:
         out += [f"Second objective `{COST_OBJECTIVE}` (ms, lower is better): milliseconds per image of the trial's "
                 "generator + selector with top-n aggregation, eval mode, batch 1, on the trial's device (batch 8 in "

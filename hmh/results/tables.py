@@ -85,8 +85,9 @@ REDUCTION_NAMES = {
 }
 OBJECTIVE = "val/objective_mpjpe_current"
 """The search objective (mm, lower is better): the selected (``final``, top-n aggregated) current-frame MPJPE on
-the validation split. In the generation stage no selector exists yet, so the mean of all K hypotheses stands in
-for it (``val/mean_of_k/mpjpe_current``); ``objective_source`` says which one (``final`` or ``mean_of_k``).
+the validation split. In the generation stage no selector exists yet, so the reduction ``train.generation_objective``
+names stands in for it (by default the mean of all K hypotheses, ``val/mean_of_k/mpjpe_current``);
+``objective_source`` says which one (``final`` or that reduction).
 Best-of-K (``val/best_of_k/...``) is reported alongside at every step."""
 OBJECTIVE_SOURCE = "val/objective_source"
 COST_BATCHES = (1, 8)

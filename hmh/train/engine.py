@@ -32,13 +32,12 @@ from hmh.models.build import unwrap
 from hmh.predict.pictures import hypothesis_grid
 from hmh.results.tables import OBJECTIVE, OBJECTIVE_SOURCE
 from hmh.train.loop import (
-    OBJECTIVE_SOURCES,
-    OBJECTIVES,
     evaluate,
     infer,
     make_optimizer,
     make_scaler,
     make_scheduler,
+    objective_source,
     to_device,
     train_one_epoch,
 )
@@ -65,7 +64,7 @@ def epoch_offset(stage: str, cfg: Config) -> int:
 
 def keeps_last(cfg: Config, has_val: bool) -> bool:
     """Whether a stage keeps its last epoch (``train.keep: last``, or no validation split to rank epochs by)
-    rather than the epoch with the lowest validation objective (:data:`hmh.train.loop.OBJECTIVES`)."""
+    rather than the epoch with the lowest validation objective (:func:`hmh.train.loop.objective_source`)."""
     return cfg.train.keep == "last" or not has_val
 
 
@@ -95,6 +94,7 @@ class EpochReport:
     train: dict[str, float]
     val: dict[str, float]
     seconds: float
+    objective_source: str  # the reduction whose val current-frame MPJPE is the objective (loop.objective_source)
 
     @property
     def run_epoch(self) -> int:
@@ -103,8 +103,8 @@ class EpochReport:
 
     @property
     def objective(self) -> float:
-        """The stage's validation objective (:data:`hmh.train.loop.OBJECTIVES`, mm; NaN without validation)."""
-        return self.val.get(OBJECTIVES[self.stage], math.nan)
+        """The stage's validation objective (mm; NaN without validation)."""
+        return self.val.get(f"{self.objective_source}/mpjpe_current", math.nan)
 
     def metrics(self) -> dict[str, Any]:
         """The flat report: ``stage``, ``epoch``, ``trial_epoch``, ``restored_epoch``, ``train/<key>``,
@@ -116,7 +116,7 @@ class EpochReport:
         out.update({f"val/{k}": v for k, v in self.val.items()})
         if self.val:
             out[OBJECTIVE] = self.objective
-            out[OBJECTIVE_SOURCE] = OBJECTIVE_SOURCES[self.stage]
+            out[OBJECTIVE_SOURCE] = self.objective_source
         return out
 
     def checkpoint_metrics(self) -> dict[str, int | float]:
@@ -211,7 +211,8 @@ def run_stage(
                                 epoch, writer, progress=progress, scaler=scaler)
         val = {} if val_loader is None else evaluate(unwrap(generator), scorer, val_loader, cfg, device,
                                                      progress=progress)
-        report = EpochReport(stage, epoch + 1, epochs, offset, start, train, val, time.perf_counter() - begin)
+        report = EpochReport(stage, epoch + 1, epochs, offset, start, train, val, time.perf_counter() - begin,
+                             objective_source(stage, cfg))
         if writer is not None:
             _write_epoch(writer, report, image)
         reports.append(report)

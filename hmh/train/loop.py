@@ -32,8 +32,6 @@ from hmh.errors import HmhError
 from hmh.models.build import unwrap
 
 __all__ = [
-    "OBJECTIVES",
-    "OBJECTIVE_SOURCES",
     "STAGES",
     "TrainingError",
     "amp_dtype",
@@ -45,6 +43,8 @@ __all__ = [
     "make_scaler",
     "make_scheduler",
     "model_images",
+    "objective_key",
+    "objective_source",
     "resolve_device",
     "seed_everything",
     "to_device",
@@ -54,10 +54,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STAGES = ("generation", "selection")
-# Validation objective per stage (lower is better): the current-frame MPJPE of a reduction. Before a selector
-# exists, the mean of all K stands in for it.
-OBJECTIVE_SOURCES = {"generation": "mean_of_k", "selection": "final"}
-OBJECTIVES = {stage: f"{source}/mpjpe_current" for stage, source in OBJECTIVE_SOURCES.items()}
+
+
+def objective_source(stage: str, cfg: Config) -> str:
+    """The reduction whose validation current-frame MPJPE is ``stage``'s objective (lower is better): the selected
+    top-n (``final``) in the selection stage; before a selector exists, ``train.generation_objective``."""
+    _check_stage(stage)
+    return cfg.train.generation_objective if stage == "generation" else "final"
+
+
+def objective_key(stage: str, cfg: Config) -> str:
+    """``<reduction>/mpjpe_current`` of :func:`objective_source`: the validation metric that is the objective."""
+    return f"{objective_source(stage, cfg)}/mpjpe_current"
 
 
 class TrainingError(HmhError):

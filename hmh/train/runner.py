@@ -7,7 +7,8 @@ the test split. Layout of ``out_dir``::
 
     config.yaml                         the resolved config
     checkpoints/{stage}_{last,best}.pt  per epoch; best = the kept one: by the stage's validation objective
-                                        (hmh.train.loop.OBJECTIVES), or the last with train.keep: last or no validation
+                                        (train.generation_objective; the selected top-n), or the last with
+                                        train.keep: last or no validation
     tensorboard/                        scalars (losses, lr, every metric) and hypothesis images per epoch
     metrics.json, metrics.md            the test split's metric table, with the constant mean-pose baseline
                                         (hmh.eval.baseline), + the best validation metrics
@@ -49,9 +50,9 @@ from hmh.models.checkpoint import check_same_model, checkpoint_config, load_chec
 from hmh.results.tables import OBJECTIVE
 from hmh.train.engine import EpochReport, StageParts, keeps_last, run_stage, selection_skipped
 from hmh.train.loop import (
-    OBJECTIVES,
     evaluate,
     init_selector_from_generator,
+    objective_key,
     resolve_device,
     seed_everything,
 )
@@ -253,7 +254,7 @@ def kept_line(stage: str, cfg: Config, has_val: bool, kept: int, history: list[d
         return f"{head}, the last (train.keep=last)"
     if not has_val:
         return f"{head}, the last (train.keep=best, but there is no validation split: data.val_fraction=0)"
-    key = OBJECTIVES[stage]
+    key = objective_key(stage, cfg)
     value, last = (history[i].get(OBJECTIVE, math.nan) for i in (kept - 1, -1))
     if math.isnan(value):
         return f"{head}, the last (train.keep=best, but validation {key} was NaN in every epoch)"

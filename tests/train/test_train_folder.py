@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hmh.cli import main
-from hmh.config import load_config
+from hmh.config import ConfigError, load_config
 from hmh.files import folder_lock
 from hmh.results.tables import OBJECTIVE
 from hmh.train import engine, runner
@@ -69,6 +69,35 @@ def test_a_stage_prints_which_epoch_it_kept(tmp_path, monkeypatch):
     assert lines[-1].startswith("generation: kept epoch 1 of 3 (lowest validation mean_of_k/mpjpe_current: 40.00 mm; "
                                 "last epoch 60.00 mm; train.keep=best)")
 
+
+
+def test_the_generation_objective_setting_ranks_generation_epochs_and_is_what_a_trial_reports(tmp_path, monkeypatch):
+    """``train.generation_objective=best_of_k``: the epoch with the lowest best of K is kept (not the lowest mean of
+    K), and every epoch's report carries best of K as the objective, with its source."""
+    cfg = load_config("cpu", ["train.generation_epochs=3", "train.generation_objective=best_of_k"])
+    vals = iter([{"mean_of_k/mpjpe_current": 40.0, "best_of_k/mpjpe_current": 30.0},
+                 {"mean_of_k/mpjpe_current": 50.0, "best_of_k/mpjpe_current": 20.0},
+                 {"mean_of_k/mpjpe_current": 60.0, "best_of_k/mpjpe_current": 25.0}])
+
+    def save(path, **kwargs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(kwargs["epoch"]))
+
+    reports = []
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: {})
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: next(vals))
+    monkeypatch.setattr(runner, "epoch_line", lambda report: reports.append(report.metrics()) or "")
+    monkeypatch.setattr(runner, "save_checkpoint", save)
+    lines: list[str] = []
+    paths = RunPaths(tmp_path)
+    runner._run_stage("generation", cfg, torch.nn.Linear(2, 2), None, {"train": [1, 2], "val": [3]},
+                      torch.device("cpu"), paths, None, lines.append, False)
+    assert paths.checkpoint("generation", "best").read_text() == "2"
+    assert [r[OBJECTIVE] for r in reports] == [30.0, 20.0, 25.0]
+    assert {r["val/objective_source"] for r in reports} == {"best_of_k"}
+    assert "lowest validation best_of_k/mpjpe_current: 20.00 mm" in lines[-1]
+    with pytest.raises(ConfigError, match="train.generation_objective.*one of mean_of_k, best_of_k, label_oracle"):
+        load_config("cpu", ["train.generation_objective=final"])
 
 # One writer per folder.
 
