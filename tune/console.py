@@ -6,7 +6,7 @@ tracebacks) still reaches the console:
 
 - Tune's per-trial boxes (each trial's configuration when it starts, every reported metric when it ends: about 65
   lines a trial): Ray 2.60's default console output has no level that keeps the trial table without them, so the
-  drivers use Tune's ``CLIReporter`` (a trial table with the named columns, every 30 s) at verbosity 1, which
+  drivers use Tune's ``CLIReporter`` (a trial table with the named columns, every 2 minutes) at verbosity 1, which
   is Tune's other, documented output (``RAY_AIR_NEW_OUTPUT=0``) (:func:`tune_console`, and for a restored Tuner
   :func:`restore_console`);
 
@@ -57,7 +57,7 @@ def verbose() -> bool:
 
 def tune_console(metric_columns: dict[str, str], parameter_columns: dict[str, str]) -> dict[str, Any]:
     """Keyword arguments of a driver's ``ray.tune.RunConfig`` for its console: unless verbose, Tune's trial table
-    alone (``metric_columns`` / ``parameter_columns``: reported key or parameter -> column title) every 30 s, with
+    alone (``metric_columns`` / ``parameter_columns``: reported key or parameter -> column title) every 2 minutes, with
     ``RAY_AIR_NEW_OUTPUT=0`` set in this process (read when the Tuner starts); verbose: Tune's default output."""
     if verbose():
         return {}
@@ -65,7 +65,7 @@ def tune_console(metric_columns: dict[str, str], parameter_columns: dict[str, st
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return {"verbose": 1, "progress_reporter": CLIReporter(
-        metric_columns=metric_columns, parameter_columns=parameter_columns, max_report_frequency=30,
+        metric_columns=metric_columns, parameter_columns=parameter_columns, max_report_frequency=120,
         print_intermediate_tables=True)}
 
 
