@@ -1,14 +1,16 @@
 """The reproduction study: the dissertation's Tables 4.1-4.3 as one Ray Tune experiment on hmh's own training.
 
 ``python -m tune.study [--config tune/configs/reproduce.yaml] [--ks 1 4 8 16] [--msf-k 8] [--select-ks 8]
-[--address ...] [--set k=v]``
+[--selector-set KEY=VALUE ... [--selector-name NAME]] [--address ...] [--set k=v]``
 
 - One Tune trial per *arm*, a grid run one trial at a time (:func:`study_arms`): ``k<K>`` for every K of ``--ks``
   trains both stages at the config's budget (the selection stage only where K > ``selection.top_n``, and with
   ``--select-ks`` only for those K: Table 4.2 reads best of K, which the generation stage alone sets; ``k1`` is
   the single-hypothesis model), and ``k<M>-no-msf`` trains a selector without the Model-Specific Feature on the
   generator of ``k<M>`` (``--msf-k``): both use the same Ray Train generation run, which whichever of the two runs
-  first trains and the other finds finished. Each trial runs its stages as Ray Train runs (:mod:`tune.train`),
+  first trains and the other finds finished. With ``--selector-set``, ``k<K>-<name>`` trains a second selector with
+  those selection settings on ``k<K>``'s generator the same way (a selector beyond the dissertation, beside the
+  faithful one). Each trial runs its stages as Ray Train runs (:mod:`tune.train`),
   reports every epoch to Tune, then evaluates its kept checkpoint on the test split and reports that too.
 - :class:`StudyExport` (a Tune callback) keeps ``test.parquet`` and ``epochs.parquet`` current
   (:mod:`hmh.results.study`); the constant mean-pose baseline is computed once, on this process.
@@ -22,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,10 +33,20 @@ from typing import Any
 
 import ray.tune
 
-from hmh.config import Config, ConfigError, save_config, to_dict
+from hmh.config import Config, ConfigError, parse_override, save_config, to_dict
 from hmh.eval.report import format_or_dash as _mm
-from hmh.results.study import EPOCHS_SCHEMA, TEST_SCHEMA, StudyPaths, test_rows, write_study_plots, write_summary
+from hmh.results.study import (
+    EPOCHS_SCHEMA,
+    SELECTOR_SETS,
+    TEST_SCHEMA,
+    StudyPaths,
+    selector_sets,
+    test_rows,
+    write_study_plots,
+    write_summary,
+)
 from hmh.results.tables import CONSTANT, ExperimentPaths, read_table, val_columns, write_table
+from hmh.train.engine import selection_skipped
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import tune_console
 from tune.space import apply_params
@@ -48,7 +61,8 @@ DEFAULT_MSF_K = 8
 @dataclass(frozen=True)
 class Arm:
     """One trial of the study: its name, K, whether the selector uses MSF, top-n, whether it trains a selector,
-    and the arm whose generator it uses ("" = its own)."""
+    the arm whose generator it uses ("" = its own) and its selector's own settings (``key=value`` overrides, the
+    ``--selector-set`` of a ``k<K>-<name>`` arm)."""
 
     name: str
     num_hypotheses: int
@@ -56,21 +70,61 @@ class Arm:
     top_n: int
     select: bool
     generator_of: str = ""
+    selector_set: tuple[str, ...] = ()
 
     def params(self, cfg: Config) -> dict[str, Any]:
         """The dotted config overrides of this arm."""
         return {"model.num_hypotheses": self.num_hypotheses, "selection.top_n": self.top_n,
-                "selection.msf": self.msf, "train.selection_epochs": cfg.train.selection_epochs if self.select else 0}
+                "selection.msf": self.msf, "train.selection_epochs": cfg.train.selection_epochs if self.select else 0,
+                **dict(_dotted(text) for text in self.selector_set)}
 
     def fields(self) -> dict[str, Any]:
         """The arm columns of the study's Parquet rows."""
         return {"arm": self.name, "num_hypotheses": self.num_hypotheses, "msf": self.msf, "top_n": self.top_n}
 
 
-def study_arms(cfg: Config, ks: list[int], msf_k: int, select_ks: list[int] | None = None) -> list[Arm]:
+def _dotted(text: str) -> tuple[str, Any]:
+    """``"selection.evidence=both"`` -> ``("selection.evidence", "both")``, the value read as ``--set`` reads it."""
+    key = text.partition("=")[0].strip()
+    value: Any = parse_override(text)
+    for part in key.split("."):
+        value = value[part]
+    return key, value
+
+
+def _selector_arms(cfg: Config, arms: list[Arm], name: str, selector_set: list[str]) -> list[Arm]:
+    """``k<K>-<name>`` after each arm that trains its own selector: the same generator, the selector trained with
+    ``selector_set`` (selection settings only). Raises :class:`ConfigError` naming the option and the fault."""
+    from tune.search import GENERATION_KEYS
+
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name) or name == "no-msf":
+        raise ConfigError(f"--selector-name {name!r}: expected lower-case letters, digits and '-', not 'no-msf'")
+    pairs = [_dotted(text) for text in selector_set]
+    for key, _ in pairs:
+        if key.startswith(GENERATION_KEYS) or key in ("selection.top_n", "selection.msf", "train.selection_epochs"):
+            raise ConfigError(f"--selector-set {key}: the option's arms keep their partner's generator, top-n, MSF "
+                              "and selection epochs; set selection settings only (selection.*, loss.jrc*, "
+                              "loss.selection_target, loss.rank_weight, optim.selection_lr)")
+    out = []
+    for arm in arms:
+        out.append(arm)
+        if arm.select and not arm.generator_of:
+            option = Arm(f"{arm.name}-{name}", arm.num_hypotheses, True, arm.top_n, True, arm.name,
+                         tuple(selector_set))
+            skipped = selection_skipped(apply_params(cfg, option.params(cfg)))  # ConfigError names a bad key
+            if skipped:
+                raise ConfigError(f"--selector-set {' '.join(selector_set)}: {option.name} would train no "
+                                  f"selector ({skipped})")
+            out.append(option)
+    return out
+
+
+def study_arms(cfg: Config, ks: list[int], msf_k: int, select_ks: list[int] | None = None,
+               selector_name: str = "", selector_set: list[str] | None = None) -> list[Arm]:
     """The arms for ``ks`` (distinct, >= 1), a selector trained for each K > top-n (of ``select_ks`` only, when
-    given), and the no-MSF arm on ``msf_k``'s generator (0: none; else one of ``ks`` that trains a selector).
-    Raises :class:`ConfigError` naming the bad value."""
+    given), the no-MSF arm on ``msf_k``'s generator (0: none; else one of ``ks`` that trains a selector), and with
+    ``selector_set`` a ``k<K>-<selector_name>`` arm beside each ``k<K>`` that trains a selector. Raises
+    :class:`ConfigError` naming the bad value."""
     if not ks or len(set(ks)) != len(ks) or min(ks) < 1:
         raise ConfigError(f"--ks {' '.join(map(str, ks))}: expected distinct numbers of hypotheses >= 1")
     if select_ks is not None and not set(select_ks) <= set(ks):
@@ -87,7 +141,7 @@ def study_arms(cfg: Config, ks: list[int], msf_k: int, select_ks: list[int] | No
                               "selector to compare with")
         arms.insert(arms.index(source) + 1, Arm(f"{source.name}-no-msf", msf_k, False, source.top_n, True,
                                                 source.name))
-    return arms
+    return _selector_arms(cfg, arms, selector_name, selector_set) if selector_set else arms
 
 
 def arm_trial(params: dict[str, Any], arms: dict[str, dict], base: dict, root: str, ray_root: str) -> None:
@@ -124,6 +178,7 @@ class _Rows:
         self.paths = paths
         self.test = {(r["arm"], r["reduction"]): r for r in self._read(paths.test, TEST_SCHEMA)}
         self.epochs = {(r["arm"], r["stage"], r["epoch"]): r for r in self._read(paths.epochs, EPOCHS_SCHEMA)}
+        self.selector_sets = selector_sets(paths)  # {arm: its --selector-set}, kept in test.parquet's metadata
 
     @staticmethod
     def _read(path: Path, schema) -> list[dict]:
@@ -132,10 +187,13 @@ class _Rows:
     def finished(self) -> set[str]:
         return {arm for arm, _ in self.test}
 
-    def add_test(self, rows: list[dict]) -> None:
+    def add_test(self, rows: list[dict], arm: Arm | None = None) -> None:
+        """Keep ``rows`` (and the settings of ``arm``'s own selector, if it has any) and rewrite test.parquet."""
         self.test.update({(r["arm"], r["reduction"]): r for r in rows})
+        if arm is not None and arm.selector_set:
+            self.selector_sets[arm.name] = list(arm.selector_set)
         write_table(self.paths.test, sorted(self.test.values(), key=lambda r: (r["num_hypotheses"], r["arm"])),
-                    TEST_SCHEMA, {"written": time.time()})
+                    TEST_SCHEMA, {"written": time.time(), SELECTOR_SETS: self.selector_sets})
 
     def add_epoch(self, row: dict) -> None:
         self.epochs[(row["arm"], row["stage"], row["epoch"])] = row
@@ -160,7 +218,7 @@ class StudyExport(ray.tune.Callback):
         arm = Arm(**self.arms[trial.config["arm"]])
         if result.get("stage") == "test":
             metrics = {key[5:]: value for key, value in result.items() if key.startswith("test/")}
-            rows.add_test(test_rows(arm.fields(), metrics, int(result["samples"])))
+            rows.add_test(test_rows(arm.fields(), metrics, int(result["samples"])), arm)
             echo(f"[study] {arm.name}: test split done | {_headline(metrics, '')} mm")
             return
         row = {**arm.fields(), "stage": result.get("stage"), "epoch": result.get("epoch"),
@@ -180,7 +238,8 @@ def _constant_rows(cfg: Config) -> list[dict]:
 
 
 def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None,
-              select_ks: list[int] | None = None) -> int:
+              select_ks: list[int] | None = None, selector_name: str = "", selector_set: list[str] | None = None
+              ) -> int:
     """Run (or continue) the study of ``cfg``; returns 0 when every arm finished, 1 when some failed, 130 when it
     was interrupted."""
     from tune.interrupt import sigint_restored
@@ -188,7 +247,7 @@ def run_study(cfg: Config, ks: list[int], msf_k: int, address: str | None = None
     from tune.resources import DRIVER_CPUS, init_ray
     from tune.search import HEAD_NODE_RESOURCE
 
-    arms = study_arms(cfg, ks, msf_k, select_ks)
+    arms = study_arms(cfg, ks, msf_k, select_ks, selector_name, selector_set)
     paths = ExperimentPaths.for_config(cfg.search.storage_path, cfg.search.experiment)
     study = StudyPaths(paths.root)
     check_same_config(paths.config, cfg, f"the study in {paths.root}")
@@ -246,7 +305,7 @@ def run_args(args: argparse.Namespace) -> int:
 
     cfg = load_config(repo_path(args.config), args.overrides)
     check_inputs(cfg, echo)  # before the dataset is built or Ray starts
-    return run_study(cfg, args.ks, args.msf_k, args.address, args.select_ks)
+    return run_study(cfg, args.ks, args.msf_k, args.address, args.select_ks, args.selector_name, args.selector_set)
 
 
 def build_parser(prog: str = "") -> argparse.ArgumentParser:
@@ -261,6 +320,12 @@ def build_parser(prog: str = "") -> argparse.ArgumentParser:
                         help="the K whose arms train a selector (default: every K above selection.top_n); Table "
                              "4.2 reads best of K, set by the generation stage alone, so e.g. --select-ks 8 skips "
                              "the selection stage of the other arms")
+    parser.add_argument("--selector-set", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="selection settings of a second selector for every K that trains one, on the same "
+                             "generator: arms k<K>-<--selector-name> beside k<K> (e.g. selection.evidence=both); "
+                             "default: none")
+    parser.add_argument("--selector-name", default="option",
+                        help="the name of those arms' selector (default: option)")
     return parser
 
 

@@ -9,13 +9,16 @@ computed checks.
     plots/           best_of_k_vs_k.png, selection_epochs.png
 
 An *arm* is one trial: ``k<K>`` trains both stages with K hypotheses (``k1``: generation only), ``k<M>-no-msf``
-trains a selector without the Model-Specific Feature on ``k<M>``'s generator. The ``constant`` arm holds the constant
-mean-pose baseline (reduction ``constant``). No Ray and no torch here: the summary is rebuilt from Parquet alone.
+trains a selector without the Model-Specific Feature on ``k<M>``'s generator, ``k<K>-<name>`` a selector with other
+selection settings (``tune.study --selector-set``, kept in test.parquet's metadata) on ``k<K>``'s generator. The
+``constant`` arm holds the constant mean-pose baseline (reduction ``constant``). No Ray and no torch here: the
+summary is rebuilt from Parquet alone.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,8 @@ from hmh.eval.report import selection_lines
 from hmh.files import atomic
 from hmh.results.tables import CONSTANT, METRICS, REDUCTION_NAMES, SELECTION_STATS, read_table, val_columns
 
-__all__ = ["EPOCHS_SCHEMA", "MIN_GAIN", "SEED_TABLE_4_3", "TEST_SCHEMA", "StudyPaths", "is_study", "summarize",
-           "test_rows", "write_study_plots", "write_summary"]
+__all__ = ["EPOCHS_SCHEMA", "MIN_GAIN", "SEED_TABLE_4_3", "SELECTOR_SETS", "TEST_SCHEMA", "StudyPaths", "is_study",
+           "selector_sets", "summarize", "test_rows", "write_study_plots", "write_summary"]
 
 ARM_FIELDS = [pa.field("arm", pa.string()), pa.field("num_hypotheses", pa.int64()), pa.field("msf", pa.bool_()),
               pa.field("top_n", pa.int64())]
@@ -48,6 +51,8 @@ SEED_TABLE_4_1 = {"final": (16.72, 15.22), "best_of_k": (14.12, 12.59), "BlurHan
 SEED_TABLE_4_2 = {1: 16.78, 4: 15.27, 16: 14.12, 32: 13.78}
 SEED_TABLE_4_3 = {"w/o MSF": {10: 17.72, 20: 17.18, 30: 16.98}, "w/ MSF": {10: 17.58, 20: 17.05, 30: 16.72}}
 MIN_GAIN = 0.3  # the selection gain the multi-hypothesis model must reach (hmh.eval.protocol)
+SELECTOR_SETS = "selector_sets"  # test.parquet metadata: {arm: its selector's --selector-set}
+K_ARM = re.compile(r"k(\d+)")  # an arm that trains its own generator
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class StudyPaths:
     epochs = property(lambda self: self.root / "epochs.parquet")
     summary = property(lambda self: self.root / "summary.md")
     plots = property(lambda self: self.root / "plots")
+
+
+def selector_sets(paths: StudyPaths) -> dict[str, list[str]]:
+    """``{arm: [key=value, ...]}`` of the arms whose selector has its own settings (``k<K>-<name>``)."""
+    return read_table(paths.test, TEST_SCHEMA)[1].get(SELECTOR_SETS, {}) if paths.test.is_file() else {}
 
 
 def is_study(root: str | Path) -> bool:
@@ -101,10 +111,11 @@ class _Study:
             if r["stage"] == "selection":
                 self.epochs.setdefault(r["arm"], []).append(r)
         self.arms = {r["arm"]: r for r in test + epochs if r["arm"] != CONSTANT}
+        self.selector_sets = selector_sets(paths)
 
     def k_arms(self) -> dict[int, str]:
-        """``{K: arm}`` of the arms that train their own generator (not the no-MSF ones)."""
-        return {r["num_hypotheses"]: a for a, r in self.arms.items() if r["msf"] or r["num_hypotheses"] == 1}
+        """``{K: arm}`` of the arms that train their own generator (``k<K>``; not the ones on another's)."""
+        return {r["num_hypotheses"]: a for a, r in self.arms.items() if K_ARM.fullmatch(a)}
 
     def metric(self, arm: str, reduction: str, metric: str = "mpjpe_current") -> float | None:
         return self.test.get(arm, {}).get(reduction, {}).get(metric)
@@ -115,8 +126,8 @@ class _Study:
         for arm, r in self.arms.items():
             if not r["msf"] and r["num_hypotheses"] > 1:
                 return arm.removesuffix("-no-msf")
-        selected = [(r["num_hypotheses"], a) for a, r in self.arms.items() if r["num_hypotheses"] > 1]
-        return max(selected)[1] if selected else None
+        selected = [k for k in self.k_arms() if k > 1]
+        return self.k_arms()[max(selected)] if selected else None
 
 
 def _table_4_1(study: _Study) -> list[str]:
@@ -181,6 +192,34 @@ def _table_4_3(study: _Study) -> list[str]:
                     _verdict(ok, text, "both selectors must finish the same epochs")]
 
 
+def _option_pairs(study: _Study) -> list[tuple[str, str]]:
+    """``(k<K>-<name>, k<K>)`` for every arm whose selector has its own settings, by K."""
+    pairs = [(arm, match.group(1)) for arm in study.test
+             if (match := re.fullmatch(r"(k\d+)-(.+)", arm)) and match.group(2) != "no-msf"]
+    return sorted(pairs, key=lambda pair: (study.arms[pair[0]]["num_hypotheses"], pair[0]))
+
+
+def _beyond(study: _Study) -> list[str]:
+    """Each selector with its own settings beside the faithful one on the same generator, and both against K = 1."""
+    k1 = study.k_arms().get(1)
+    single = study.metric(k1, "mean_of_k") if k1 else None
+    lines = ["| arm | selector | final | label-oracle top-n | random top-n | selection gain | final / K = 1 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    checks = []
+    for option, faithful in _option_pairs(study):
+        for arm, selector in ((faithful, "the dissertation's (JRC, its settings)"),
+                              (option, ", ".join(f"`{s}`" for s in study.selector_sets.get(option, [])) or "-")):
+            final, gain = study.metric(arm, "final"), study.metric(arm, "final", "selection_gain")
+            ratio = "-" if final is None or not single else f"{final / single:.3f}"
+            lines.append(f"| {arm} | {selector} | {_mm(final)} | {_mm(study.metric(arm, 'label_oracle'))} | "
+                         f"{_mm(study.metric(arm, 'random_n'))} | {'-' if gain is None else f'{gain:.2f}'} | "
+                         f"{ratio} |")
+            checks.append(_verdict(None if final is None or single is None else final <= single,
+                                   f"{arm}: final ({_mm(final)}) <= the K = 1 model ({_mm(single)})",
+                                   "an arm has not finished"))
+    return lines + ["", *checks]
+
+
 def summarize(root: str | Path) -> str:
     """``summary.md`` of the study in ``root`` from its Parquet files alone."""
     paths = StudyPaths(Path(root))
@@ -198,6 +237,11 @@ def summarize(root: str | Path) -> str:
            "## Table 4.2: best of K against K (the same training budget)", "", *_table_4_2(study), "",
            "## Table 4.3: the final prediction after each selection epoch, with and without MSF", "",
            *_table_4_3(study), ""]
+    if _option_pairs(study):
+        out += ["## Beyond the dissertation: selectors with other settings, on the same generators", "",
+                "Each `k<K>-<name>` arm trains a selector with the settings shown on `k<K>`'s generator, beside the "
+                "dissertation's selector (the `k<K>` row), which is what reproduces the dissertation.", "",
+                *_beyond(study), ""]
     return "\n".join(out)
 
 

@@ -393,10 +393,11 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
 
     config, _ = write_experiment(tmp_path, ORDERED_SPACE)
     cfg = load_config(str(config), ["search.experiment=study"])
-    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    option = {"selector_name": "evidence", "selector_set": ["selection.evidence=both"]}
+    assert run_study(cfg, [1, 2], msf_k=2, **option) == 0
     paths = StudyPaths(tmp_path / "results" / "study")
     test = pd.read_parquet(paths.test)
-    assert set(test["arm"]) == {"constant", "k1", "k2", "k2-no-msf"}
+    assert set(test["arm"]) == {"constant", "k1", "k2", "k2-evidence", "k2-no-msf"}
     k2 = test[test["arm"] == "k2"].set_index("reduction")
     assert {"final", "best_of_k", "label_oracle", "mean_of_k", "random_n"} <= set(k2.index)
     assert k2.loc["best_of_k", "mpjpe_current"] <= k2.loc["mean_of_k", "mpjpe_current"]
@@ -405,12 +406,13 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
     epochs = pd.read_parquet(paths.epochs)
     stages = {arm: list(group["stage"]) for arm, group in epochs.groupby("arm")}
     assert stages == {"k1": ["generation"] * 2, "k2": ["generation", "generation", "selection"],
-                      "k2-no-msf": ["selection"]}
-    assert not (tmp_path / "results" / "study" / "train" / "k2-no-msf-generation").exists()  # k2's generator
+                      "k2-no-msf": ["selection"], "k2-evidence": ["selection"]}
+    for arm in ("k2-no-msf", "k2-evidence"):  # both on k2's generator
+        assert not (tmp_path / "results" / "study" / "train" / f"{arm}-generation").exists()
     summary = summarize(paths.root)
     assert paths.summary.read_text() == summary
     for check in ("final (", "selection gain (", "best of K falls as K grows (K = 1, 2)",
-                  "MSF final <= w/o MSF at the last epoch ("):
+                  "MSF final <= w/o MSF at the last epoch (", "k2: final (", "k2-evidence: final ("):
         line = next(x for x in summary.splitlines() if x.startswith("- ") and check in x)
         assert line.startswith(("- PASS: ", "- FAIL: ")), line
     assert (paths.plots / "best_of_k_vs_k.png").is_file() and (paths.plots / "selection_epochs.png").is_file()
@@ -420,7 +422,8 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
         assert noise not in console.out + console.err, noise  # tune.console keeps Ray's per-report detail out
     assert "[study] k2: generation epoch 1" in console.out
     assert "== Status ==" in console.out and "| arm " in console.out  # Tune's trial table, with its arm column
-    assert run_study(cfg, [1, 2], msf_k=2) == 0
+    assert "| k2-evidence | `selection.evidence=both` |" in summary
+    assert run_study(cfg, [1, 2], msf_k=2, **option) == 0
     assert "all finished" in capfd.readouterr().out
 
 
