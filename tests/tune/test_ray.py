@@ -50,6 +50,8 @@ search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2
 # demo.yaml's model on a fraction of its data (64 training images an epoch), so that its 4 trials take a minute or two
 SMALL_DATA = ["data.synthetic_train=240", "data.synthetic_test=64", "data.synthetic_size=96", "data.val_fraction=0.2",
               "data.max_train_samples=64", "data.max_eval_samples=32"]
+# one worker per trial instead of demo.yaml's two (DDP): two trials at once on a 2-core machine
+ONE_WORKER = ["search.num_workers=1", "search.cpus_per_worker=0.99"]
 # Trial 1 learns (lr 1e-3: the validation MPJPE drops ~15 mm in its first epoch on this config); trial 2 barely
 # moves (lr 1e-9), so ASHA's first rung must stop it.
 ORDERED_SPACE = """\
@@ -185,7 +187,7 @@ def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp
 
     exp = load_experiment(str(REPO / "tune" / "configs" / "demo_pareto.yaml"),
                           [f"search.storage_path={tmp_path / 'results'}", "search.final_generation_epochs=1",
-                           "search.final_selection_epochs=1", *SMALL_DATA])
+                           "search.final_selection_epochs=1", *SMALL_DATA, *ONE_WORKER])
     assert run_search(exp) == 0
     trials = pd.read_parquet(exp.paths.trials)
     assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
