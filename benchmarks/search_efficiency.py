@@ -299,9 +299,14 @@ def plot(runs: dict[str, list[list[float]]], goals: dict[str, float], out: Path)
     for (goal, target), style in zip(goals.items(), (":", "--", "-."), strict=True):
         ax.axhline(target, color="grey", linestyle=style, linewidth=1, label=f"target: {goal}")
     ax.set_xlabel("trial-epochs spent")
+    return save_anytime_plot(plt, fig, ax, "Anytime curves: median over seeds", out, columns=2)
+
+
+def save_anytime_plot(plt, fig, ax, title: str, out: Path, columns: int) -> Path:
+    """Finish an anytime-curve figure (best finished trial against the cost spent) and write it atomically."""
     ax.set_ylabel("best finished trial: val MPJPE current, mm")
-    ax.set_title("Anytime curves: median over seeds", fontsize=10)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=columns)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic.atomic_path(out) as tmp:

@@ -44,7 +44,7 @@ from typing import Any
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_efficiency import _quartiles, _ranks  # noqa: E402  (one rule each, shared)
+from search_efficiency import _quartiles, _ranks, save_anytime_plot  # noqa: E402  (one rule each, shared)
 
 from hmh.files import atomic  # noqa: E402
 from hmh.results.tables import OBJECTIVE, read_table, write_table  # noqa: E402
@@ -417,15 +417,7 @@ def plot(runs: dict[str, list[list[tuple[float, float]]]], target: float, budget
         ax.plot(xs, [v for v in median if not math.isinf(v)], label=name)
     ax.axhline(target, color="grey", linestyle=":", linewidth=1, label="target: random search's median best")
     ax.set_xlabel("training minutes spent")
-    ax.set_ylabel("best finished trial: val MPJPE current, mm")
-    ax.set_title("Anytime curves where the models learn: median over seeds", fontsize=10)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic.atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_anytime_plot(plt, fig, ax, "Anytime curves where the models learn: median over seeds", out, columns=1)
 
 
 BRIEF_ARMS = {"train 1 epoch, keep the top 2 of 8, finish them": {"brief": 1},
