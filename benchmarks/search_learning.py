@@ -1,7 +1,7 @@
 """Does the search find good configurations sooner than random search, where the models learn? Tabular, on the
 demo's data (the ``bench`` synthetic distribution), over the whole default space.
 
-    python benchmarks/search_learning.py table  [--configs 40] [--out results/benchmarks/search_learning_table.parquet]
+    python benchmarks/search_learning.py table  [--configs 32] [--out results/benchmarks/search_learning_table.parquet]
     python benchmarks/search_learning.py replay [--table ...] [--seeds 10] [--budget 12] [--out ...search_learning.md]
 
 1. ``table`` trains ``--configs`` configurations drawn at random (seeded) from ``tune/spaces/default.yaml`` (K,
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="train the design once and write its per-epoch signals")
-    table.add_argument("--configs", type=int, default=40, help="random configurations to draw (default: 40)")
+    table.add_argument("--configs", type=int, default=32, help="random configurations to draw (default: 32)")
     table.add_argument("--out", type=Path, default=Path("results/benchmarks/search_learning_table.parquet"))
     rep = sub.add_parser("replay", help="replay the searches over the table and report")
     rep.add_argument("--table", type=Path, default=Path("results/benchmarks/search_learning_table.parquet"))
