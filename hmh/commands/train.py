@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from hmh.cli import count
-from hmh.config import preset_names
+from hmh.config import RULES, preset_names
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: auto)"
 
@@ -54,6 +55,10 @@ def register(subparsers) -> None:
     ev.add_argument("--device", default=None, help=DEVICE_HELP)
     ev.add_argument("--max-samples", type=count(0, "0 = all"), default=None,
                     help="evaluate at most this many samples (0 = all)")
+    ev.add_argument("--rule", choices=RULES, default=None,
+                    help="how the hypotheses are ranked: learned (the selector's reward), reprojection (the 2D "
+                         "reprojection error, no selector), combined (their product) (default: the checkpoint "
+                         "config's selection.rule)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=run_evaluate)
 
@@ -118,6 +123,11 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
     check_free(out, ("metrics.json", "metrics.md"), "--out", "a metric table", args.overwrite)
     loaded = models_from_checkpoint(args.checkpoint, device)
     cfg = loaded.config
+    if args.rule:
+        if args.rule != "reprojection" and loaded.selector is None:
+            raise HmhError(f"--rule {args.rule}: {args.checkpoint} holds no selector (a generation-stage "
+                           "checkpoint); --rule reprojection ranks without one")
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, rule=args.rule))
     root = Path(args.data) if args.data else data_root(cfg, progress=not args.no_progress)
     dataset = eval_dataset(cfg, root, args.split, args.max_samples)
     loader = make_loader(dataset, cfg, train=False, device=device)
@@ -127,11 +137,12 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
         metrics.update(baseline_errors(cfg, root, dataset))
     except HmhError as err:
         _print(f"no constant mean-pose row: the training split cannot be read: {err}")
-    title = f"{args.split} split ({len(dataset)} samples) of {root}, checkpoint {args.checkpoint}"
+    title = (f"{args.split} split ({len(dataset)} samples) of {root}, checkpoint {args.checkpoint}"
+             + (f", ranked by selection.rule={args.rule}" if args.rule else ""))
     with naming_os_errors(out):
         json_path, md_path = write_metrics(out, metrics, title, extra={
             "checkpoint": str(args.checkpoint), "stage": loaded.stage, "epoch": loaded.epoch, "split": args.split,
-            "data": str(root)})
+            "data": str(root), "rule": cfg.selection.rule})
     _print(f"{title} (mm):\n{report_text(metrics)}\nwritten: {md_path}, {json_path}")
     return 0
 

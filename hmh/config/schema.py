@@ -15,16 +15,16 @@ from typing import Any
 from hmh.errors import HmhError
 
 __all__ = [
-    "BACKBONES", "DEVICE", "DEVICES", "GENERATION_OBJECTIVES", "KEEP", "PICKS", "PRECISIONS", "SEARCH_OBJECTIVES",
-    "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
-    "SearchConfig", "SelectionConfig", "TrainConfig", "parse_pick", "shown", "validate",
+    "BACKBONES", "DEVICE", "DEVICES", "GENERATION_OBJECTIVES", "KEEP", "PICKS", "PRECISIONS", "RULES",
+    "SEARCH_OBJECTIVES", "SYNTHETIC_PROFILES", "WINNERS", "Config", "ConfigError", "DataConfig", "LossConfig",
+    "ModelConfig", "OptimConfig", "SearchConfig", "SelectionConfig", "TrainConfig", "parse_pick", "shown", "validate",
 ]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 WINNERS = ("frame", "sample")  # loss.winner
 SELECTION_TARGETS = ("jrc", "jrc_graded")  # loss.selection_target
 EVIDENCE = ("none", "reprojection", "sampled", "both")  # selection.evidence
-RULES = ("learned", "reprojection")  # selection.rule
+RULES = ("learned", "reprojection", "combined")  # selection.rule
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
 GENERATION_OBJECTIVES = ("mean_of_k", "best_of_k", "label_oracle", "hyp0")  # train.generation_objective
@@ -85,7 +85,8 @@ class SelectionConfig:
     # hypothesis' 2D joints vs the selector's Unfolder joints) | sampled (stride-8 backbone features at each
     # hypothesis' 2D joints, ScoreHypo) | both
     rule: str = "learned"  # how hypotheses are ranked: learned (the selector's reward) | reprojection (no selector
-    # and no selection stage: the 2D reprojection error against the generator's own Unfolder joints, D3DP's JPMA)
+    # and no selection stage: the 2D reprojection error against the generator's own Unfolder joints, D3DP's JPMA) |
+    # combined (the selector's reward times the reprojection one: a trained selector, the product ranks)
 
 
 @dataclass

@@ -18,7 +18,8 @@ Hypothesis-specific evidence (``selection.evidence``), each a linear map added t
 - ``both``; ``none`` (the method as published) adds nothing and builds no extra weights.
 
 :func:`reprojection_reward` is the training-free ranking of ``selection.rule: reprojection`` (D3DP's JPMA idea):
-the hypotheses closest in 2D to the generator's own Unfolder joints get the highest reward.
+the hypotheses closest in 2D to the generator's own Unfolder joints get the highest reward; ``combined`` multiplies
+it into the trained selector's reward.
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def selection_skipped(cfg: Config) -> str:
     if cfg.selection.top_n == cfg.model.num_hypotheses:
         return (f"top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a selector cannot change the "
                 "output (the final is the mean of K)")
-    if cfg.selection.rule != "learned":
-        return f"selection.rule = {cfg.selection.rule} ranks the hypotheses without a trained selector"
+    if cfg.selection.rule == "reprojection":
+        return "selection.rule = reprojection ranks the hypotheses without a trained selector"
     return ""
 
 

@@ -143,15 +143,20 @@ def infer(generator: torch.nn.Module, selector: torch.nn.Module | None, batch: M
     """The generator's output and the rewards ``(B, K)`` that rank its hypotheses for a batch on ``device``, in
     ``train.precision``, the models in whatever mode the caller set. ``selection.rule: learned``: the selector's
     rewards (None without a selector); ``reprojection``: :func:`hmh.models.selector.reprojection_reward` of the
-    generator's output, with or without a selector (the selector is not run)."""
+    generator's output, with or without a selector (the selector is not run); ``combined``: the selector's rewards
+    times the reprojection ones (None without a selector)."""
     from hmh.models.selector import reprojection_reward
 
     images = model_images(batch, cfg)
+    rule = cfg.selection.rule
     with autocast(cfg, device):
         out = generator(images)
-        if cfg.selection.rule == "reprojection":
+        if rule == "reprojection":
             return out, reprojection_reward(out, images.shape[-1])
-        return out, None if selector is None else selector(images, out).reward
+        if selector is None:
+            return out, None
+        reward = selector(images, out).reward  # (B, K)
+        return out, reward * reprojection_reward(out, images.shape[-1]) if rule == "combined" else reward
 
 
 def init_selector_from_generator(selector: torch.nn.Module, generator: torch.nn.Module) -> int:

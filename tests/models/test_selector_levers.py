@@ -96,7 +96,7 @@ def test_defaults_are_the_published_method():
 @pytest.mark.parametrize(("override", "message"), [
     ("selection.evidence=pixels", "selection.evidence='pixels' is invalid: expected one of none, reprojection, "
                                   "sampled, both"),
-    ("selection.rule=oracle", "selection.rule='oracle' is invalid: expected one of learned, reprojection"),
+    ("selection.rule=oracle", "selection.rule='oracle' is invalid: expected one of learned, reprojection, combined"),
     ("loss.selection_target=listwise", "loss.selection_target='listwise' is invalid: expected one of jrc, "
                                        "jrc_graded"),
     ("loss.rank_weight=0.5", "loss.rank_weight=0.5 is invalid: expected 0 unless loss.selection_target=jrc_graded"),
@@ -308,6 +308,16 @@ def test_reprojection_rule_ranks_in_infer_and_evaluate_without_a_selector(genera
     test = build_datasets(data_cfg, data_root(data_cfg, progress=False))["test"]
     metrics = evaluate(generator, None, make_loader(test, data_cfg, train=False, device=CPU), data_cfg, CPU)
     assert "final/mpjpe_current" in metrics and "selection/precision" in metrics
+
+
+def test_the_combined_rule_multiplies_the_selectors_reward_by_the_reprojection_one(generator, images):
+    combined = tiny_cfg("selection.rule=combined")
+    assert selection_skipped(combined) == ""  # it needs a trained selector
+    selector = _selector("none")
+    out, reward = infer(generator, selector, {"image": images}, combined, CPU)
+    _, learned = infer(generator, selector, {"image": images}, tiny_cfg(), CPU)
+    assert torch.allclose(reward, learned * reprojection_reward(out, S))
+    assert infer(generator, None, {"image": images}, combined, CPU)[1] is None  # no selector, no ranking
 
 
 # --- one tiny selection run per lever through hmh train -----------------------------------------------------------

@@ -101,6 +101,25 @@ def test_evaluate_generation_checkpoint_has_no_final(trained, tmp_path):
     assert set(got) == {k for k in ALL_KEYS | CONSTANT_KEYS if not k.startswith(("final/", "selection/"))}
 
 
+def test_evaluate_ranks_with_another_rule_and_says_which(trained, tmp_path, capsys):
+    """``--rule`` ranks a trained run's hypotheses another way (the generator's outputs are the same); a rule that
+    needs a selector on a generation checkpoint is one line naming the option."""
+    out, _ = trained
+    code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "selection_best.pt"), "--out",
+                 str(tmp_path / "r"), "--rule", "reprojection", "--no-progress"])
+    assert code == 0
+    written = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    want = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert written["rule"] == "reprojection" and "final/mpjpe_current" in written["metrics"]
+    assert written["metrics"]["best_of_k/mpjpe_current"] == pytest.approx(want["best_of_k/mpjpe_current"], rel=1e-5)
+    capsys.readouterr()
+    code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "generation_best.pt"), "--out",
+                 str(tmp_path / "c"), "--rule", "combined", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--rule combined:" in err and "holds no selector" in err and "Traceback" not in err
+    assert not (tmp_path / "c" / "metrics.json").exists()
+
+
 def test_evaluate_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "none.pt"
     assert main(["evaluate", "--checkpoint", str(missing)]) == 2
