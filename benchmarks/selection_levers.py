@@ -2,14 +2,15 @@
 
     python benchmarks/selection_levers.py NAME=RUN_DIR [NAME=RUN_DIR ...] [--out FILE]
 
-Each ``RUN_DIR`` is an ``hmh train`` output folder (``metrics.json``); the first is the reference (the faithful
-selector), usually the run that trained the generator, the others ``hmh train --set train.generator=<its
-checkpoints/generation_best.pt> --set <lever> ...``. The runs must share one generator: their test best-of-K and
-mean-of-K are equal (to 0.01 mm), else the script stops naming the run that differs. Per run, on the test split,
-current-frame MPJPE in mm: the selected top-n (``final``) and its ratio to the reference's, random top-n, mean of
-K, the label-oracle top-n, the selection gain ``(random - final) / (random - label oracle)``, precision, the share
-of images given the most common set, the reward spread, the selection epochs and the mean training seconds per
-selection epoch (0 for a training-free rule).
+Each ``RUN_DIR`` is an ``hmh train`` output folder (``metrics.json``), or an ``hmh evaluate`` one (a trained
+selector ranked by another ``--rule``: no training of its own, so ``-`` for its epochs and seconds). The first is
+the reference (the faithful selector), usually the run that trained the generator, the others ``hmh train --set
+train.generator=<its checkpoints/generation_best.pt> --set <lever> ...``. The runs must share one generator: their
+test best-of-K and mean-of-K are equal (to 0.01 mm), else the script stops naming the run that differs. Per run, on
+the test split, current-frame MPJPE in mm: the selected top-n (``final``) and its ratio to the reference's, random
+top-n, mean of K, the label-oracle top-n, the selection gain ``(random - final) / (random - label oracle)``,
+precision, the share of images given the most common set, the reward spread, the selection epochs and the mean
+training seconds per selection epoch (0 for a training-free rule, ``-`` for an ``hmh evaluate`` folder).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def row(name: str, run: Path) -> dict:
     """One run's figures (see the module docstring)."""
     data = _metrics(run)
     m = data["metrics"]
+    trained = "history" in data  # an hmh train folder; hmh evaluate's has no training to time
     history = data.get("history", {}).get("selection", [])
     seconds = [h["train/seconds"] for h in history if "train/seconds" in h]
     return {
@@ -43,7 +45,8 @@ def row(name: str, run: Path) -> dict:
         "best_of_k": m["best_of_k/mpjpe_current"], "gain": m["selection/gain"],
         "precision": m["selection/precision"], "common_set": m["selection/common_set_share"],
         "spread": m["selection/reward_spread"], "constant": m.get("constant/mpjpe_current"),
-        "epochs": len(history), "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else 0.0,
+        "epochs": len(history) if trained else None,
+        "seconds_per_epoch": (sum(seconds) / len(seconds) if seconds else 0.0) if trained else None,
     }
 
 
@@ -57,6 +60,10 @@ def check_same_generator(rows: list[dict]) -> None:
                                  f"reference {ref['name']} {ref[key]:.2f} mm: not the same generator")
 
 
+def _or_dash(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
+
+
 def table(rows: list[dict]) -> str:
     """The Markdown table, the reference first."""
     ref = rows[0]["final"]
@@ -66,8 +73,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['name']} | {r['final']:.2f} | {r['final'] / ref:.3f} | {r['random']:.2f} | "
                      f"{r['mean_of_k']:.2f} | {r['label_oracle']:.2f} | {r['gain']:.2f} | {r['precision']:.3f} | "
-                     f"{100 * r['common_set']:.0f}% | {r['spread']:.3f} | {r['epochs']} | "
-                     f"{r['seconds_per_epoch']:.0f} |")
+                     f"{100 * r['common_set']:.0f}% | {r['spread']:.3f} | {_or_dash(r['epochs'], '{}')} | "
+                     f"{_or_dash(r['seconds_per_epoch'], '{:.0f}')} |")
     first = rows[0]
     lines.append("")
     lines.append(f"Test split, current-frame MPJPE in mm; best of K {first['best_of_k']:.2f} for every run"

@@ -38,6 +38,17 @@ def test_one_row_per_run_with_its_ratio_to_the_reference(tmp_path: Path) -> None
     assert "best of K 19.42 for every run; constant mean pose 103.38." in text
 
 
+def test_an_evaluate_folder_has_no_training_to_time(tmp_path: Path) -> None:
+    faithful = _run(tmp_path / "a", 33.09)
+    evaluated = _run(tmp_path / "b", 32.93)
+    data = json.loads((evaluated / "metrics.json").read_text())
+    del data["history"]  # hmh evaluate writes no history
+    (evaluated / "metrics.json").write_text(json.dumps(data))
+    done = _table(f"faithful={faithful}", f"combined={evaluated}")
+    assert done.returncode == 0, done.stderr
+    assert "| combined | 32.93 | 0.995 |" in done.stdout and done.stdout.rstrip().splitlines()[3].endswith("| - | - |")
+
+
 def test_runs_on_another_generator_or_without_metrics_are_refused_naming_them(tmp_path: Path) -> None:
     faithful, other = _run(tmp_path / "a", 33.09), _run(tmp_path / "b", 30.0, best_of_k=21.0)
     done = _table(f"faithful={faithful}", f"other={other}")
