@@ -101,7 +101,8 @@ class _Study:
     """The study's rows, indexed: ``test[arm][reduction]`` and ``epochs[arm]`` (selection epochs in order)."""
 
     def __init__(self, paths: StudyPaths) -> None:
-        test = read_table(paths.test, TEST_SCHEMA)[0].to_pylist() if paths.test.is_file() else []
+        table, meta = read_table(paths.test, TEST_SCHEMA) if paths.test.is_file() else (None, {})
+        test = table.to_pylist() if table is not None else []
         epochs = read_table(paths.epochs, EPOCHS_SCHEMA)[0].to_pylist() if paths.epochs.is_file() else []
         self.test: dict[str, dict[str, dict]] = {}
         for r in test:
@@ -111,7 +112,7 @@ class _Study:
             if r["stage"] == "selection":
                 self.epochs.setdefault(r["arm"], []).append(r)
         self.arms = {r["arm"]: r for r in test + epochs if r["arm"] != CONSTANT}
-        self.selector_sets = selector_sets(paths)
+        self.selector_sets: dict[str, list[str]] = meta.get(SELECTOR_SETS, {})  # the file read once
 
     def k_arms(self) -> dict[int, str]:
         """``{K: arm}`` of the arms that train their own generator (``k<K>``; not the ones on another's)."""
