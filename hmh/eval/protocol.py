@@ -2,7 +2,8 @@
 selection is.
 
 Reductions (``REDUCTIONS``) of ``(N, K, T, J, 3)`` predictions, each scored by the BlurHand protocol:
-``best_of_k`` (oracle, one whole hypothesis), ``final`` (top-n by the selector's reward, aligned, averaged),
+``best_of_k`` (oracle, one whole hypothesis), ``final`` (top-n by the selector's reward, aligned, averaged; with
+``top_n = K`` every hypothesis, rewards or not: no selector can change it),
 ``label_oracle`` (top-n by the selection labels' own error, the per-sample sequence MPJPE of
 :func:`hmh.eval.metrics.sequence_errors` that the JRC labels rank by, averaged like ``final``: what a selector that
 followed its labels perfectly would give), ``mean_of_k``, ``random_n`` and ``hyp0``.
@@ -102,8 +103,8 @@ class MultiHypothesisEvaluator:
     ``update`` per batch, ``compute`` at the end -> flat ``{"<reduction>/<metric>": mm}`` for ``best_of_k``,
     ``label_oracle``, ``mean_of_k``, ``random_n`` (``top_n`` drawn with ``numpy.random.default_rng(seed)``, so a run
     is reproducible for the same batches), ``hyp0``, and, when scores are given, ``final`` (``aggregate`` of the top
-    ``top_n``) and ``selection/<stat>`` for every ``SELECTION_STATS`` entry. Either every batch has scores or none
-    has."""
+    ``top_n``) and ``selection/<stat>`` for every ``SELECTION_STATS`` entry; without scores ``final`` too when
+    ``top_n`` = K (every hypothesis, as ``mean_of_k``). Either every batch has scores or none has."""
 
     def __init__(self, top_n: int, seed: int = 0) -> None:
         if top_n < 1:
@@ -115,6 +116,7 @@ class MultiHypothesisEvaluator:
         self._hits_count = 0
         self._stats = SelectionStats()
         self._with_scores: bool | None = None
+        self._with_final = False
 
     def update(
         self, pred_joints, gt_joints, joint_valid, pred_verts=None, gt_verts=None, mesh_valid=None, scores=None
@@ -155,16 +157,20 @@ class MultiHypothesisEvaluator:
             hits = selection_hits(score, seq_err, self.top_n)  # (N,)
             self._hits_sum += float(torch.nansum(hits))
             self._hits_count += int((~torch.isnan(hits)).sum())
+        elif self.top_n == k:  # every hypothesis is kept: the output a selector could not change
+            reductions["final"] = reductions["mean_of_k"]
+        self._with_final = "final" in reductions
         for name, indices in reductions.items():
             out = aggregate_indices(pred, indices, hyp_verts)
-            if name == "final":
+            if name == "final" and score is not None:
                 self._stats.update(score, out.indices)
             agg_err = None if verts is None else vertex_errors(out.verts, verts[1])
             self._acc[name]._add(match_past_future(out.joints, gt, valid), agg_err, mesh_ok)
 
     def compute(self) -> dict[str, float]:
-        """Flat metrics dict (mm); ``final/*`` and ``selection/*`` only when scores were given."""
-        names = [r for r in REDUCTIONS if r != "final" or self._with_scores]
+        """Flat metrics dict (mm); ``final/*`` when scores were given or ``top_n`` = K, ``selection/*`` only when
+        scores were given."""
+        names = [r for r in REDUCTIONS if r != "final" or self._with_final]
         result = {f"{r}/{m}": value for r in names for m, value in self._acc[r].compute().items()}
         if self._with_scores:
             result["selection/precision"] = self._hits_sum / self._hits_count if self._hits_count else math.nan

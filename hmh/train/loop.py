@@ -58,9 +58,12 @@ STAGES = ("generation", "selection")
 
 def objective_source(stage: str, cfg: Config) -> str:
     """The reduction whose validation current-frame MPJPE is ``stage``'s objective (lower is better): the selected
-    top-n (``final``) in the selection stage; before a selector exists, ``train.generation_objective``."""
+    top-n (``final``) in the selection stage, and from the first epoch where the run's output needs no selector
+    (``top_n`` = K keeps every hypothesis; ``selection.rule: reprojection``); before a selector exists,
+    ``train.generation_objective``, which stands in for a final still to come."""
     _check_stage(stage)
-    return cfg.train.generation_objective if stage == "generation" else "final"
+    final_without_selector = cfg.selection.top_n == cfg.model.num_hypotheses or cfg.selection.rule == "reprojection"
+    return "final" if stage == "selection" or final_without_selector else cfg.train.generation_objective
 
 
 def objective_key(stage: str, cfg: Config) -> str:

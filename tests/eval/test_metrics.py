@@ -466,6 +466,16 @@ def test_evaluator_without_scores_and_torch_inputs():
         E.MultiHypothesisEvaluator(top_n=4).update(pred, gt, valid)
 
 
+def test_top_n_equal_to_k_has_a_final_without_scores_the_mean_of_k():
+    """Keeping every hypothesis needs no selector: ``final`` is the mean of K, and no selection statistics."""
+    pred, gt, valid, *_ = _random_case(29, 5, k=3)
+    ev = E.MultiHypothesisEvaluator(top_n=3)
+    ev.update(pred, gt, valid)
+    got = ev.compute()
+    assert got["final/mpjpe_current"] == got["mean_of_k/mpjpe_current"]
+    assert not any(key.startswith("selection/") for key in got)
+
+
 def test_oracle_scores_give_full_precision_and_beat_hyp0():
     pred, gt, valid, *_ = _random_case(24, 50, k=8)
     ev = E.MultiHypothesisEvaluator(top_n=2)

@@ -99,6 +99,17 @@ def test_the_generation_objective_setting_ranks_generation_epochs_and_is_what_a_
     with pytest.raises(ConfigError, match="train.generation_objective.*one of mean_of_k, best_of_k, label_oracle"):
         load_config("cpu", ["train.generation_objective=final"])
 
+
+@pytest.mark.parametrize("overrides", [["model.num_hypotheses=2", "selection.top_n=2"], ["selection.rule=reprojection"]])
+def test_a_run_whose_output_needs_no_selector_reports_its_final_from_the_first_epoch(overrides):
+    """top_n = K (every hypothesis kept) or the reprojection rule: the generation stage is the whole run, so its
+    objective is the run's final, never a stand-in such as best of K that no output could reach."""
+    from hmh.train.loop import objective_source
+
+    cfg = load_config("cpu", [*overrides, "train.generation_objective=best_of_k"])
+    assert objective_source("generation", cfg) == "final"
+    assert objective_source("generation", load_config("cpu", ["train.generation_objective=best_of_k"])) == "best_of_k"
+
 # One writer per folder.
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
