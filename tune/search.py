@@ -13,7 +13,8 @@
   generator, frozen, and trains the selection stage alone; the space may search no generation key
   (:data:`GENERATION_KEYS`; ``tune/spaces/selection.yaml``), and the checkpoint's ``model.*`` must be the config's.
 - Objective: ``val/objective_mpjpe_current`` (:data:`hmh.results.tables.OBJECTIVE`): the selected current-frame MPJPE on
-  the validation split; during the generation stage ``train.generation_objective`` (the mean of all K by default) stands in.
+  the validation split; during the generation stage ``train.generation_objective`` (the mean of all K by default)
+  stands in (:func:`hmh.train.loop.objective_source`).
 - Two objectives (``search.objectives=mpjpe_ms``): that MPJPE and the inference cost, ms per image at batch 1
   (:data:`hmh.results.tables.COST_OBJECTIVE`, measured in each trial's workers), through Optuna's multi-objective TPE
   (``OptunaSearch`` with metric and mode lists). Nothing stops a trial early then: ASHA ranks trials by one number

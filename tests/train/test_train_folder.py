@@ -100,7 +100,8 @@ def test_the_generation_objective_setting_ranks_generation_epochs_and_is_what_a_
         load_config("cpu", ["train.generation_objective=final"])
 
 
-@pytest.mark.parametrize("overrides", [["model.num_hypotheses=2", "selection.top_n=2"], ["selection.rule=reprojection"]])
+@pytest.mark.parametrize("overrides", [["model.num_hypotheses=2", "selection.top_n=2"],
+                                       ["selection.rule=reprojection"]])
 def test_a_run_whose_output_needs_no_selector_reports_its_final_from_the_first_epoch(overrides):
     """top_n = K (every hypothesis kept) or the reprojection rule: the generation stage is the whole run, so its
     objective is the run's final, never a stand-in such as best of K that no output could reach."""
