@@ -15,9 +15,11 @@ demo's data (the ``bench`` synthetic distribution), over the whole default space
    (``tune.searcher.EpochAwareOptunaSearch``) and ``ASHAScheduler``: each arm's sampler proposes a point of the
    real space, and the trainable reports, epoch by epoch, the curve of the table's nearest configuration with the
    same K and the same stages (:func:`nearest`; distances on each parameter's own scale, log for log-uniform
-   ones). The arms (:data:`ARMS`): random search (the reference), TPE + ASHA as ``demo.yaml`` searches, TPE + ASHA
-   whose first rung is the first selection epoch (as ``blurhand.yaml``), Optuna's ``GPSampler``; and, from the
-   table alone, "train briefly, keep the top few, finish them" (:func:`brief_then_finish`).
+   ones). The arms (:func:`arms`): random search (the reference), TPE + ASHA from epoch 1 on the mean of K and on
+   the generation signal that ranks the configurations best at epoch 1 (:func:`best_signal`; a trial reports it as
+   ``train.generation_objective`` would, :func:`reported`), TPE + ASHA whose first rung is the first selection
+   epoch (as ``blurhand.yaml``), Optuna's ``GPSampler``; and, from the table alone, "train briefly, keep the top
+   few, finish them" (:func:`brief_then_finish`).
 
 Cost is counted in seconds of training: each reported epoch costs its stage's median seconds over the table (a
 selection epoch and a generation epoch cost differently). Every search stops once it has spent ``--budget`` times
@@ -203,12 +205,22 @@ def nearest(params: dict[str, Any], configs: list[Tabulated], space) -> Tabulate
                                              [_coordinates(c.params, space)[k] for k in mine]))
 
 
-def lookup_trainable(config: dict, configs: list[Tabulated], space) -> None:
-    """A Tune trainable that reports the nearest tabulated configuration's curve epoch by epoch."""
+def reported(row: dict[str, Any], selects: bool, signal: str) -> float:
+    """The objective a trial reports at a tabulated epoch when ``train.generation_objective`` is ``signal``: the
+    signal during a generation stage that a selection stage follows (``selects``), else the table's objective (the
+    selected top-n; for top_n = K, the mean of K from the first epoch, as :func:`hmh.train.loop.objective_source`).
+    ``signal="objective"``: the table's objective throughout (the generation objective the table was trained with)."""
+    return row[signal] if selects and row["stage"] == "generation" and signal != "objective" else row["objective"]
+
+
+def lookup_trainable(config: dict, configs: list[Tabulated], space, signal: str = "objective") -> None:
+    """A Tune trainable that reports the nearest tabulated configuration's curve epoch by epoch (:func:`reported`)."""
     import ray.tune
 
-    for row in nearest(config, configs, space).epochs:
-        ray.tune.report({OBJECTIVE: row["objective"], "trial_epoch": row["trial_epoch"], "stage": row["stage"]})
+    tabulated = nearest(config, configs, space)
+    for row in tabulated.epochs:
+        ray.tune.report({OBJECTIVE: reported(row, cell(tabulated.params)[1], signal), "trial_epoch": row["trial_epoch"],
+                         "stage": row["stage"]})
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,7 @@ class Arm:
     grace: int = 1  # ASHA's first rung (trial-epoch)
     startup: int = 10  # TPE's random start-up trials (search.tpe_startup_trials)
     multivariate: bool = False
+    signal: str = "objective"  # train.generation_objective (:func:`reported`)
 
     def make_sampler(self, seed: int):
         import optuna
@@ -235,12 +248,36 @@ class Arm:
 
 
 FIRST_SELECTION_EPOCH = GENERATION_EPOCHS + 1
-ARMS = (Arm("random, no early stopping (the reference)", "random"),
-        Arm("TPE + ASHA, as demo.yaml searches", "tpe", True),
-        Arm("TPE (4 start-up, multivariate) + ASHA from the first selection epoch, as blurhand.yaml", "tpe", True,
-            FIRST_SELECTION_EPOCH, 4, True),
-        Arm("GPSampler, no early stopping", "gp"))
-REFERENCE = ARMS[0].name
+GENERATION_SIGNALS = ("mean_of_k", "best_of_k", "label_oracle", "hyp0")  # train.generation_objective's choices
+REFERENCE = "random, no early stopping (the reference)"
+
+
+def arms(signal: str) -> list[Arm]:
+    """The searches replayed through Tune: random search, TPE + ASHA from epoch 1 on the mean of K (hmh's first
+    default) and on ``signal`` (the generation signal that ranks best at epoch 1, :func:`best_signal`), TPE + ASHA
+    from the first selection epoch (as ``blurhand.yaml``), ``GPSampler``."""
+    out = [Arm(REFERENCE, "random"),
+           Arm("TPE + ASHA from epoch 1 on mean_of_k", "tpe", True, signal="mean_of_k")]
+    if signal != "mean_of_k":
+        out.append(Arm(f"TPE + ASHA from epoch 1 on {signal}", "tpe", True, signal=signal))
+    return [*out, Arm("TPE (4 start-up, multivariate) + ASHA from the first selection epoch", "tpe", True,
+                      FIRST_SELECTION_EPOCH, 4, True),
+            Arm("GPSampler, no early stopping", "gp")]
+
+
+def brief_arms(signal: str) -> dict[str, dict[str, Any]]:
+    """"Train briefly, keep the top few, finish them" (:func:`brief_then_finish`): one epoch ranked by ``signal``,
+    and up to the first selection epoch."""
+    return {f"train 1 epoch, keep the top 2 of 8 by {signal}, finish them": {"brief": 1, "signal": signal},
+            "train to the first selection epoch, keep the top 2 of 8, finish them": {"brief": FIRST_SELECTION_EPOCH}}
+
+
+def best_signal(configs: list[Tabulated], epoch: int = 1) -> str:
+    """The generation signal whose rank agreement with the final (:func:`signal_agreement`) is highest at
+    trial-epoch ``epoch``: the one an ASHA rung there should read."""
+    agreement = signal_agreement(configs)
+    return max(GENERATION_SIGNALS, key=lambda s: -math.inf if math.isnan(agreement[s][epoch - 1])
+               else agreement[s][epoch - 1])
 
 
 def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], seconds: dict[str, float]
@@ -283,7 +320,7 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
                                           sampler=arm.make_sampler(seed), study_name="replay",
                                           storage=optuna.storages.RDBStorage(f"sqlite:///{storage}/optuna.db"))
         tuner = ray.tune.Tuner(
-            ray.tune.with_parameters(lookup_trainable, configs=configs, space=space),
+            ray.tune.with_parameters(lookup_trainable, configs=configs, space=space, signal=arm.signal),
             tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=searcher, scheduler=scheduler,
                                             num_samples=10_000, max_concurrent_trials=1, reuse_actors=True),
             run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()],
@@ -298,7 +335,8 @@ def brief_then_finish(seed: int, budget_s: float, configs: list[Tabulated], seco
                       ) -> list[tuple[float, float]]:
     """"Train briefly, keep the top few, finish them", in rounds until the budget is spent: draw ``draw``
     configurations at random (without replacement while the table lasts), train each for ``brief`` epochs, keep
-    the ``keep`` lowest by ``signal`` at that epoch, and finish them. The anytime curve, as :func:`replay`'s."""
+    the ``keep`` lowest by what a trial reports at that epoch (:func:`reported` of ``signal``), and finish them.
+    The anytime curve, as :func:`replay`'s."""
     import random
 
     rng = random.Random(seed)
@@ -325,7 +363,8 @@ def brief_then_finish(seed: int, budget_s: float, configs: list[Tabulated], seco
         for config in round_:
             if not spend(config, range(min(brief, len(config.epochs)))):
                 return curve
-        kept = sorted(round_, key=lambda c: c.epochs[min(brief, len(c.epochs)) - 1][signal])[:keep]
+        kept = sorted(round_, key=lambda c: reported(c.epochs[min(brief, len(c.epochs)) - 1], cell(c.params)[1],
+                                                     signal))[:keep]
         for config in kept:
             if not spend(config, range(min(brief, len(config.epochs)), len(config.epochs))):
                 return curve
@@ -420,10 +459,6 @@ def plot(runs: dict[str, list[list[tuple[float, float]]]], target: float, budget
     return save_anytime_plot(plt, fig, ax, "Anytime curves where the models learn: median over seeds", out, columns=1)
 
 
-BRIEF_ARMS = {"train 1 epoch, keep the top 2 of 8, finish them": {"brief": 1},
-              "train to the first selection epoch, keep the top 2 of 8, finish them": {"brief": FIRST_SELECTION_EPOCH}}
-
-
 def run_replay(args: argparse.Namespace) -> int:
     import ray
 
@@ -435,9 +470,10 @@ def run_replay(args: argparse.Namespace) -> int:
     budget_s = args.budget * full
     started = not ray.is_initialized()  # a caller's Ray (the tests') is reused and left running
     init_ray(None, echo=lambda line: print(line, file=sys.stderr))  # local, dashboard on (RAY.md)
+    signal = best_signal(configs)
     runs: dict[str, list[list[tuple[float, float]]]] = {}
     try:
-        for arm in ARMS:
+        for arm in arms(signal):
             runs[arm.name] = []
             for seed in range(args.seeds):
                 runs[arm.name].append(replay(arm, seed, budget_s, configs, seconds))
@@ -446,7 +482,7 @@ def run_replay(args: argparse.Namespace) -> int:
     finally:
         if started:
             ray.shutdown()
-    for name, options in BRIEF_ARMS.items():
+    for name, options in brief_arms(signal).items():
         runs[name] = [brief_then_finish(seed, budget_s, configs, seconds, **options) for seed in range(args.seeds)]
     target = statistics.median(best_at(c, budget_s) for c in runs[REFERENCE])
     text = report(runs, target, configs, seconds, budget_s, args)

@@ -121,6 +121,23 @@ def test_each_signal_is_ranked_against_the_final(bench, points, tmp_path: Path) 
     assert math.isnan(agreement["mean_of_k"][-1])  # one value for every configuration: no ranking
 
 
+def test_a_trial_reports_the_generation_signal_only_while_a_selector_is_to_come(bench, points, tmp_path: Path) -> None:
+    table = tmp_path / "table.parquet"
+    write_table(table, _rows(bench, points), bench.TABLE_SCHEMA)
+    configs = bench.load_configs(table)
+    assert bench.best_signal(configs) == "best_of_k"  # mean of K ranks by config_id, not by the final
+    selecting = next(c for c in configs if bench.cell(c.params)[1])
+    first, last = selecting.epochs[0], selecting.epochs[-1]
+    assert bench.reported(first, True, "best_of_k") == first["best_of_k"]
+    assert bench.reported(first, True, "objective") == first["objective"]
+    assert bench.reported(last, True, "best_of_k") == last["objective"]  # the selection stage: the selected top-n
+    whole = next(c for c in configs if not bench.cell(c.params)[1])  # top_n = K: its objective is its final
+    assert [bench.reported(r, False, "best_of_k") for r in whole.epochs] == [r["objective"] for r in whole.epochs]
+    names = [arm.name for arm in bench.arms("best_of_k")]
+    assert names[0] == bench.REFERENCE and "TPE + ASHA from epoch 1 on best_of_k" in names
+    assert len(bench.arms("mean_of_k")) == len(names) - 1
+
+
 @pytest.mark.ray
 def test_every_arm_replays_through_tune_and_the_report_is_written(bench, points, tmp_path: Path) -> None:
     import ray.cloudpickle
@@ -131,7 +148,7 @@ def test_every_arm_replays_through_tune_and_the_report_is_written(bench, points,
     out = tmp_path / "learning.md"
     assert bench.main(["replay", "--table", str(table), "--seeds", "1", "--budget", "3", "--out", str(out)]) == 0
     text = out.read_text()
-    for name in (*(arm.name for arm in bench.ARMS), *bench.BRIEF_ARMS):
+    for name in (*(arm.name for arm in bench.arms("best_of_k")), *bench.brief_arms("best_of_k")):
         assert f"| {name} |" in text
     assert "| best_of_k | 1.00 |" in text
     assert (tmp_path / "learning.png").stat().st_size > 0
