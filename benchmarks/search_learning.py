@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,7 @@ class Arm:
     sampler: str  # random | tpe | gp
     asha: bool = False
     grace: int = 1  # ASHA's first rung (trial-epoch)
+    reduction: int = 2  # ASHA's reduction factor (search.reduction_factor): it keeps the top 1/reduction at a rung
     startup: int = 10  # TPE's random start-up trials (search.tpe_startup_trials)
     multivariate: bool = False
     signal: str = "objective"  # train.generation_objective (:func:`reported`)
@@ -257,11 +258,13 @@ def arms(signal: str) -> list[Arm]:
     default) and on ``signal`` (the generation signal that ranks best at epoch 1, :func:`best_signal`), TPE + ASHA
     from the first selection epoch (as ``blurhand.yaml``), ``GPSampler``."""
     out = [Arm(REFERENCE, "random"),
-           Arm("TPE + ASHA from epoch 1 on mean_of_k", "tpe", True, signal="mean_of_k")]
+           Arm("TPE + ASHA from epoch 1 on mean_of_k (as demo.yaml)", "tpe", asha=True, signal="mean_of_k")]
     if signal != "mean_of_k":
-        out.append(Arm(f"TPE + ASHA from epoch 1 on {signal}", "tpe", True, signal=signal))
-    return [*out, Arm("TPE (4 start-up, multivariate) + ASHA from the first selection epoch", "tpe", True,
-                      FIRST_SELECTION_EPOCH, 4, True),
+        out.append(Arm(f"TPE + ASHA from epoch 1 on {signal}", "tpe", asha=True, signal=signal))
+    return [*out, Arm("TPE (4 start-up, multivariate) + ASHA from epoch 1, keeping the top quarter", "tpe",
+                      asha=True, grace=1, reduction=4, startup=4, multivariate=True),
+            Arm("TPE (4 start-up, multivariate) + ASHA from the first selection epoch", "tpe", asha=True,
+                grace=FIRST_SELECTION_EPOCH, startup=4, multivariate=True),
             Arm("GPSampler, no early stopping", "gp")]
 
 
@@ -314,7 +317,7 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
             return spent[0] >= budget_s
 
     scheduler = (ASHAScheduler(time_attr="trial_epoch", max_t=epochs_total, grace_period=arm.grace,
-                               reduction_factor=2, stop_last_trials=False) if arm.asha else FIFOScheduler())
+                               reduction_factor=arm.reduction, stop_last_trials=False) if arm.asha else FIFOScheduler())
     with tempfile.TemporaryDirectory(prefix="hmh-search-learning-") as storage:
         searcher = EpochAwareOptunaSearch(base=base, space=DefineByRun(space), metric=OBJECTIVE, mode="min",
                                           sampler=arm.make_sampler(seed), study_name="replay",
@@ -330,17 +333,31 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
     return curve
 
 
+def proposals(seed: int, configs: list[Tabulated]) -> Iterator[Tabulated]:
+    """Random search's proposals outside Tune: points of the space from Optuna's ``RandomSampler(seed)`` (as the
+    reference arm's sampler), each read as its :func:`nearest` tabulated configuration, as a replayed trial reads
+    its own; so both draw configurations with the same odds."""
+    import optuna
+
+    from tune.space import DefineByRun
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = _space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    while True:
+        trial = study.ask()
+        DefineByRun(space)(trial)
+        yield nearest(trial.params, configs, space)
+
+
 def brief_then_finish(seed: int, budget_s: float, configs: list[Tabulated], seconds: dict[str, float],
                       signal: str = "objective", brief: int = 1, draw: int = 8, keep: int = 2
                       ) -> list[tuple[float, float]]:
     """"Train briefly, keep the top few, finish them", in rounds until the budget is spent: draw ``draw``
-    configurations at random (without replacement while the table lasts), train each for ``brief`` epochs, keep
-    the ``keep`` lowest by what a trial reports at that epoch (:func:`reported` of ``signal``), and finish them.
-    The anytime curve, as :func:`replay`'s."""
-    import random
-
-    rng = random.Random(seed)
-    pool: list[Tabulated] = []
+    configurations as random search does (:func:`proposals`, the same ``seed``), train each for ``brief`` epochs,
+    keep the ``keep`` lowest by what a trial reports at that epoch (:func:`reported` of ``signal``), and finish
+    them. The anytime curve, as :func:`replay`'s."""
+    drawn = proposals(seed, configs)
     curve: list[tuple[float, float]] = []
     spent, best = 0.0, math.inf
 
@@ -357,9 +374,7 @@ def brief_then_finish(seed: int, budget_s: float, configs: list[Tabulated], seco
         return True
 
     while True:
-        if len(pool) < draw:
-            pool = rng.sample(configs, len(configs))
-        round_, pool = pool[:draw], pool[draw:]
+        round_ = [next(drawn) for _ in range(draw)]
         for config in round_:
             if not spend(config, range(min(brief, len(config.epochs)))):
                 return curve

@@ -108,6 +108,9 @@ def test_train_briefly_keep_the_top_few_spends_its_budget_and_finishes_what_it_k
     assert bench.best_at(curve, 1000.0) == min(finished)
     assert bench.seconds_to_reach(curve, math.inf) == curve[0][0]
     assert math.isinf(bench.seconds_to_reach(curve, 0.0))
+    first = [next(bench.proposals(0, configs)).config_id for _ in range(2)]  # seeded, as random search's sampler
+    drawn = bench.proposals(0, configs)
+    assert next(drawn).config_id == first[0] and all(next(drawn) in configs for _ in range(20))
 
 
 def test_each_signal_is_ranked_against_the_final(bench, points, tmp_path: Path) -> None:
