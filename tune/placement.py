@@ -55,6 +55,13 @@ def _alive(group_id: str) -> PlacementGroup | None:
     return group if placement_group_table(group).get("state") not in (None, "REMOVED") else None
 
 
+def _job_groups() -> set[str]:
+    """The hex ids of the live placement groups this driver's job created (its trials' Train runs included: a
+    placement group id ends with its job's id)."""
+    job = ray.get_runtime_context().get_job_id()
+    return {g for g, info in placement_group_table().items() if info["state"] != "REMOVED" and g.endswith(job)}
+
+
 class RecordPlacementGroups(WorkerGroupCallback):
     """Runs in a Train run's controller: records each worker group's placement group under ``trial_id``."""
 
@@ -70,12 +77,18 @@ class ReleasePlacementGroups(ray.tune.Callback):
     """Runs in the Tune driver: removes the recorded placement groups that an ended trial left behind.
 
     A trial's groups are checked ``grace_s`` seconds after it completes or fails (at each step of the Tune loop),
-    and at the end of the experiment, when Tune has stopped every trial, after at most ``grace_s`` more."""
+    and at the end of the experiment, when Tune has stopped every trial, after at most ``grace_s`` more. Then any
+    other live group of this job that was not there when the experiment started goes too: a run stopped while
+    starting its workers has a group that no callback recorded."""
 
     def __init__(self, grace_s: float = GRACE_S, echo: Callable[[str], None] = print):
         self.grace_s = grace_s
         self.echo = echo
         self._ended: dict[str, float] = {}  # trial id -> time.monotonic() when it ended
+        self._before: set[str] = set()  # this job's placement groups alive when the experiment started
+
+    def setup(self, **info) -> None:
+        self._before = set(_job_groups())
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._ended[trial.trial_id] = time.monotonic()
@@ -98,6 +111,9 @@ class ReleasePlacementGroups(ray.tune.Callback):
             time.sleep(_POLL_S)
         for trial_id in list(self._ended):
             self.release(trial_id)
+        for group_id in _job_groups() - self._before:  # a run stopped while starting its workers records nothing
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+            self.echo(f"removed placement group {group_id}, which a stopped Train run of this search left behind")
 
     def release(self, trial_id: str) -> None:
         """Remove ``trial_id``'s recorded placement groups that are still there, and forget its record."""

@@ -179,6 +179,19 @@ def test_a_placement_group_that_an_ended_trial_left_behind_is_removed(ray_addres
     ReleasePlacementGroups(grace_s=30.0, echo=lines.append).on_experiment_end([SimpleNamespace(trial_id="late")])
     assert time.monotonic() - start < 20 and len(lines) == 1 and _placement_groups_left() == []
 
+    # A group of this job that no run recorded (a run stopped while starting its workers) goes at the end too.
+    before = placement_group([{"CPU": 0.25}])
+    ray.get(before.ready(), timeout=60)
+    sweep = ReleasePlacementGroups(grace_s=0.0, echo=lines.append)
+    sweep.setup()
+    stray = placement_group([{"CPU": 0.25}])
+    ray.get(stray.ready(), timeout=60)
+    sweep.on_experiment_end([])
+    assert placement_group_table(stray)["state"] == "REMOVED"
+    assert f"removed placement group {stray.id.hex()}" in lines[-1]
+    assert placement_group_table(before)["state"] != "REMOVED"  # what was there before the experiment stays
+    remove_placement_group(before)
+
 
 def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
     from hmh.results.pareto import dominates
