@@ -299,7 +299,8 @@ def test_search_places_trials_on_both_nodes(cluster: LocalCluster, tmp_path: Pat
     assert f"search.storage_path {storage} is seen by 2 of 2 nodes" in console, logs  # tune.storage's probe
     _assert_results_complete(storage, epochs_total=3, logs=logs)
     workers = cluster.train_workers()
-    assert {w["node_id"] for w in workers} == {head, second}, (workers, logs)
+    placed = [w for w in workers if w["node_id"]]  # a worker whose group went before it was placed has no node
+    assert {w["node_id"] for w in placed} == {head, second}, (workers, logs)
     print(f"two-node search: {len(workers)} Train worker groups, {time.monotonic() - start:.0f} s in all")
 
 

@@ -416,8 +416,9 @@ def test_reproduction_study_runs_its_arms_and_finds_them_finished(ray_address, t
     k2 = test[test["arm"] == "k2"].set_index("reduction")
     assert {"final", "best_of_k", "label_oracle", "mean_of_k", "random_n"} <= set(k2.index)
     assert k2.loc["best_of_k", "mpjpe_current"] <= k2.loc["mean_of_k", "mpjpe_current"]
-    assert set(test[test["arm"] == "k1"]["reduction"]) == {"best_of_k", "label_oracle", "mean_of_k", "random_n",
-                                                            "hyp0"}  # one hypothesis: no selector
+    k1 = test[test["arm"] == "k1"].set_index("reduction")  # one hypothesis: no selector, its final is that one
+    assert set(k1.index) == {"final", "best_of_k", "label_oracle", "mean_of_k", "random_n", "hyp0"}
+    assert k1.loc["final", "mpjpe_current"] == k1.loc["mean_of_k", "mpjpe_current"]
     epochs = pd.read_parquet(paths.epochs)
     stages = {arm: list(group["stage"]) for arm, group in epochs.groupby("arm")}
     assert stages == {"k1": ["generation"] * 2, "k2": ["generation", "generation", "selection"],
