@@ -88,7 +88,7 @@ class ReleasePlacementGroups(ray.tune.Callback):
         self._before: set[str] = set()  # this job's placement groups alive when the experiment started
 
     def setup(self, **info) -> None:
-        self._before = set(_job_groups())
+        self._before = _job_groups()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._ended[trial.trial_id] = time.monotonic()
