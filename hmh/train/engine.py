@@ -33,6 +33,7 @@ from hmh.predict.pictures import hypothesis_grid
 from hmh.results.tables import OBJECTIVE, OBJECTIVE_SOURCE
 from hmh.train.loop import (
     evaluate,
+    final_without_selector,
     infer,
     make_optimizer,
     make_scaler,
@@ -69,16 +70,11 @@ def keeps_last(cfg: Config, has_val: bool) -> bool:
 
 
 def selection_skipped(cfg: Config) -> str:
-    """Why the selection stage is not trained ("" when it is): no selection epochs, top_n = K, which keeps every
-    hypothesis, so a selector cannot change the output, or a ``selection.rule`` that ranks without a selector."""
+    """Why the selection stage is not trained ("" when it is): no selection epochs, or an output that needs no
+    selector (:func:`hmh.train.loop.final_without_selector`)."""
     if cfg.train.selection_epochs <= 0:
         return "train.selection_epochs = 0"
-    if cfg.selection.top_n == cfg.model.num_hypotheses:
-        return (f"top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a selector cannot change the "
-                "output (the final is the mean of K)")
-    if cfg.selection.rule == "reprojection":
-        return "selection.rule = reprojection ranks the hypotheses without a trained selector"
-    return ""
+    return final_without_selector(cfg)
 
 
 @dataclass

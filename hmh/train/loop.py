@@ -37,6 +37,7 @@ __all__ = [
     "amp_dtype",
     "autocast",
     "evaluate",
+    "final_without_selector",
     "infer",
     "init_selector_from_generator",
     "make_optimizer",
@@ -56,14 +57,24 @@ log = logging.getLogger(__name__)
 STAGES = ("generation", "selection")
 
 
+def final_without_selector(cfg: Config) -> str:
+    """Why the run's output needs no trained selector ("" when it does): top_n = K, which keeps every hypothesis,
+    so a selector cannot change the output, or a ``selection.rule`` that ranks without a selector."""
+    if cfg.selection.top_n == cfg.model.num_hypotheses:
+        return (f"top_n = K = {cfg.model.num_hypotheses} keeps every hypothesis, so a selector cannot change the "
+                "output (the final is the mean of K)")
+    if cfg.selection.rule == "reprojection":
+        return "selection.rule = reprojection ranks the hypotheses without a trained selector"
+    return ""
+
+
 def objective_source(stage: str, cfg: Config) -> str:
     """The reduction whose validation current-frame MPJPE is ``stage``'s objective (lower is better): the selected
     top-n (``final``) in the selection stage, and from the first epoch where the run's output needs no selector
-    (``top_n`` = K keeps every hypothesis; ``selection.rule: reprojection``); before a selector exists,
-    ``train.generation_objective``, which stands in for a final still to come."""
+    (:func:`final_without_selector`); before a selector exists, ``train.generation_objective``, which stands in for
+    a final still to come."""
     _check_stage(stage)
-    final_without_selector = cfg.selection.top_n == cfg.model.num_hypotheses or cfg.selection.rule == "reprojection"
-    return "final" if stage == "selection" or final_without_selector else cfg.train.generation_objective
+    return "final" if stage == "selection" or final_without_selector(cfg) else cfg.train.generation_objective
 
 
 def objective_key(stage: str, cfg: Config) -> str:

@@ -105,11 +105,15 @@ def test_the_generation_objective_setting_ranks_generation_epochs_and_is_what_a_
 def test_a_run_whose_output_needs_no_selector_reports_its_final_from_the_first_epoch(overrides):
     """top_n = K (every hypothesis kept) or the reprojection rule: the generation stage is the whole run, so its
     objective is the run's final, never a stand-in such as best of K that no output could reach."""
-    from hmh.train.loop import objective_source
+    from hmh.train.engine import selection_skipped
+    from hmh.train.loop import final_without_selector, objective_source
 
     cfg = load_config("cpu", [*overrides, "train.generation_objective=best_of_k"])
     assert objective_source("generation", cfg) == "final"
-    assert objective_source("generation", load_config("cpu", ["train.generation_objective=best_of_k"])) == "best_of_k"
+    assert selection_skipped(cfg) == final_without_selector(cfg) != ""  # one rule: no selector is trained either
+    with_selector = load_config("cpu", ["train.generation_objective=best_of_k"])
+    assert objective_source("generation", with_selector) == "best_of_k"
+    assert final_without_selector(with_selector) == ""
 
 # One writer per folder.
 
