@@ -11,9 +11,9 @@ from pathlib import Path
 
 from hmh.files import atomic
 from hmh.results.pareto import candidates, read_front
-from hmh.results.tables import OBJECTIVE, TRIALS_SCHEMA, ExperimentPaths, read_table
+from hmh.results.tables import OBJECTIVE, REDUCTION_NAMES, TRIALS_SCHEMA, ExperimentPaths, read_table
 
-__all__ = ["plot_importances", "plot_mpjpe_vs_k", "plot_objective", "plot_pareto", "write_plots"]
+__all__ = ["plot_importances", "plot_mpjpe_vs_k", "plot_objective", "plot_pareto", "stopped_label", "write_plots"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,15 @@ def _finite(value) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def stopped_label(rows: list[dict]) -> str:
+    """The legend of the trials that did not complete: "stopped early", and the reductions their objectives come
+    from (the summary's ``from`` column: ``final`` for a trial stopped in its selection stage, else
+    ``train.generation_objective``'s), e.g. "stopped early (from final, mean of K)"."""
+    sources = sorted({r["objective_source"] for r in rows if r.get("objective_source")})
+    names = [REDUCTION_NAMES.get(s, s).split(" (")[0] for s in sources]
+    return "stopped early" + (f" (from {', '.join(names)})" if names else "")
+
+
 def plot_objective(rows: list[dict], path: Path) -> Path:
     """Objective per trial (creation order): completed trials filled, stopped/errored hollow, running best line."""
     plt, fig, ax = _figure()
@@ -52,7 +61,7 @@ def plot_objective(rows: list[dict], path: Path) -> Path:
     other = [r for r in rows if _finite(r["objective"]) and r not in done]
     ax.scatter([r["trial_index"] for r in done], [r["objective"] for r in done], label="completed")
     ax.scatter([r["trial_index"] for r in other], [r["objective"] for r in other], facecolors="none",
-               edgecolors="tab:red", label="stopped early (mean of K)")
+               edgecolors="tab:red", label=stopped_label(other))
     best, xs, ys = math.inf, [], []
     for r in done:
         best = min(best, r["objective"])

@@ -14,7 +14,7 @@ import pytest
 import hmh.eval.metrics
 import hmh.eval.protocol
 from hmh.config import load_config, to_dict
-from hmh.results.search_plots import write_plots
+from hmh.results.search_plots import stopped_label, write_plots
 from hmh.results.search_summary import best_trial, summarize, write_summary
 from hmh.results.tables import (
     COST_KEYS,
@@ -195,6 +195,15 @@ def test_plots_are_written_with_importances(experiment: ExperimentPaths) -> None
     written = write_plots(experiment.root, "demo")
     assert [p.name for p in written] == ["objective_vs_trial.png", "mpjpe_vs_k.png", "param_importances.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_the_stopped_trials_legend_names_where_their_objectives_come_from() -> None:
+    """A trial ASHA stops at the first selection epoch reports the selected top-n, one stopped during generation
+    the generation objective: the legend says which, never a fixed reduction."""
+    assert stopped_label([{"objective_source": "final"}]) == "stopped early (from final)"
+    assert (stopped_label([{"objective_source": "mean_of_k"}, {"objective_source": "final"},
+                           {"objective_source": "mean_of_k"}]) == "stopped early (from final, mean of K)")
+    assert stopped_label([{"objective_source": None}]) == "stopped early"
 
 
 def test_experiment_paths_for_local_and_uri_storage(tmp_path: Path) -> None:
