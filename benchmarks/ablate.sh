@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fidelity switches measured on a bench slice (issue "Evidence 1", item 3): winner-takes-all per frame (the
+# Fidelity switches measured on a bench slice: winner-takes-all per frame (the
 # literal equations) vs per sample, and the diversity weight 0.1 vs 0, at K=4, generation stage only.
 #   bash benchmarks/ablate.sh [OUT_DIR]    (about 3 min per variant on 2 CPU cores; resumable: done runs are kept)
 set -euo pipefail
