@@ -116,7 +116,6 @@ class MultiHypothesisEvaluator:
         self._hits_count = 0
         self._stats = SelectionStats()
         self._with_scores: bool | None = None
-        self._with_final = False
 
     def update(
         self, pred_joints, gt_joints, joint_valid, pred_verts=None, gt_verts=None, mesh_valid=None, scores=None
@@ -159,7 +158,6 @@ class MultiHypothesisEvaluator:
             self._hits_count += int((~torch.isnan(hits)).sum())
         elif self.top_n == k:  # every hypothesis is kept: the output a selector could not change
             reductions["final"] = reductions["mean_of_k"]
-        self._with_final = "final" in reductions
         for name, indices in reductions.items():
             out = aggregate_indices(pred, indices, hyp_verts)
             if name == "final" and score is not None:
@@ -170,7 +168,7 @@ class MultiHypothesisEvaluator:
     def compute(self) -> dict[str, float]:
         """Flat metrics dict (mm); ``final/*`` when scores were given or ``top_n`` = K, ``selection/*`` only when
         scores were given."""
-        names = [r for r in REDUCTIONS if r != "final" or self._with_final]
+        names = [r for r in REDUCTIONS if r != "final" or self._acc["final"].num_samples]  # final: scores or top_n = K
         result = {f"{r}/{m}": value for r in names for m, value in self._acc[r].compute().items()}
         if self._with_scores:
             result["selection/precision"] = self._hits_sum / self._hits_count if self._hits_count else math.nan
