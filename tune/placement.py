@@ -112,8 +112,11 @@ class ReleasePlacementGroups(ray.tune.Callback):
         for trial_id in list(self._ended):
             self.release(trial_id)
         for group_id in _job_groups() - self._before:  # a run stopped while starting its workers records nothing
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-            self.echo(f"removed placement group {group_id}, which a stopped Train run of this search left behind")
+            group = _alive(group_id)
+            if group is not None:
+                remove_placement_group(group)
+                self.echo(f"removed placement group {group_id}, which a stopped Train run of this search left "
+                          "behind")
 
     def release(self, trial_id: str) -> None:
         """Remove ``trial_id``'s recorded placement groups that are still there, and forget its record."""
