@@ -18,8 +18,10 @@ demo's data (the ``bench`` synthetic distribution), over the whole default space
    ones). The arms (:func:`arms`): random search (the reference), TPE + ASHA from epoch 1 on the mean of K and on
    the generation signal that ranks the configurations best at epoch 1 (:func:`best_signal`; a trial reports it as
    ``train.generation_objective`` would, :func:`reported`), TPE + ASHA whose first rung is the first selection
-   epoch (as ``blurhand.yaml``), Optuna's ``GPSampler``; and, from the table alone, "train briefly, keep the top
-   few, finish them" (:func:`brief_then_finish`).
+   epoch (as ``blurhand.yaml``), Optuna's ``GPSampler``, hmh's ``search.scheduler=brief_then_finish``
+   (``tune.searcher.BriefThenFinishSearch`` and ``BriefRung``: a finishing trial reports the epochs after the
+   brief, :func:`lookup_trainable`) with random and TPE proposals; and, from the table alone, "train briefly, keep
+   the top few, finish them" (:func:`brief_then_finish`).
 
 Cost is counted in seconds of training: each reported epoch costs its stage's median seconds over the table (a
 selection epoch and a generation epoch cost differently). Every search stops once it has spent ``--budget`` times
@@ -213,12 +215,18 @@ def reported(row: dict[str, Any], selects: bool, signal: str) -> float:
     return row[signal] if selects and row["stage"] == "generation" and signal != "objective" else row["objective"]
 
 
-def lookup_trainable(config: dict, configs: list[Tabulated], space, signal: str = "objective") -> None:
-    """A Tune trainable that reports the nearest tabulated configuration's curve epoch by epoch (:func:`reported`)."""
+def lookup_trainable(config: dict, configs: list[Tabulated], space, signal: str = "objective", brief: int = 0
+                     ) -> None:
+    """A Tune trainable that reports the nearest tabulated configuration's curve epoch by epoch (:func:`reported`);
+    a trial that finishes another (``search.scheduler=brief_then_finish``) reports the epochs after the ``brief``
+    that one trained, as a real one resumes its Train runs."""
     import ray.tune
 
-    tabulated = nearest(config, configs, space)
-    for row in tabulated.epochs:
+    from tune.searcher import continued
+
+    params, continues = continued(config)
+    tabulated = nearest(params, configs, space)
+    for row in tabulated.epochs[brief if continues else 0:]:
         ray.tune.report({OBJECTIVE: reported(row, cell(tabulated.params)[1], signal), "trial_epoch": row["trial_epoch"],
                          "stage": row["stage"]})
 
@@ -233,6 +241,8 @@ class Arm:
     startup: int = 10  # TPE's random start-up trials (search.tpe_startup_trials)
     multivariate: bool = False
     signal: str = "objective"  # train.generation_objective (:func:`reported`)
+    rounds: int = 0  # > 0: search.scheduler=brief_then_finish with rounds of this many trials (grace: the brief;
+    # reduction: of a round, the top 1/reduction are finished)
 
     def make_sampler(self, seed: int):
         import optuna
@@ -265,7 +275,11 @@ def arms(signal: str) -> list[Arm]:
                       asha=True, grace=1, reduction=4, startup=4, multivariate=True),
             Arm("TPE (4 start-up, multivariate) + ASHA from the first selection epoch", "tpe", asha=True,
                 grace=FIRST_SELECTION_EPOCH, startup=4, multivariate=True),
-            Arm("GPSampler, no early stopping", "gp")]
+            Arm("GPSampler, no early stopping", "gp"),
+            Arm("search.scheduler=brief_then_finish: 1 epoch, finish the top 2 of 8 (random)", "random", grace=1,
+                reduction=4, rounds=8),
+            Arm("search.scheduler=brief_then_finish: 1 epoch, finish the top 2 of 8 (TPE, 4 start-up, "
+                "multivariate)", "tpe", grace=1, reduction=4, startup=4, multivariate=True, rounds=8)]
 
 
 def brief_arms(signal: str) -> dict[str, dict[str, Any]]:
@@ -292,7 +306,7 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from hmh.config import to_dict
-    from tune.searcher import EpochAwareOptunaSearch
+    from tune.searcher import BriefRung, BriefThenFinishSearch, EpochAwareOptunaSearch
     from tune.space import DefineByRun
 
     space, base = _space(), to_dict(_base())
@@ -317,13 +331,18 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
             return spent[0] >= budget_s
 
     scheduler = (ASHAScheduler(time_attr="trial_epoch", max_t=epochs_total, grace_period=arm.grace,
-                               reduction_factor=arm.reduction, stop_last_trials=False) if arm.asha else FIFOScheduler())
+                               reduction_factor=arm.reduction, stop_last_trials=False) if arm.asha
+                 else BriefRung(arm.grace) if arm.rounds else FIFOScheduler())
     with tempfile.TemporaryDirectory(prefix="hmh-search-learning-") as storage:
-        searcher = EpochAwareOptunaSearch(base=base, space=DefineByRun(space), metric=OBJECTIVE, mode="min",
-                                          sampler=arm.make_sampler(seed), study_name="replay",
-                                          storage=optuna.storages.RDBStorage(f"sqlite:///{storage}/optuna.db"))
+        options = dict(base=base, space=DefineByRun(space), metric=OBJECTIVE, mode="min",
+                       sampler=arm.make_sampler(seed), study_name="replay",
+                       storage=optuna.storages.RDBStorage(f"sqlite:///{storage}/optuna.db"))
+        searcher = (BriefThenFinishSearch(num_samples=10_000, round_trials=arm.rounds, reduction_factor=arm.reduction,
+                                          echo=None, **options) if arm.rounds
+                    else EpochAwareOptunaSearch(**options))
         tuner = ray.tune.Tuner(
-            ray.tune.with_parameters(lookup_trainable, configs=configs, space=space, signal=arm.signal),
+            ray.tune.with_parameters(lookup_trainable, configs=configs, space=space, signal=arm.signal,
+                                     brief=arm.grace if arm.rounds else 0),
             tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=searcher, scheduler=scheduler,
                                             num_samples=10_000, max_concurrent_trials=1, reuse_actors=True),
             run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()],

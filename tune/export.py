@@ -33,6 +33,7 @@ from hmh.results.tables import (
 )
 from hmh.train.engine import run_epochs
 from tune.cli import echo
+from tune.searcher import continued
 from tune.space import apply_params
 
 __all__ = ["FINISHED", "ExportCallback", "iteration_row", "trial_row"]
@@ -152,9 +153,10 @@ class ExportCallback(ray.tune.Callback):
         if row["status"] == "ERROR":
             what = f"failed: {row['error']}"
         elif row["stopped_early"]:
-            what = f"stopped early by ASHA after epoch {row['epochs_done']}/{row['epochs_total']}"
+            what = f"stopped early after epoch {row['epochs_done']}/{row['epochs_total']}"
         else:
-            what = f"completed {row['epochs_done']} epochs"
+            continues = continued(trial.config)[1]
+            what = f"completed {row['epochs_done']} epochs" + (f", finishing trial {continues}" if continues else "")
         cost = f" | {_mm(row[COST_OBJECTIVE])} ms per image" if COST_OBJECTIVE in self.objectives else ""
         echo(f"[{self.experiment}] trial {trial.trial_id} {what} | objective {_mm(row['objective'])} mm "
              f"({row['objective_source'] or '-'}){cost}")
@@ -168,14 +170,15 @@ class ExportCallback(ray.tune.Callback):
             status = self._status.get(trial.trial_id) or (trial.status if trial.status in UNFINISHED
                                                           else "INTERRUPTED")
             error = _error_line(_error_text(trial)) if status == "ERROR" else ""
-            rows.append(trial_row(trial.trial_id, index, status, trial.config, self.base, trial.last_result,
-                                  trial.path or "", error))
+            rows.append(trial_row(trial.trial_id, index, status, continued(trial.config)[0], self.base,
+                                  trial.last_result, trial.path or "", error))
         return rows
 
     def _write(self, trials: list) -> list[dict]:
         rows = self._rows(trials)
         meta = {"experiment": self.experiment, "searched": self.searched, "objective": OBJECTIVE,
-                "objectives": list(self.objectives), "written": time.time()}
+                "objectives": list(self.objectives), "written": time.time(),
+                "continues": {t.trial_id: continued(t.config)[1] for t in trials if continued(t.config)[1]}}
         write_table(self.paths.trials, rows, TRIALS_SCHEMA, meta)
         order = {trial.trial_id: i for i, trial in enumerate(trials)}
         ordered = sorted(self._iterations.values(),

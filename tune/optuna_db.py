@@ -19,7 +19,7 @@ from pathlib import Path
 from hmh.config import Config, flatten
 from hmh.errors import HmhError
 
-__all__ = ["FINGERPRINT_ATTR", "StudyError", "check_study", "create_study", "fingerprint"]
+__all__ = ["FINGERPRINT_ATTR", "StudyError", "check_study", "create_study", "fingerprint", "finished_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,11 @@ def check_study(db: Path, name: str, mark: str) -> None:
         raise StudyError(f"{db}: study {name!r} was created by another experiment (another config or search "
                          "space under the same search.experiment); restore this search's optuna.db, or start a "
                          "new search.experiment")
+
+
+def finished_trials(db: Path, name: str) -> int:
+    """How many trials of the study ``name`` in ``db`` are finished (COMPLETE, PRUNED or FAIL)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

@@ -8,7 +8,11 @@
   ``search.seed``, study in ``results/<experiment>/optuna.db``, tied to the experiment: :mod:`tune.optuna_db`)
   proposes configurations from the YAML space (:mod:`tune.space`); ASHA stops poor trials at rungs of
   ``trial_epoch`` (both stages' epochs counted together), and Optuna learns them as PRUNED with their values per
-  epoch, the trials that ran their full budget as COMPLETE (:mod:`tune.searcher`).
+  epoch, the trials that ran their full budget as COMPLETE (:mod:`tune.searcher`). ``search.scheduler=
+  brief_then_finish`` instead: synchronous rounds of ``search.round_trials`` trials, each trained
+  ``search.grace_period`` epochs, of which the best ``round_trials // reduction_factor`` then finish their budget
+  from their checkpoints (:class:`tune.searcher.BriefThenFinishSearch`); ``search.num_samples`` configurations
+  are drawn, and each finished one is one more Tune trial that continues its runs.
 - ``search.generator``: a selection-only search. Every trial (and the final retrain) takes that checkpoint's
   generator, frozen, and trains the selection stage alone; the space may search no generation key
   (:data:`GENERATION_KEYS`; ``tune/spaces/selection.yaml``), and the checkpoint's ``model.*`` must be the config's.
@@ -62,7 +66,7 @@ from hmh.results.tables import (
 )
 from tune.cli import add_config_args, echo, main, repo_path
 from tune.console import tune_console
-from tune.optuna_db import check_study, create_study, fingerprint
+from tune.optuna_db import check_study, create_study, fingerprint, finished_trials
 from tune.space import SearchSpace, SpaceError, apply_params, default_space_path, load_space
 from tune.train import check_same_config, prepare_config, run_two_stage, test_metrics
 from tune.tune_state import check_tune_state, restore_tuner
@@ -103,6 +107,21 @@ class Experiment:
         return len(self.objectives) == 2
 
     @property
+    def brief_then_finish(self) -> bool:
+        return self.cfg.search.scheduler == "brief_then_finish"
+
+    @property
+    def tune_trials(self) -> int:
+        """The Tune trials of the search at most: one per configuration, and with brief_then_finish one more per
+        configuration finished (:func:`tune.searcher.kept` of each round)."""
+        from tune.searcher import kept, round_sizes
+
+        s = self.cfg.search
+        if not self.brief_then_finish:
+            return s.num_samples
+        return s.num_samples + sum(kept(n, s.reduction_factor) for n in round_sizes(s.num_samples, s.round_trials))
+
+    @property
     def fingerprint(self) -> str:
         """What ties ``optuna.db``'s study to this experiment (:mod:`tune.optuna_db`)."""
         return fingerprint(self.cfg, self.space.to_yaml(), RESUMABLE)
@@ -119,6 +138,9 @@ def load_experiment(config: str, overrides: list[str], space: str | None = None,
     if cfg.search.objectives == "mpjpe" and cfg.search.grace_period > epochs:
         raise ConfigError(f"search.grace_period={cfg.search.grace_period} is invalid: expected <= the epochs of a "
                           f"trial (train.generation_epochs + train.selection_epochs = {epochs})")
+    if cfg.search.objectives == "mpjpe_ms" and cfg.search.scheduler != "asha":
+        raise ConfigError(f"search.scheduler={cfg.search.scheduler!r} is invalid with search.objectives='mpjpe_ms': "
+                          "a two-objective search stops no trial early (leave search.scheduler as 'asha')")
     if cfg.search.objectives == "mpjpe_ms" and cfg.train.selection_epochs < 1:
         raise ConfigError("search.objectives='mpjpe_ms' is invalid with train.selection_epochs=0: the cost objective "
                           "is of the generator + selector, so trials need a selection stage")
@@ -173,13 +195,18 @@ def _check_selection_only(cfg: Config, space: SearchSpace) -> None:
 
 def driver(params: dict[str, Any], base: dict, root: str, ray_root: str) -> None:
     """One Tune trial: both stages of ``base`` with this trial's ``params``, reporting every epoch to Tune. The
-    Train runs are named after the trial id, so a restored trial resumes them."""
+    Train runs are named after the trial id (a finishing trial's: after the trial it continues), so a restored
+    trial resumes them."""
     import ray.tune
 
+    from tune.searcher import continued
+
+    params, continues = continued(params)
     cfg = apply_params(base, params)
     paths = ExperimentPaths(Path(root), ray_root)
-    trial_id = ray.tune.get_context().get_trial_id()
-    run_two_stage(cfg, paths, trial_id, tensorboard_dir=str(paths.tensorboard / trial_id), report_to_tune=True)
+    run = continues or ray.tune.get_context().get_trial_id()  # a finishing trial resumes the runs of the one it
+    # continues (search.scheduler=brief_then_finish)
+    run_two_stage(cfg, paths, run, tensorboard_dir=str(paths.tensorboard / run), report_to_tune=True)
 
 
 def _trainable(exp: Experiment, base: dict):
@@ -221,7 +248,7 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
 
     from tune.export import ExportCallback
     from tune.placement import ReleasePlacementGroups
-    from tune.searcher import EpochAwareOptunaSearch
+    from tune.searcher import BriefRung, BriefThenFinishSearch, EpochAwareOptunaSearch
     from tune.space import DefineByRun
 
     s = exp.cfg.search
@@ -229,21 +256,25 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     # searcher only (Tune's TuneConfig takes one metric), and no scheduler: FIFO, every trial its full budget.
     metric, mode = ((exp.objectives[0], "min") if not exp.two_objectives
                     else (list(exp.objectives), ["min"] * len(exp.objectives)))
-    # A trial ASHA stops before its last epoch reaches Optuna as PRUNED, not as COMPLETE with an early value.
-    searcher = EpochAwareOptunaSearch(base=base, space=DefineByRun(exp.space), metric=metric, mode=mode,
-                                      points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None,
-                                      study_name=s.experiment,
-                                      storage=optuna.storages.RDBStorage(exp.paths.optuna_url),
-                                      sampler=tpe_sampler(s))
-    scheduler = None if exp.two_objectives else ASHAScheduler(
-        time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor, stop_last_trials=False)
+    # A trial stopped before its last epoch reaches Optuna as PRUNED, not as COMPLETE with an early value.
+    options = dict(base=base, space=DefineByRun(exp.space), metric=metric, mode=mode,
+                   points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None, study_name=s.experiment,
+                   storage=optuna.storages.RDBStorage(exp.paths.optuna_url), sampler=tpe_sampler(s))
+    if exp.brief_then_finish:
+        searcher = BriefThenFinishSearch(num_samples=s.num_samples, round_trials=s.round_trials,
+                                         reduction_factor=s.reduction_factor, echo=echo, **options)
+        scheduler = BriefRung(s.grace_period)
+    else:
+        searcher = EpochAwareOptunaSearch(**options)
+        scheduler = None if exp.two_objectives else ASHAScheduler(
+            time_attr="trial_epoch", max_t=exp.epochs_total, grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor, stop_last_trials=False)
     export = ExportCallback(exp.paths, base, exp.space.keys, exp.epochs_total, s.experiment, exp.objectives)
     tune_metric, tune_mode = (None, None) if exp.two_objectives else (metric, mode)
     return ray.tune.Tuner(
         _trainable(exp, base),
         tune_config=ray.tune.TuneConfig(metric=tune_metric, mode=tune_mode, search_alg=searcher,
-                                        scheduler=scheduler, num_samples=s.num_samples,
+                                        scheduler=scheduler, num_samples=exp.tune_trials,
                                         max_concurrent_trials=concurrent),
         # Worker failures are Train's to retry (search.max_failures); a trial whose Train run still fails has a
         # deterministic problem, so Tune does not rerun it.
@@ -344,16 +375,23 @@ def run_search(exp: Experiment, address: str | None = None, resume: bool = False
         plan = trial_plan(exp.cfg.search)
         echo("\n".join(plan.lines))
         concurrent = plan.limit
-        objectives = " and ".join(exp.objectives) + (" (Pareto front, no early stopping)" if exp.two_objectives
-                                                     else " (ASHA)")
-        echo(f"search {exp.cfg.search.experiment!r}: {exp.cfg.search.num_samples} trials, at most {concurrent} at "
-             f"once, {exp.epochs_total} epochs each, minimising {objectives}; results in {exp.paths.root}")
+        s = exp.cfg.search
+        stopping = ("Pareto front, no early stopping" if exp.two_objectives else
+                    f"rounds of {s.round_trials}: {s.grace_period} epoch(s) each, then the best 1/"
+                    f"{s.reduction_factor} finish" if exp.brief_then_finish else "ASHA")
+        echo(f"search {s.experiment!r}: {s.num_samples} trials, at most {concurrent} at once, {exp.epochs_total} "
+             f"epochs each, minimising {' and '.join(exp.objectives)} ({stopping}); results in {exp.paths.root}")
         tuner = _tuner(exp, base, concurrent)
     with sigint_restored():  # Tune leaves its own handler, which only asks a finished Tune run to stop
         tuner.fit()
     rows = read_table(exp.paths.trials, TRIALS_SCHEMA)[0].to_pylist() if exp.paths.trials.is_file() else []
     finished = sum(r["status"] in FINISHED for r in rows)
-    if finished < exp.cfg.search.num_samples:
+    if exp.brief_then_finish:  # done when Optuna holds every configuration as finished: the finishing trials too
+        done = finished == len(rows) and finished_trials(exp.paths.optuna_db, exp.cfg.search.experiment) >= \
+            exp.cfg.search.num_samples
+    else:
+        done = finished >= exp.cfg.search.num_samples
+    if not done:
         echo(f"search interrupted after {finished} finished trial(s); continue it with the same command and "
              "--resume")
         return 130

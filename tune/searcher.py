@@ -21,21 +21,55 @@ Optuna study itself is ``optuna.db``, which is written at once and may be ahead 
 stored trial is read before anything is told: a value already reported at an epoch is not reported again, and a
 trial Optuna already holds as finished is never told again (a resumed search neither re-tells nor double-counts).
 Two objectives (no scheduler, every trial its full budget): Ray's behaviour, unchanged.
+
+``search.scheduler=brief_then_finish`` (:class:`BriefThenFinishSearch` with the scheduler :class:`BriefRung`):
+the configurations are drawn in rounds of ``search.round_trials``; each trains ``search.grace_period`` epochs
+(its brief), at which :class:`BriefRung` stops it; once every trial of a round is at its brief, the best
+``round_trials // reduction_factor`` by the value reported there (:func:`kept`) are finished and the others told
+PRUNED. Finishing a configuration is a new Tune trial whose config names the trial it continues
+(:data:`CONTINUES`): it runs that trial's Train runs (named after it, so they resume from their checkpoint at the
+brief) and reports to the same Optuna trial, which becomes COMPLETE with the final value. So Optuna holds one
+trial per configuration, and a stopped one never as finished. The next round is drawn once the last trial of a
+round has started, so a cluster's free slots are used; on one slot the finishing trials run before it, and the
+sampler learns their finals first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from hmh.train.engine import run_epochs
 from tune.space import apply_params
 
-__all__ = ["TRIAL_EPOCH", "EpochAwareOptunaSearch", "told_state"]
+__all__ = ["CONTINUES", "TRIAL_EPOCH", "BriefRung", "BriefThenFinishSearch", "EpochAwareOptunaSearch", "continued",
+           "kept", "round_sizes", "told_state"]
 
 TRIAL_EPOCH = "trial_epoch"  # every report's epoch across both stages (tune.worker): ASHA's time axis
+CONTINUES = "continues"  # a finishing trial's config key: the id of the trial whose Train runs it finishes
+
+
+def continued(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A Tune trial's ``config`` split into its searched parameters and the trial it continues (None for a trial
+    that starts its own runs)."""
+    params = dict(config)
+    return params, params.pop(CONTINUES, None)
+
+
+def round_sizes(num_samples: int, round_trials: int) -> list[int]:
+    """The rounds ``num_samples`` configurations are drawn in: ``round_trials`` each, the last one the rest."""
+    full, rest = divmod(num_samples, round_trials)
+    return [round_trials] * full + ([rest] if rest else [])
+
+
+def kept(size: int, reduction_factor: int) -> int:
+    """How many of a round of ``size`` trials are finished: the top 1/``reduction_factor``, at least one."""
+    return max(1, size // reduction_factor)
 
 
 def told_state(result: dict[str, Any] | None, metric: str, epochs_total: int, error: bool = False) -> str:
@@ -101,3 +135,91 @@ class EpochAwareOptunaSearch(OptunaSearch):
         epoch = int(result.get(TRIAL_EPOCH) or 0)
         if epoch not in stored.intermediate_values:
             self._ot_trials[trial_id].report(float(result[self.metric]), epoch)
+
+
+class BriefRung(FIFOScheduler):
+    """Tune's FIFO scheduler, except that a trial drawn by :class:`BriefThenFinishSearch` stops at trial-epoch
+    ``brief_epochs`` (a finishing trial, :data:`CONTINUES`, runs on)."""
+
+    def __init__(self, brief_epochs: int):
+        super().__init__()
+        self.brief_epochs = brief_epochs
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if CONTINUES not in trial.config and int(result.get(TRIAL_EPOCH) or 0) >= self.brief_epochs:
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+class BriefThenFinishSearch(EpochAwareOptunaSearch):
+    """"Train briefly, keep the best of each round, finish them" (module docstring), on a single objective.
+    ``num_samples``: the configurations drawn, in rounds of ``round_trials`` (:func:`round_sizes`), of which
+    :func:`kept` of ``reduction_factor`` are finished; ``echo``: where each round's decision is printed (None:
+    nowhere; it is saved with the searcher, so a module-level function). Other
+    arguments: :class:`EpochAwareOptunaSearch`'s. Its state (the rounds, the values at the brief, the trials
+    waiting to be finished) is in ``__dict__``, which Tune saves and restores with the search."""
+
+    def __init__(self, *, num_samples: int, round_trials: int, reduction_factor: int,
+                 echo: Callable[[str], None] | None = print, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._sizes = round_sizes(num_samples, round_trials)
+        self._reduction = reduction_factor
+        self._echo = echo
+        self._rounds: list[list[str]] = []  # the drawn trials of each round
+        self._configs: dict[str, dict] = {}  # each drawn trial's config
+        self._at_brief: dict[str, float | None] = {}  # a drawn trial's value where it ended (None: nothing to rank)
+        self._decided: set[int] = set()  # the rounds whose trials to finish are chosen
+        self._queue: list[str] = []  # drawn trials to finish, best first
+        self._finishing: dict[str, str] = {}  # finishing trial -> the drawn trial it continues
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self._queue:
+            drawn = self._queue.pop(0)
+            self._finishing[trial_id] = drawn
+            self._ot_trials[trial_id] = self._ot_trials[drawn]
+            return {**self._configs[drawn], CONTINUES: drawn}
+        if not self._rounds or len(self._rounds[-1]) == self._sizes[len(self._rounds) - 1]:
+            if len(self._rounds) == len(self._sizes):  # every configuration is drawn
+                return Searcher.FINISHED if len(self._decided) == len(self._sizes) else None
+            self._rounds.append([])
+        config = super().suggest(trial_id)
+        self._rounds[-1].append(trial_id)
+        self._configs[trial_id] = config
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._configs or trial_id in self._at_brief:  # a finishing trial, or told already
+            super().on_trial_complete(trial_id, result, error)
+            return
+        stored = self._stored(trial_id)
+        value = None if error or not result else result.get(self.metric)
+        epochs = run_epochs(apply_params(self._base, stored.params))
+        if stored.state.is_finished() or value is None or int(result.get(TRIAL_EPOCH) or 0) >= epochs:
+            super().on_trial_complete(trial_id, result, error)  # failed, never reported, or trained its budget
+            self._at_brief[trial_id] = None
+        else:
+            self._report(trial_id, stored, result)
+            self._at_brief[trial_id] = float(value)
+            self._completed_trials.add(trial_id)
+        self._decide()
+
+    def _decide(self) -> None:
+        """Choose the trials to finish of every round whose drawn trials have all ended at their brief."""
+        import optuna
+
+        for index, members in enumerate(self._rounds):
+            if index in self._decided or len(members) < self._sizes[index]:
+                continue
+            if not all(t in self._at_brief for t in members):
+                continue
+            ranked = sorted((t for t in members if self._at_brief[t] is not None), key=self._at_brief.__getitem__)
+            finish = ranked[:kept(len(members), self._reduction)]
+            for trial_id in ranked[len(finish):]:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED,
+                                    skip_if_finished=True)
+            self._queue.extend(finish)
+            self._decided.add(index)
+            values = ", ".join(f"{t} {self._at_brief[t]:.2f} mm" for t in finish) or "none"
+            if self._echo:
+                self._echo(f"round {index + 1}/{len(self._sizes)}: finishing {values}; stopped the other "
+                           f"{len(ranked) - len(finish)} at their brief")

@@ -32,6 +32,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --device (hmh.train.loop.resolve_device)
 DEVICES = "auto, cpu, cuda or cuda:N"
 SEARCH_OBJECTIVES = ("mpjpe", "mpjpe_ms")  # search.objectives (hmh.results.tables.OBJECTIVE_KEYS)
+SCHEDULERS = ("asha", "brief_then_finish")  # search.scheduler (tune.search, tune.searcher)
 PICK = re.compile(r"min_mpjpe|min_ms|max_ms=(?P<ms>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")  # search.pick
 PICKS = "min_mpjpe, min_ms or max_ms=<ms per image, a number > 0>"
 MAX_HYPOTHESES = 128  # model.num_hypotheses: K (the paper's 16, a study's 64, with room)
@@ -173,10 +174,15 @@ class SearchConfig:
     space: str = ""  # search space YAML; "" = tune/spaces/default.yaml
     num_samples: int = 4
     seed: int = 0
-    grace_period: int = 1  # ASHA: epochs before a trial may be stopped (its first rung)
+    scheduler: str = "asha"  # how trials are stopped early (search.objectives=mpjpe): asha (asynchronous: a trial
+    # reaching a rung goes on if it is in the top 1/reduction_factor of the trials that reached it) |
+    # brief_then_finish (rounds of round_trials trials: each trains grace_period epochs, then the best
+    # round_trials // reduction_factor of the round finish their budget from their checkpoints, the others stop)
+    round_trials: int = 8  # brief_then_finish: the trials of a round (search.num_samples are drawn in such rounds)
+    grace_period: int = 1  # epochs before a trial may be stopped (ASHA's first rung; brief_then_finish: the brief)
     tpe_startup_trials: int = 10  # Optuna TPE: random trials before it models the space (Optuna's default: 10)
     tpe_multivariate: bool = False  # Optuna TPE: model the parameters jointly (benchmarks/search_efficiency.py)
-    reduction_factor: int = 2
+    reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at a rung; brief_then_finish of a round
     num_workers: int = 1  # Ray Train workers per trial
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
@@ -301,6 +307,8 @@ def validate(config: Config) -> Config:
          "a folder name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 100 characters"),
         (se.num_samples >= 1, "search.num_samples", se.num_samples, ">= 1"),
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
+        (se.scheduler in SCHEDULERS, "search.scheduler", se.scheduler, f"one of {', '.join(SCHEDULERS)}"),
+        (se.round_trials >= 1, "search.round_trials", se.round_trials, ">= 1"),
         (se.tpe_startup_trials >= 0, "search.tpe_startup_trials", se.tpe_startup_trials, ">= 0"),
         (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),
         (se.num_workers >= 1, "search.num_workers", se.num_workers, ">= 1"),

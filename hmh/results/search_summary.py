@@ -1,6 +1,6 @@
 """``summary.md`` of a search, built from its Parquet files alone (``hmh results summarize`` reprints it).
 
-Sections: the trials (completed, stopped early by ASHA, errored), the Pareto front of a two-objective search
+Sections: the trials (completed, stopped early, errored), the Pareto front of a two-objective search
 (``pareto.parquet``: MPJPE against inference ms per image), the best (or picked) configuration, the final retrain's
 test-split table, and the comparison with the dissertation's Table 4.1 (final vs best-of-K, MPJPE and
 MPVPE) and Table 4.2 (best-of-K MPJPE vs K) in shape: the dissertation's numbers are on the real BlurHand test split at
@@ -165,8 +165,11 @@ def summarize(root: str | Path) -> str:
         out += [f"Second objective `{COST_OBJECTIVE}` (ms, lower is better): milliseconds per image of the trial's "
                 "generator + selector with top-n aggregation, eval mode, batch 1, on the trial's device (batch 8 in "
                 f"`{COST_KEYS[1]}`). Two objectives: no trial is stopped early.", ""]
-    out += [f"## Trials: {len(rows)} ({done} completed, {stopped} stopped early by ASHA, {errored} errored)", "",
-            *_trial_table(rows, searched, two_objectives), ""]
+    continues = meta.get("continues") or {}  # search.scheduler=brief_then_finish: finishing trial -> the one it
+    # continues
+    finished_later = f", {len(continues)} of them finished by a later trial" if continues else ""
+    out += [f"## Trials: {len(rows)} ({done} completed, {stopped} stopped early{finished_later}, {errored} errored)",
+            "", *_trial_table(rows, searched, two_objectives), ""]
     picked = None
     if paths.pareto.is_file():
         front, front_meta = read_front(paths)

@@ -153,7 +153,7 @@ def test_best_trial_ignores_trials_stopped_early(experiment: ExperimentPaths) ->
 
 def test_summary_from_parquet_alone(experiment: ExperimentPaths) -> None:
     text = summarize(experiment.root)
-    assert "4 (2 completed, 1 stopped early by ASHA, 1 errored)" in text
+    assert "4 (2 completed, 1 stopped early, 1 errored)" in text
     assert "Best configuration: trial ab_00002, objective 25.00 mm" in text
     assert "| model.num_hypotheses | 8 |" in text
     assert "| final (selected top-n) | 25.00 | 26.00 | 27.00 | 28.00 |" in text

@@ -1,6 +1,7 @@
 """Ray Train + Tune end to end on one session-scoped local Ray cluster (2 CPUs), on a tiny config.
 
 - a 2-trial search completes with one trial stopped early by ASHA (and writes its result files);
+- search.scheduler=brief_then_finish trains both trials briefly and finishes the better one from its checkpoint;
 - the two-objective demo (tune/configs/demo_pareto.yaml) writes a non-dominated Pareto front of MPJPE and ms per
   image and retrains the point search.pick chose;
 - a Train stage resumes from its checkpoint after one of its DDP workers is killed;
@@ -135,10 +136,43 @@ def test_two_trial_search_stops_one_trial_early(ray_address, tmp_path: Path, cap
         assert "generation/val/mean_of_k/mpjpe_current" in events.Tags()["scalars"], trial_id
         assert "generation/hypotheses" in events.Tags()["images"], trial_id
     summary = exp.paths.summary.read_text()
-    assert "2 (1 completed, 1 stopped early by ASHA, 0 errored)" in summary
+    assert "2 (1 completed, 1 stopped early, 0 errored)" in summary
     assert (exp.paths.plots / "objective_vs_trial.png").is_file()
     assert not exp.paths.final.exists()  # search.final_retrain is off in this test
     assert _placement_groups_left() == []  # the stopped trial's Train workers were released
+
+
+def test_brief_then_finish_finishes_the_better_trial_from_its_checkpoint(ray_address, tmp_path: Path,
+                                                                         capfd) -> None:
+    """search.scheduler=brief_then_finish, one round of both trials: each trains 1 epoch, then the one that learns
+    is finished by a third Tune trial that resumes its Train run; Optuna holds one trial per configuration."""
+    import optuna
+
+    from hmh.results.search_summary import summarize
+    from tune.search import load_experiment, run_search
+
+    config, space = write_experiment(tmp_path, ORDERED_SPACE)
+    exp = load_experiment(str(config), ["search.scheduler=brief_then_finish", "search.round_trials=2"], str(space))
+    assert run_search(exp) == 0
+    trials = pd.read_parquet(exp.paths.trials).sort_values("trial_index").reset_index(drop=True)
+    assert list(trials["config/optim.lr"]) == [1e-3, 1e-9, 1e-3]
+    assert list(trials["epochs_done"]) == [1, 1, 3] and list(trials["stopped_early"]) == [True, True, False]
+    continues = read_table(exp.paths.trials)[1]["continues"]
+    assert continues == {trials.loc[2, "trial_id"]: trials.loc[0, "trial_id"]}
+    iterations = pd.read_parquet(exp.paths.iterations)
+    finishing = iterations[iterations["trial_id"] == trials.loc[2, "trial_id"]]
+    assert 1 not in set(finishing["trial_epoch"]) and finishing["trial_epoch"].max() == 3  # resumed, not rerun
+    study = optuna.load_study(study_name="tiny", storage=exp.paths.optuna_url)
+    finished, stopped = sorted(study.trials, key=lambda t: -t.params["optim.lr"])
+    assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == trials.loc[2, "objective"]
+    assert finished.intermediate_values[1] == trials.loc[0, "objective"] and max(finished.intermediate_values) == 3
+    assert stopped.state == optuna.trial.TrialState.PRUNED
+    assert stopped.intermediate_values == {1: trials.loc[1, "objective"]}
+    out = capfd.readouterr().out
+    assert f"round 1/1: finishing {trials.loc[0, 'trial_id']} " in out
+    assert "3 (1 completed, 2 stopped early, 1 of them finished by a later trial, 0 errored)" in summarize(
+        exp.paths.root)
+    assert _placement_groups_left() == []
 
 
 def _placement_groups_left() -> list[dict]:

@@ -196,6 +196,10 @@ def test_apply_params_names_the_invalid_key() -> None:
         (["--space", "SPACE"], "loss.jrc_alpha"),
         (["--set", "search.objectives=mpjpe_ms", "--set", "train.selection_epochs=0"], "train.selection_epochs=0"),
         (["--set", "search.objectives=mpjpe_ms", "--set", "search.pick=max_ms=none"], "search.pick='max_ms=none'"),
+        (["--set", "search.scheduler=hyperband"], "search.scheduler='hyperband'"),
+        (["--set", "search.scheduler=brief_then_finish", "--set", "search.round_trials=0"], "search.round_trials=0"),
+        (["--set", "search.objectives=mpjpe_ms", "--set", "search.scheduler=brief_then_finish"],
+         "search.scheduler='brief_then_finish' is invalid with search.objectives='mpjpe_ms'"),
     ],
 )
 def test_search_rejects_bad_config_or_space_before_ray_starts(tmp_path: Path, args: list[str], names: str) -> None:

@@ -1,6 +1,8 @@
 """What the search's Optuna searcher tells Optuna (tune.searcher), without Ray: a trial stopped before its last
 epoch is PRUNED with every value it reported, a finished one COMPLETE with its final value, an errored one FAIL;
-the state survives OptunaSearch's save/restore without a trial being told twice; two objectives are Ray's."""
+the state survives OptunaSearch's save/restore without a trial being told twice; two objectives are Ray's.
+search.scheduler=brief_then_finish: rounds are drawn, decided on the values at the brief, and the best finished
+as trials that continue them and report to their Optuna trial."""
 
 import math
 import pickle
@@ -8,10 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ray.tune.search import Searcher
 
 from hmh.config import load_config, to_dict
 from hmh.results.tables import OBJECTIVE
-from tune.searcher import EpochAwareOptunaSearch, told_state
+from tune.searcher import CONTINUES, BriefThenFinishSearch, EpochAwareOptunaSearch, kept, round_sizes, told_state
 from tune.space import DefineByRun, load_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +122,69 @@ def test_two_objectives_are_told_as_ray_tells_them(tmp_path: Path) -> None:
     searcher.on_trial_complete("a", {OBJECTIVE: 100.0, "cost/ms_per_image_b1": 5.0, "trial_epoch": 1})
     (a,) = study.get_trials()
     assert a.state == optuna.trial.TrialState.COMPLETE and a.values == [100.0, 5.0] and not a.intermediate_values
+
+
+def _brief_searcher(tmp_path: Path, num_samples: int, round_trials: int, lines: list[str] | None
+                    ) -> tuple[BriefThenFinishSearch, optuna.Study]:
+    cfg = load_config(str(DEMO))
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=url, study_name="t")
+    searcher = BriefThenFinishSearch(
+        num_samples=num_samples, round_trials=round_trials, reduction_factor=2,
+        echo=print if lines is None else lines.append,
+        base=to_dict(cfg), space=DefineByRun(load_space(space_file, cfg)), metric=OBJECTIVE, mode="min",
+        study_name="t", storage=optuna.storages.RDBStorage(url), sampler=optuna.samplers.TPESampler(seed=0))
+    return searcher, study
+
+
+def test_rounds_and_the_trials_they_keep() -> None:
+    assert round_sizes(8, 8) == [8] and round_sizes(20, 8) == [8, 8, 4] and round_sizes(3, 8) == [3]
+    assert [kept(n, 4) for n in (8, 4, 3)] == [2, 1, 1]
+
+
+def test_brief_then_finish_keeps_the_best_of_each_round_and_finishes_them(tmp_path: Path) -> None:
+    lines: list[str] = []
+    searcher, study = _brief_searcher(tmp_path, 5, 4, lines)  # rounds of 4 and 1; finish 2 and 1
+    drawn = {t: searcher.suggest(t) for t in "abcde"}  # round 2 is drawn once round 1 is: free slots stay busy
+    assert all(CONTINUES not in config for config in drawn.values())
+    assert searcher.suggest("x") is None  # every configuration drawn, nothing to finish yet: wait
+    for trial_id, value in zip("abcd", (100.0, 90.0, 110.0, 95.0), strict=True):
+        _report(searcher, trial_id, [1], [value])
+        searcher.on_trial_complete(trial_id, {OBJECTIVE: value, "trial_epoch": 1})  # BriefRung stopped it
+    assert lines == ["round 1/2: finishing b 90.00 mm, d 95.00 mm; stopped the other 2 at their brief"]
+    assert searcher.suggest("f") == {**drawn["b"], CONTINUES: "b"}
+    assert searcher.suggest("g") == {**drawn["d"], CONTINUES: "d"}
+    assert searcher.suggest("y") is None  # round 2 still at its brief
+    _report(searcher, "f", [2, 3], [80.0, 70.0])  # the finishing trial resumed b's runs after epoch 1
+    searcher.on_trial_complete("f", {OBJECTIVE: 70.0, "trial_epoch": 3})
+    searcher.on_trial_complete("g", error=True)
+    searcher.on_trial_complete("e", {OBJECTIVE: 120.0, "trial_epoch": 1})  # its value reached on_trial_complete only
+    assert searcher.suggest("h") == {**drawn["e"], CONTINUES: "e"}  # the best of a round of one
+    assert searcher.suggest("z") == Searcher.FINISHED
+    a, b, c, d, e = sorted(study.get_trials(), key=lambda t: t.number)
+    states = optuna.trial.TrialState
+    assert [t.state for t in (a, b, c, d, e)] == [states.PRUNED, states.COMPLETE, states.PRUNED, states.FAIL,
+                                                  states.RUNNING]
+    assert (b.value, b.intermediate_values) == (70.0, {1: 90.0, 2: 80.0, 3: 70.0})
+    assert a.intermediate_values == {1: 100.0} and e.intermediate_values == {1: 120.0}
+    assert len(study.get_trials()) == 5  # one Optuna trial per configuration, however many Tune trials
+
+
+def test_a_restored_brief_then_finish_search_goes_on_where_it_was_saved(tmp_path: Path) -> None:
+    searcher, study = _brief_searcher(tmp_path, 2, 2, None)
+    pickled = pickle.dumps(searcher)
+    first = searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", {OBJECTIVE: 100.0, "trial_epoch": 1})
+    searcher.on_trial_complete("b", {OBJECTIVE: 105.0, "trial_epoch": 1})
+    searcher.save(str(tmp_path / "searcher.pkl"))  # after the decision, before "a" is finished
+    pickle.dumps(searcher)  # Tune saves the searcher with its state, echo (here print) included
+    restored = pickle.loads(pickled)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("c") == {**first, CONTINUES: "a"}
+    restored.on_trial_complete("c", {OBJECTIVE: 90.0, "trial_epoch": 3})
+    a, b = sorted(study.get_trials(), key=lambda t: t.number)
+    assert (a.state, a.value, b.state) == (optuna.trial.TrialState.COMPLETE, 90.0, optuna.trial.TrialState.PRUNED)
+    assert restored.suggest("d") == Searcher.FINISHED
