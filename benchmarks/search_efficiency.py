@@ -83,15 +83,11 @@ class Arm:
     grace: int = GRACE  # ASHA's first rung (trial-epoch); capped at the table's epochs
 
     def make_sampler(self, seed: int):
-        """Random search, or TPE built by ``tune.search`` itself from the ``search.*`` settings of this arm."""
-        import optuna
+        """Random search, or TPE, built by ``tune.search`` itself from the ``search.*`` settings of this arm."""
+        from tune.search import optuna_sampler
 
-        from tune.search import tpe_sampler
-
-        if self.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return tpe_sampler(SearchConfig(seed=seed, tpe_startup_trials=self.startup,
-                                        tpe_multivariate=self.multivariate))
+        return optuna_sampler(SearchConfig(sampler=self.sampler, seed=seed, tpe_startup_trials=self.startup,
+                                           tpe_multivariate=self.multivariate))
 
 
 FIRST_SELECTION_EPOCH = GENERATION_EPOCHS + 1  # the first trial-epoch whose objective is the selected top-n

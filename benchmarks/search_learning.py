@@ -234,7 +234,7 @@ def lookup_trainable(config: dict, configs: list[Tabulated], space, signal: str 
 @dataclass(frozen=True)
 class Arm:
     name: str
-    sampler: str  # random | tpe | gp
+    sampler: str  # search.sampler (random | tpe), or gp: Optuna's GPSampler
     asha: bool = False
     grace: int = 1  # ASHA's first rung (trial-epoch)
     reduction: int = 2  # ASHA's reduction factor (search.reduction_factor): it keeps the top 1/reduction at a rung
@@ -248,14 +248,12 @@ class Arm:
         import optuna
 
         from hmh.config import SearchConfig
-        from tune.search import tpe_sampler
+        from tune.search import optuna_sampler
 
-        if self.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
         if self.sampler == "gp":
             return optuna.samplers.GPSampler(seed=seed)
-        return tpe_sampler(SearchConfig(seed=seed, tpe_startup_trials=self.startup,
-                                        tpe_multivariate=self.multivariate))
+        return optuna_sampler(SearchConfig(sampler=self.sampler, seed=seed, tpe_startup_trials=self.startup,
+                                           tpe_multivariate=self.multivariate))
 
 
 FIRST_SELECTION_EPOCH = GENERATION_EPOCHS + 1

@@ -232,11 +232,13 @@ def _table_parameters(exp: Experiment) -> dict[str, str]:
             if key in exp.space.keys}
 
 
-def tpe_sampler(s: SearchConfig) -> Any:
-    """Optuna's TPE as ``search.*`` sets it: seeded, ``tpe_startup_trials`` random trials first, univariate or
-    multivariate (``benchmarks/search_efficiency.py`` measures both)."""
+def optuna_sampler(s: SearchConfig) -> Any:
+    """The Optuna sampler ``search.sampler`` names, seeded by ``search.seed``: TPE (``tpe_startup_trials`` random
+    trials first, univariate or multivariate; ``benchmarks/search_efficiency.py`` measures both) or random."""
     import optuna
 
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials,
                                       multivariate=s.tpe_multivariate)
 
@@ -259,7 +261,7 @@ def _tuner(exp: Experiment, base: dict, concurrent: int):
     # A trial stopped before its last epoch reaches Optuna as PRUNED, not as COMPLETE with an early value.
     options = dict(base=base, space=DefineByRun(exp.space), metric=metric, mode=mode,
                    points_to_evaluate=[dict(p) for p in exp.space.initial_points] or None, study_name=s.experiment,
-                   storage=optuna.storages.RDBStorage(exp.paths.optuna_url), sampler=tpe_sampler(s))
+                   storage=optuna.storages.RDBStorage(exp.paths.optuna_url), sampler=optuna_sampler(s))
     if exp.brief_then_finish:
         searcher = BriefThenFinishSearch(num_samples=s.num_samples, round_trials=s.round_trials,
                                          reduction_factor=s.reduction_factor, echo=echo, **options)

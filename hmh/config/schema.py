@@ -33,6 +33,7 @@ DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # train.device and every --devi
 DEVICES = "auto, cpu, cuda or cuda:N"
 SEARCH_OBJECTIVES = ("mpjpe", "mpjpe_ms")  # search.objectives (hmh.results.tables.OBJECTIVE_KEYS)
 SCHEDULERS = ("asha", "brief_then_finish")  # search.scheduler (tune.search, tune.searcher)
+SAMPLERS = ("tpe", "random")  # search.sampler (tune.search.optuna_sampler)
 PICK = re.compile(r"min_mpjpe|min_ms|max_ms=(?P<ms>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")  # search.pick
 PICKS = "min_mpjpe, min_ms or max_ms=<ms per image, a number > 0>"
 MAX_HYPOTHESES = 128  # model.num_hypotheses: K (the paper's 16, a study's 64, with room)
@@ -180,6 +181,7 @@ class SearchConfig:
     # round_trials // reduction_factor of the round finish their budget from their checkpoints, the others stop)
     round_trials: int = 8  # brief_then_finish: the trials of a round (search.num_samples are drawn in such rounds)
     grace_period: int = 1  # epochs before a trial may be stopped (ASHA's first rung; brief_then_finish: the brief)
+    sampler: str = "tpe"  # Optuna's sampler: tpe | random
     tpe_startup_trials: int = 10  # Optuna TPE: random trials before it models the space (Optuna's default: 10)
     tpe_multivariate: bool = False  # Optuna TPE: model the parameters jointly (benchmarks/search_efficiency.py)
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at a rung; brief_then_finish of a round
@@ -309,6 +311,7 @@ def validate(config: Config) -> Config:
         (se.grace_period >= 1, "search.grace_period", se.grace_period, ">= 1"),
         (se.scheduler in SCHEDULERS, "search.scheduler", se.scheduler, f"one of {', '.join(SCHEDULERS)}"),
         (se.round_trials >= 1, "search.round_trials", se.round_trials, ">= 1"),
+        (se.sampler in SAMPLERS, "search.sampler", se.sampler, f"one of {', '.join(SAMPLERS)}"),
         (se.tpe_startup_trials >= 0, "search.tpe_startup_trials", se.tpe_startup_trials, ">= 0"),
         (se.reduction_factor >= 2, "search.reduction_factor", se.reduction_factor, ">= 2"),
         (se.num_workers >= 1, "search.num_workers", se.num_workers, ">= 1"),

@@ -197,6 +197,7 @@ def test_apply_params_names_the_invalid_key() -> None:
         (["--set", "search.objectives=mpjpe_ms", "--set", "train.selection_epochs=0"], "train.selection_epochs=0"),
         (["--set", "search.objectives=mpjpe_ms", "--set", "search.pick=max_ms=none"], "search.pick='max_ms=none'"),
         (["--set", "search.scheduler=hyperband"], "search.scheduler='hyperband'"),
+        (["--set", "search.sampler=gp"], "search.sampler='gp'"),
         (["--set", "search.scheduler=brief_then_finish", "--set", "search.round_trials=0"], "search.round_trials=0"),
         (["--set", "search.objectives=mpjpe_ms", "--set", "search.scheduler=brief_then_finish"],
          "search.scheduler='brief_then_finish' is invalid with search.objectives='mpjpe_ms'"),
@@ -239,14 +240,19 @@ def test_two_objective_demo_loads_and_a_resume_may_change_only_the_pick(tmp_path
         load_experiment(config, [storage, "optim.lr=0.1"], resume=True)
 
 
-def test_tpe_sampler_follows_the_search_settings_and_blurhand_uses_the_measured_ones() -> None:
-    """``search.tpe_*`` reach Optuna's TPE; the real-data search takes the settings the search-efficiency benchmark
-    measured best (4 start-up trials, multivariate, ASHA's first rung at the first selection epoch)."""
-    from tune.search import tpe_sampler
+def test_the_sampler_follows_the_search_settings_and_blurhand_uses_the_measured_ones() -> None:
+    """``search.sampler`` and ``search.tpe_*`` reach Optuna; the real-data search takes the settings the
+    search-efficiency benchmark measured best (4 start-up trials, multivariate, ASHA's first rung at the first
+    selection epoch)."""
+    import optuna
 
-    default = tpe_sampler(load_config("cpu").search)
+    from tune.search import optuna_sampler
+
+    default = optuna_sampler(load_config("cpu").search)
     assert (default._n_startup_trials, default._multivariate) == (10, False)  # Optuna's defaults
+    assert isinstance(optuna_sampler(load_config("cpu", ["search.sampler=random"]).search),
+                      optuna.samplers.RandomSampler)
     cfg = load_config(CONFIGS / "blurhand.yaml")
-    sampler = tpe_sampler(cfg.search)
+    sampler = optuna_sampler(cfg.search)
     assert (sampler._n_startup_trials, sampler._multivariate) == (4, True)
     assert cfg.search.grace_period == cfg.train.generation_epochs + 1
