@@ -170,13 +170,11 @@ class BriefThenFinishSearch(EpochAwareOptunaSearch):
         self._at_brief: dict[str, float | None] = {}  # a drawn trial's value where it ended (None: nothing to rank)
         self._decided: set[int] = set()  # the rounds whose trials to finish are chosen
         self._queue: list[str] = []  # drawn trials to finish, best first
-        self._finishing: dict[str, str] = {}  # finishing trial -> the drawn trial it continues
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self._queue:
             drawn = self._queue.pop(0)
-            self._finishing[trial_id] = drawn
-            self._ot_trials[trial_id] = self._ot_trials[drawn]
+            self._ot_trials[trial_id] = self._ot_trials[drawn]  # it reports to the drawn trial's Optuna trial
             return {**self._configs[drawn], CONTINUES: drawn}
         if not self._rounds or len(self._rounds[-1]) == self._sizes[len(self._rounds) - 1]:
             if len(self._rounds) == len(self._sizes):  # every configuration is drawn
@@ -194,8 +192,9 @@ class BriefThenFinishSearch(EpochAwareOptunaSearch):
         stored = self._stored(trial_id)
         value = None if error or not result else result.get(self.metric)
         epochs = run_epochs(apply_params(self._base, stored.params))
-        if stored.state.is_finished() or value is None or int(result.get(TRIAL_EPOCH) or 0) >= epochs:
-            super().on_trial_complete(trial_id, result, error)  # failed, never reported, or trained its budget
+        if (stored.state.is_finished() or value is None or not math.isfinite(float(value))
+                or int(result.get(TRIAL_EPOCH) or 0) >= epochs):  # failed, nothing to rank, or trained its budget
+            super().on_trial_complete(trial_id, result, error)
             self._at_brief[trial_id] = None
         else:
             self._report(trial_id, stored, result)

@@ -7,7 +7,8 @@ import argparse
 import importlib
 
 DRIVERS = {
-    "search": ("tune.search", "the Ray Tune search (Optuna + ASHA) and the final retrain of its best configuration"),
+    "search": ("tune.search", "the Ray Tune search (Optuna; ASHA or brief-then-finish rounds) and the final "
+                              "retrain of its best configuration"),
     "study": ("tune.study", "the reproduction study: the dissertation's Tables 4.1-4.3 as one Ray Tune experiment"),
 }
 

@@ -146,10 +146,10 @@ def test_rounds_and_the_trials_they_keep() -> None:
 
 def test_brief_then_finish_keeps_the_best_of_each_round_and_finishes_them(tmp_path: Path) -> None:
     lines: list[str] = []
-    searcher, study = _brief_searcher(tmp_path, 5, 4, lines)  # rounds of 4 and 1; finish 2 and 1
-    drawn = {t: searcher.suggest(t) for t in "abcde"}  # round 2 is drawn once round 1 is: free slots stay busy
+    searcher, study = _brief_searcher(tmp_path, 6, 4, lines)  # rounds of 4 and 2; finish 2 and 1
+    drawn = {t: searcher.suggest(t) for t in "abcdex"}  # round 2 is drawn once round 1 is: free slots stay busy
     assert all(CONTINUES not in config for config in drawn.values())
-    assert searcher.suggest("x") is None  # every configuration drawn, nothing to finish yet: wait
+    assert searcher.suggest("w") is None  # every configuration drawn, nothing to finish yet: wait
     for trial_id, value in zip("abcd", (100.0, 90.0, 110.0, 95.0), strict=True):
         _report(searcher, trial_id, [1], [value])
         searcher.on_trial_complete(trial_id, {OBJECTIVE: value, "trial_epoch": 1})  # BriefRung stopped it
@@ -161,15 +161,16 @@ def test_brief_then_finish_keeps_the_best_of_each_round_and_finishes_them(tmp_pa
     searcher.on_trial_complete("f", {OBJECTIVE: 70.0, "trial_epoch": 3})
     searcher.on_trial_complete("g", error=True)
     searcher.on_trial_complete("e", {OBJECTIVE: 120.0, "trial_epoch": 1})  # its value reached on_trial_complete only
-    assert searcher.suggest("h") == {**drawn["e"], CONTINUES: "e"}  # the best of a round of one
+    searcher.on_trial_complete("x", {OBJECTIVE: math.nan, "trial_epoch": 1})  # a NaN is not ranked
+    assert searcher.suggest("h") == {**drawn["e"], CONTINUES: "e"}
     assert searcher.suggest("z") == Searcher.FINISHED
-    a, b, c, d, e = sorted(study.get_trials(), key=lambda t: t.number)
+    a, b, c, d, e, x = sorted(study.get_trials(), key=lambda t: t.number)
     states = optuna.trial.TrialState
-    assert [t.state for t in (a, b, c, d, e)] == [states.PRUNED, states.COMPLETE, states.PRUNED, states.FAIL,
-                                                  states.RUNNING]
+    assert [t.state for t in (a, b, c, d, e, x)] == [states.PRUNED, states.COMPLETE, states.PRUNED, states.FAIL,
+                                                     states.RUNNING, states.PRUNED]
     assert (b.value, b.intermediate_values) == (70.0, {1: 90.0, 2: 80.0, 3: 70.0})
     assert a.intermediate_values == {1: 100.0} and e.intermediate_values == {1: 120.0}
-    assert len(study.get_trials()) == 5  # one Optuna trial per configuration, however many Tune trials
+    assert len(study.get_trials()) == 6  # one Optuna trial per configuration, however many Tune trials
 
 
 def test_a_restored_brief_then_finish_search_goes_on_where_it_was_saved(tmp_path: Path) -> None:
