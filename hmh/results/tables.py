@@ -200,7 +200,9 @@ def _metadata(schema: pa.Schema) -> dict[str, Any]:
 
 
 def read_table(path: str | Path, schema: pa.Schema | None = None) -> tuple[pa.Table, dict[str, Any]]:
-    """Read a result file; check it has ``schema``'s columns with their types. Returns ``(table, metadata)``."""
+    """Read a result file; check it has ``schema``'s columns with their types. Returns ``(table, metadata)``. A
+    ``config/<key>`` column the file lacks (written before that config key existed) is read as nulls: the key was
+    not recorded."""
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: result file not found")
@@ -210,7 +212,9 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> tuple[pa.Ta
         raise ResultsError(f"{path}: not a readable Parquet file: {err}") from err
     for field in schema or []:
         if field.name not in table.column_names:
-            raise ResultsError(f"{path}: column {field.name!r} is missing")
+            if not field.name.startswith("config/"):
+                raise ResultsError(f"{path}: column {field.name!r} is missing")
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
         actual = table.schema.field(field.name).type
         if actual != field.type:
             raise ResultsError(f"{path}: column {field.name!r} has type {actual}, expected {field.type}")

@@ -105,6 +105,15 @@ def test_trials_file_has_typed_config_columns_and_opens_in_pandas(experiment: Ex
     assert frame.loc[1, "config/model.num_hypotheses"] == 2
 
 
+def test_a_trials_file_older_than_a_config_key_reads_that_key_as_null(experiment: ExperimentPaths) -> None:
+    older = pq.read_table(experiment.trials).drop_columns(["config/search.scheduler"])
+    pq.write_table(older, experiment.trials)
+    table, meta = read_table(experiment.trials, TRIALS_SCHEMA)
+    assert table.column("config/search.scheduler").null_count == table.num_rows == 4
+    assert meta["experiment"] == "demo"  # the file's metadata is kept
+    assert "## Trials: 4" in summarize(experiment.root)
+
+
 def test_empty_tables_keep_their_schema(tmp_path: Path) -> None:
     for schema in (TRIALS_SCHEMA, ITERATIONS_SCHEMA, FINAL_SCHEMA):
         path = write_table(tmp_path / "x.parquet", [], schema)
