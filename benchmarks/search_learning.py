@@ -340,7 +340,7 @@ def replay(arm: Arm, seed: int, budget_s: float, configs: list[Tabulated], secon
                     else EpochAwareOptunaSearch(**options))
         tuner = ray.tune.Tuner(
             ray.tune.with_parameters(lookup_trainable, configs=configs, space=space, signal=arm.signal,
-                                     brief=arm.grace if arm.rounds else 0),
+                                     brief=arm.grace),
             tune_config=ray.tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=searcher, scheduler=scheduler,
                                             num_samples=10_000, max_concurrent_trials=1, reuse_actors=True),
             run_config=ray.tune.RunConfig(storage_path=storage, name="replay", verbose=0, callbacks=[Record()],

@@ -178,7 +178,7 @@ class ExportCallback(ray.tune.Callback):
         rows = self._rows(trials)
         meta = {"experiment": self.experiment, "searched": self.searched, "objective": OBJECTIVE,
                 "objectives": list(self.objectives), "written": time.time(),
-                "continues": {t.trial_id: continued(t.config)[1] for t in trials if continued(t.config)[1]}}
+                "continues": {t.trial_id: of for t in trials if (of := continued(t.config)[1])}}
         write_table(self.paths.trials, rows, TRIALS_SCHEMA, meta)
         order = {trial.trial_id: i for i, trial in enumerate(trials)}
         ordered = sorted(self._iterations.values(),
