@@ -1,130 +1,111 @@
-"""The placement groups of a trial's Train runs, released by the Tune driver once the trial has ended.
+"""Placement groups that ended Train runs left behind, removed by the Tune driver.
 
-A Train run inside a Tune trial reserves its workers in a placement group that the run's controller creates. When
-the trial ends before the run does (stopped by ASHA, failed, interrupted), Ray 2.60 leaves the group to a detached
-``PlacementGroupCleaner`` that asks the dashboard's State API whether the controller is dead. If those queries
-fail (the cleaner's thread retries only the State API's own exception and dies on any other), the group outlives
-its trial and every later trial waits for workers until Train gives up ("worker group startup timed out"; seen in
-CI: one stopped trial's group cost the next search all 4 of its trials and 25 minutes).
+A Train run inside a Tune trial reserves its workers in a placement group that the run's controller, an actor the
+trial owns, creates. When the trial ends before the run does (stopped by a scheduler, failed, interrupted), Ray
+kills the controller, but a placement group lives as long as its job does. Ray 2.60 hands a group whose workers
+have started to a detached ``PlacementGroupCleaner`` that asks the dashboard's State API whether the controller is
+dead; when those queries fail, the group outlives its trial. A group whose workers were still starting (a trial
+stopped just as its next stage began) is handed to no one. Either way every later trial waits for workers until
+Train gives up ("worker group startup timed out"; seen in CI: one such group cost the next search all 4 of its
+trials and 25 minutes, another the next 2 trials of a search).
 
-So each run's controller records the groups it starts in Ray's internal key-value store under its trial's id
-(:class:`RecordPlacementGroups`, a Train worker-group callback), and the driver's :class:`ReleasePlacementGroups`
-(a Tune callback) removes those of an ended trial that are still there ``grace_s`` seconds after it ended (the
-time Ray's own cleaner gets), talking to the GCS only: no dashboard involved.
+So the driver's :class:`ReleasePlacementGroups` (a Tune callback) asks the GCS itself, every few seconds of the Tune
+loop, for this job's live groups whose creator was an actor that has died, and removes those that are still there
+``grace_s`` seconds after it first saw them (the time Ray's own cleaner gets). No State API, no dashboard. Groups
+the driver itself made (Tune's trial bundles, which have no creator actor) and those of live controllers are never
+touched.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ray
 import ray.tune
-from ray.experimental import internal_kv
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # internal: Ray 2.60's extension point
-from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-__all__ = ["GRACE_S", "RecordPlacementGroups", "ReleasePlacementGroups", "recorded_groups", "record_group"]
+__all__ = ["GRACE_S", "Group", "ReleasePlacementGroups", "job_groups"]
 
-NAMESPACE = "hmh_placement_groups"
-GRACE_S = 30.0  # Ray's cleaner polls every second, each State API query waiting up to 10 s
+GRACE_S = 15.0  # Ray's cleaner checks every second, each State API query waiting up to 10 s
+_CHECK_S = 2.0  # how often the Tune loop asks the GCS
 _POLL_S = 0.5
 
 
-def _key(trial_id: str) -> bytes:
-    return trial_id.encode()
+@dataclass(frozen=True)
+class Group:
+    """One live placement group of this job, as the GCS records it. ``made_by_actor``: an actor created it (a Train
+    controller), not the driver; ``orphaned``: that actor has died."""
+
+    group_id: str
+    made_by_actor: bool
+    orphaned: bool
 
 
-def recorded_groups(trial_id: str) -> list[str]:
-    """The hex ids of the placement groups recorded for ``trial_id``, oldest first."""
-    value = internal_kv._internal_kv_get(_key(trial_id), namespace=NAMESPACE)
-    return value.decode().split() if value else []
+def job_groups() -> dict[str, Group]:
+    """This job's live placement groups by hex id, read from the GCS (Ray's internal accessor: the public
+    ``placement_group_table`` leaves out who created a group)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id()).binary()
+    groups = {}
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        data = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if data.creator_job_id != job or data.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        made_by_actor = not ray.ActorID(data.creator_actor_id).is_nil()
+        group_id = data.placement_group_id.hex()
+        groups[group_id] = Group(group_id, made_by_actor, made_by_actor and data.creator_actor_dead)
+    return groups
 
 
-def record_group(trial_id: str, group_id: str) -> None:
-    """Add the placement group ``group_id`` (hex) to ``trial_id``'s record (one trial's runs are sequential)."""
-    groups = recorded_groups(trial_id)
-    if group_id not in groups:
-        internal_kv._internal_kv_put(_key(trial_id), " ".join([*groups, group_id]), overwrite=True,
-                                     namespace=NAMESPACE)
-
-
-def _alive(group_id: str) -> PlacementGroup | None:
-    """The placement group ``group_id`` while it holds or waits for resources, else None."""
-    group = PlacementGroup(ray.PlacementGroupID.from_hex(group_id))
-    return group if placement_group_table(group).get("state") not in (None, "REMOVED") else None
-
-
-def _job_groups() -> set[str]:
-    """The hex ids of the live placement groups this driver's job created (its trials' Train runs included: a
-    placement group id ends with its job's id)."""
-    job = ray.get_runtime_context().get_job_id()
-    return {g for g, info in placement_group_table().items() if info["state"] != "REMOVED" and g.endswith(job)}
-
-
-class RecordPlacementGroups(WorkerGroupCallback):
-    """Runs in a Train run's controller: records each worker group's placement group under ``trial_id``."""
-
-    def __init__(self, trial_id: str):
-        self.trial_id = trial_id
-
-    def after_worker_group_start(self, worker_group) -> None:
-        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        record_group(self.trial_id, group.id.hex())
+def _remove(group_id: str) -> None:
+    remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
 
 
 class ReleasePlacementGroups(ray.tune.Callback):
-    """Runs in the Tune driver: removes the recorded placement groups that an ended trial left behind.
+    """Runs in the Tune driver: removes the placement groups that dead Train controllers left behind.
 
-    A trial's groups are checked ``grace_s`` seconds after it completes or fails (at each step of the Tune loop),
-    and at the end of the experiment, when Tune has stopped every trial, after at most ``grace_s`` more. Then any
-    other live group of this job that was not there when the experiment started goes too: a run stopped while
-    starting its workers has a group that no callback recorded."""
+    At each step of the Tune loop (at most every ``_CHECK_S`` seconds), a group whose creator actor has died is
+    removed once ``grace_s`` seconds have passed since it was first seen so. At the end of the experiment, when
+    Tune has stopped every trial, the driver waits up to ``grace_s`` for the controllers to end, then removes every
+    group that an actor created during the experiment and that is still there."""
 
     def __init__(self, grace_s: float = GRACE_S, echo: Callable[[str], None] = print):
         self.grace_s = grace_s
         self.echo = echo
-        self._ended: dict[str, float] = {}  # trial id -> time.monotonic() when it ended
-        self._before: set[str] = set()  # this job's placement groups alive when the experiment started
+        self._before: set[str] = set()  # this job's live groups when the experiment started
+        self._orphaned_since: dict[str, float] = {}  # group id -> time.monotonic() when first seen orphaned
+        self._checked = -float("inf")
 
     def setup(self, **info) -> None:
-        self._before = _job_groups()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._ended[trial.trial_id] = time.monotonic()
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._ended[trial.trial_id] = time.monotonic()
+        self._before = set(job_groups())
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        due = time.monotonic() - self.grace_s
-        for trial_id in [t for t, ended in self._ended.items() if ended <= due]:
-            self.release(trial_id)
+        now = time.monotonic()
+        if now - self._checked < _CHECK_S:
+            return
+        self._checked = now
+        orphaned = {g for g, group in job_groups().items() if group.orphaned}
+        self._orphaned_since = {g: self._orphaned_since.get(g, now) for g in orphaned}
+        for group_id in [g for g, since in self._orphaned_since.items() if now - since >= self.grace_s]:
+            self._release(group_id, "its Train run's controller ended without removing it")
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        now = time.monotonic()
-        for trial in trials:  # Tune has stopped every trial, also those it never reported ended (interrupted)
-            self._ended.setdefault(trial.trial_id, now)
-        deadline = max(self._ended.values(), default=now) + self.grace_s
-        groups = [g for t in self._ended for g in recorded_groups(t)]  # final: no trial starts a run any more
-        while time.monotonic() < deadline and any(_alive(g) for g in groups):
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline and any(not g.orphaned for g in self._made_during().values()):
             time.sleep(_POLL_S)
-        for trial_id in list(self._ended):
-            self.release(trial_id)
-        for group_id in _job_groups() - self._before:  # a run stopped while starting its workers records nothing
-            group = _alive(group_id)
-            if group is not None:
-                remove_placement_group(group)
-                self.echo(f"removed placement group {group_id}, which a stopped Train run of this search left "
-                          "behind")
+        for group_id in self._made_during():
+            self._release(group_id, "a Train run of this experiment left it behind")
 
-    def release(self, trial_id: str) -> None:
-        """Remove ``trial_id``'s recorded placement groups that are still there, and forget its record."""
-        for group_id in recorded_groups(trial_id):
-            group = _alive(group_id)
-            if group is not None:
-                remove_placement_group(group)
-                self.echo(f"trial {trial_id}: removed placement group {group_id}, which its stopped Train run "
-                          "left behind (Ray Train's cleaner did not remove it)")
-        internal_kv._internal_kv_del(_key(trial_id), namespace=NAMESPACE)
-        self._ended.pop(trial_id, None)
+    def _made_during(self) -> dict[str, Group]:
+        """The live groups that actors (Train controllers) created during the experiment."""
+        return {g: group for g, group in job_groups().items() if group.made_by_actor and g not in self._before}
+
+    def _release(self, group_id: str, why: str) -> None:
+        self._orphaned_since.pop(group_id, None)
+        if group_id in job_groups():  # Ray's own cleaner may have removed it meanwhile
+            _remove(group_id)
+            self.echo(f"removed placement group {group_id}: {why}")

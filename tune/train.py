@@ -152,8 +152,7 @@ def _best(result, keep_last: bool) -> tuple[str, dict[str, Any]]:
 def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, generator_checkpoint: str = "",
               tensorboard_dir: str = "", report_to_tune: bool = False, echo: Echo = log.info) -> StageCheckpoint:
     """Train ``stage`` of ``cfg`` as the Train run ``<run>-<stage>`` (resumed if it exists; skipped if it
-    finished). ``report_to_tune``: inside a Tune trial, forward every report to Tune (``TuneReportCallback``) and
-    record the run's placement groups for the driver's :class:`tune.placement.ReleasePlacementGroups`."""
+    finished). ``report_to_tune``: inside a Tune trial, forward every report to Tune (``TuneReportCallback``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -174,9 +173,7 @@ def run_stage(cfg: Config, stage: str, paths: ExperimentPaths, run: str, *, gene
     if report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from tune.placement import RecordPlacementGroups
-
-        callbacks += [TuneReportCallback(), RecordPlacementGroups(ray.tune.get_context().get_trial_id())]
+        callbacks.append(TuneReportCallback())
     checkpoint_config = (ray.train.CheckpointConfig(num_to_keep=1) if keep_last else
                          ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=OBJECTIVE,
                                                     checkpoint_score_order="min"))

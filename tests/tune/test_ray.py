@@ -9,7 +9,8 @@
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
-- no placement group outlives its trial: the driver removes one that Ray Train's own cleaner left behind;
+- no placement group outlives its Train run's controller: the driver removes those that Ray Train's own cleaner
+  left behind or never saw;
 - the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
   not, Tune's trial table does (tune.console);
 - the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
@@ -181,50 +182,48 @@ def _placement_groups_left() -> list[dict]:
     return [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
 
 
-def test_a_placement_group_that_an_ended_trial_left_behind_is_removed(ray_address) -> None:
-    from types import SimpleNamespace
-
+def test_placement_groups_that_dead_controllers_left_behind_are_removed(ray_address) -> None:
+    """As Train controllers killed with their trial leave them: made by an actor that has died, ready (workers
+    started) or pending (workers starting). The driver's own groups and those of live actors stay until the end."""
     import ray
-    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+    from ray.util.placement_group import placement_group, remove_placement_group
 
-    from tune.placement import ReleasePlacementGroups, record_group, recorded_groups
+    from tune.placement import ReleasePlacementGroups, job_groups
 
-    leaked, released = placement_group([{"CPU": 0.5}]), placement_group([{"CPU": 0.5}])
-    ray.get([leaked.ready(), released.ready()], timeout=60)
-    record_group("leaky", leaked.id.hex())
-    record_group("tidy", released.id.hex())
-    remove_placement_group(released)  # as Ray Train does when its run ends, or its cleaner after a stop
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def reserve(self, cpus: float) -> str:
+            return placement_group([{"CPU": cpus}]).id.hex()
+
+    own = placement_group([{"CPU": 0.5}])  # made by the driver, as Tune's trial bundles are
+    ray.get(own.ready(), timeout=60)
     lines: list[str] = []
-    callback = ReleasePlacementGroups(grace_s=0.0, echo=lines.append)
-    leaky, tidy = SimpleNamespace(trial_id="leaky"), SimpleNamespace(trial_id="tidy")
-    callback.on_trial_complete(0, [leaky, tidy], leaky)
-    callback.on_trial_error(0, [leaky, tidy], tidy)
-    callback.on_step_begin(1, [leaky, tidy])
-    assert placement_group_table(leaked)["state"] == "REMOVED" and _placement_groups_left() == []
-    assert len(lines) == 1 and f"trial leaky: removed placement group {leaked.id.hex()}" in lines[0], lines
-    assert recorded_groups("leaky") == recorded_groups("tidy") == []
+    callback = ReleasePlacementGroups(grace_s=1.0, echo=lines.append)
+    callback.setup()
+    alive, killed = Controller.remote(), Controller.remote()
+    kept = ray.get(alive.reserve.remote(0.5))
+    started = ray.get(killed.reserve.remote(0.5))
+    starting = ray.get(killed.reserve.remote(1.5))  # 2 CPUs: pending while the others hold theirs
+    ray.kill(killed)
+    deadline = time.monotonic() + 30
+    while not (job_groups()[started].orphaned and job_groups()[starting].orphaned):
+        assert time.monotonic() < deadline, job_groups()
+        time.sleep(0.2)
+    callback.on_step_begin(0, [])  # first seen orphaned: Ray's own cleaner gets grace_s
+    assert {started, starting} <= set(job_groups()) and lines == []
+    time.sleep(2.5)  # grace_s, and the Tune loop's pause between checks
+    callback.on_step_begin(1, [])
+    assert set(job_groups()) == {own.id.hex(), kept}
+    assert sorted(lines) == sorted(f"removed placement group {g}: its Train run's controller ended without removing "
+                                   "it" for g in (started, starting))
 
-    # At the end of an experiment, Ray's cleaner gets grace_s to remove a group before the driver does.
-    late = placement_group([{"CPU": 0.5}])
-    ray.get(late.ready(), timeout=60)
-    record_group("late", late.id.hex())
-    threading.Timer(1.0, remove_placement_group, args=(late,)).start()
+    # At the end of an experiment, what an actor made during it goes once grace_s has passed, its creator alive or not.
     start = time.monotonic()
-    ReleasePlacementGroups(grace_s=30.0, echo=lines.append).on_experiment_end([SimpleNamespace(trial_id="late")])
-    assert time.monotonic() - start < 20 and len(lines) == 1 and _placement_groups_left() == []
-
-    # A group of this job that no run recorded (a run stopped while starting its workers) goes at the end too.
-    before = placement_group([{"CPU": 0.25}])
-    ray.get(before.ready(), timeout=60)
-    sweep = ReleasePlacementGroups(grace_s=0.0, echo=lines.append)
-    sweep.setup()
-    stray = placement_group([{"CPU": 0.25}])
-    ray.get(stray.ready(), timeout=60)
-    sweep.on_experiment_end([])
-    assert placement_group_table(stray)["state"] == "REMOVED"
-    assert f"removed placement group {stray.id.hex()}" in lines[-1]
-    assert placement_group_table(before)["state"] != "REMOVED"  # what was there before the experiment stays
-    remove_placement_group(before)
+    callback.on_experiment_end([])
+    assert 1.0 <= time.monotonic() - start < 10 and set(job_groups()) == {own.id.hex()}
+    assert lines[-1] == f"removed placement group {kept}: a Train run of this experiment left it behind"
+    remove_placement_group(own)
+    ray.kill(alive)
 
 
 def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
