@@ -20,7 +20,7 @@ from hmh.config import (
 )
 
 
-@pytest.mark.parametrize("preset", ["cpu", "paper", "bench"])
+@pytest.mark.parametrize("preset", ["cpu", "paper", "bench", "bench-evidence"])
 def test_presets_load_and_round_trip_through_yaml(preset: str, tmp_path: Path) -> None:
     config = load_config(preset)
     path = tmp_path / "config.yaml"
@@ -38,6 +38,15 @@ def test_paper_preset_has_the_paper_settings() -> None:
     assert config.model.pretrained and config.data.val_fraction == 0.0 and config.train.keep == "last"
     assert config.loss.winner == "frame" and config.optim.milestones == [10, 13]
     assert not load_config("cpu").model.pretrained  # the offline default downloads nothing
+
+
+def test_bench_evidence_is_bench_with_another_selector() -> None:
+    """The generator, the data and the budget are bench's: only the selector's own settings differ."""
+    bench, evidence = flatten(load_config("bench")), flatten(load_config("bench-evidence"))
+    assert {key: value for key, value in evidence.items() if bench[key] != value} == {
+        "selection.evidence": "both", "selection.embedding_std": 0.02, "loss.selection_target": "jrc_graded",
+        "loss.rank_weight": 1.0, "optim.selection_lr": 2e-3}
+    assert load_config("paper").selection.evidence == "none"  # the dissertation's selector stays paper's
 
 
 def test_overrides_are_typed_and_nested() -> None:
