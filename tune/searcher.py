@@ -150,6 +150,11 @@ class BriefRung(FIFOScheduler):
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
+    def debug_string(self) -> str:
+        """The line of Tune's status box (FIFO's would read "Using FIFO scheduling algorithm.")."""
+        return (f"Using brief-then-finish rounds: each drawn trial stops after {self.brief_epochs} epoch(s); the "
+                "best of each round are finished.")
+
 
 class BriefThenFinishSearch(EpochAwareOptunaSearch):
     """"Train briefly, keep the best of each round, finish them" (module docstring), on a single objective.

@@ -14,7 +14,15 @@ from ray.tune.search import Searcher
 
 from hmh.config import load_config, to_dict
 from hmh.results.tables import OBJECTIVE
-from tune.searcher import CONTINUES, BriefThenFinishSearch, EpochAwareOptunaSearch, kept, round_sizes, told_state
+from tune.searcher import (
+    CONTINUES,
+    BriefRung,
+    BriefThenFinishSearch,
+    EpochAwareOptunaSearch,
+    kept,
+    round_sizes,
+    told_state,
+)
 from tune.space import DefineByRun, load_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,6 +150,20 @@ def _brief_searcher(tmp_path: Path, num_samples: int, round_trials: int, lines: 
 def test_rounds_and_the_trials_they_keep() -> None:
     assert round_sizes(8, 8) == [8] and round_sizes(20, 8) == [8, 8, 4] and round_sizes(3, 8) == [3]
     assert [kept(n, 4) for n in (8, 4, 3)] == [2, 1, 1]
+
+
+def test_the_brief_rung_stops_drawn_trials_at_their_brief_and_lets_finishing_ones_run() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    rung = BriefRung(2)
+    drawn = SimpleNamespace(config={"optim.lr": 1e-3})
+    finishing = SimpleNamespace(config={"optim.lr": 1e-3, CONTINUES: "0123abcd"})
+    assert rung.on_trial_result(None, drawn, {"trial_epoch": 1}) == TrialScheduler.CONTINUE
+    assert rung.on_trial_result(None, drawn, {"trial_epoch": 2}) == TrialScheduler.STOP
+    assert rung.on_trial_result(None, finishing, {"trial_epoch": 3}) == TrialScheduler.CONTINUE
+    assert rung.debug_string().startswith("Using brief-then-finish rounds: each drawn trial stops after 2 epoch(s)")
 
 
 def test_brief_then_finish_keeps_the_best_of_each_round_and_finishes_them(tmp_path: Path) -> None:
