@@ -38,7 +38,6 @@ class Group:
     """One live placement group of this job, as the GCS records it. ``made_by_actor``: an actor created it (a Train
     controller), not the driver; ``orphaned``: that actor has died."""
 
-    group_id: str
     made_by_actor: bool
     orphaned: bool
 
@@ -56,8 +55,7 @@ def job_groups() -> dict[str, Group]:
         if data.creator_job_id != job or data.state == gcs_pb2.PlacementGroupTableData.REMOVED:
             continue
         made_by_actor = not ray.ActorID(data.creator_actor_id).is_nil()
-        group_id = data.placement_group_id.hex()
-        groups[group_id] = Group(group_id, made_by_actor, made_by_actor and data.creator_actor_dead)
+        groups[data.placement_group_id.hex()] = Group(made_by_actor, made_by_actor and data.creator_actor_dead)
     return groups
 
 
