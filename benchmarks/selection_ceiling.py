@@ -1,0 +1,133 @@
+"""How much of the label oracle can a selector reach by reading the image? Oracles that see one part of the truth.
+
+    python benchmarks/selection_ceiling.py CHECKPOINT [--split test] [--max-samples 0] [--out FILE]
+
+A single image shows where each joint lies across the camera's view far better than how far it is from the
+camera. For a selection-stage checkpoint this ranks the generator's K hypotheses of every image of ``--split``
+(no augmentation) four ways and aggregates each ranking's top-n as the method does:
+
+- **the selector**: its reward;
+- **camera-plane oracle**: each hypothesis' sequence MPJPE in the camera's x and y alone (ground truth): what a
+  selector that read the image perfectly could know, up to perspective;
+- **depth oracle**: the same error along the camera axis z alone;
+- **label oracle**: the 3D sequence MPJPE, the JRC labels.
+
+Per ranking: the final (current-frame MPJPE of its top-n, mm), the selection gain ``(random - final) / (random -
+label oracle)``, the precision against the labels' top-n, and its top-1 hypothesis' mean error split into the
+camera plane (x, y) and depth (z). A selector close to the camera-plane oracle is limited by what the image shows,
+not by how it was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from hmh.eval.metrics import sequence_errors, top_n_by_reward
+from hmh.eval.protocol import MultiHypothesisEvaluator
+from hmh.files import atomic
+from hmh.models.checkpoint import LoadedModels, models_from_checkpoint
+from hmh.train.runner import build_datasets, data_root, make_loader
+
+CAMERA_PLANE = (1.0, 1.0, 0.0)  # x, y
+DEPTH = (0.0, 0.0, 1.0)  # z, the camera axis
+
+
+@torch.no_grad()
+def hypotheses_and_rewards(models: LoadedModels, split: str, max_samples: int = 0) -> dict[str, torch.Tensor]:
+    """The generator's hypotheses and the selector's rewards on ``split`` (no augmentation, CPU): ``joints (N, K,
+    T, J, 3)`` metres, ``gt (N, T, J, 3)``, ``valid (N, T, J)``, ``reward (N, K)``; the first ``max_samples`` (0 =
+    all)."""
+    cfg = models.config
+    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
+    dataset.augment = False
+    out: dict[str, list[torch.Tensor]] = {"joints": [], "gt": [], "valid": [], "reward": []}
+    seen = 0
+    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
+        gen_out = models.generator(batch["image"])
+        out["joints"].append(gen_out.joints.float())
+        out["gt"].append(batch["joints_3d"].float())
+        out["valid"].append(batch["joint_valid"].bool())
+        out["reward"].append(models.selector(batch["image"], gen_out).reward.float())
+        seen += len(batch["image"])
+        print(f"  {seen}/{len(dataset)} images", file=sys.stderr, flush=True)
+        if max_samples and seen >= max_samples:
+            break
+    return {key: torch.cat(parts)[:max_samples or None] for key, parts in out.items()}
+
+
+def axis_errors(joints: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, axes: tuple[float, ...]) -> torch.Tensor:
+    """Sequence MPJPE (mm) ``(N, K)`` counting only the coordinates ``axes`` keeps (1) of ``joints (N, K, T, J, 3)``
+    against ``gt (N, T, J, 3)``, past/future matched on that error as the protocol does."""
+    mask = torch.tensor(axes, dtype=joints.dtype)
+    return sequence_errors(joints * mask, gt * mask, valid)
+
+
+def ceiling_rows(data: dict[str, torch.Tensor], top_n: int) -> list[dict[str, float | str]]:
+    """One row per ranking (see the module docstring) from :func:`hypotheses_and_rewards`' tensors."""
+    joints, gt, valid = data["joints"], data["gt"], data["valid"]
+    plane, depth = axis_errors(joints, gt, valid, CAMERA_PLANE), axis_errors(joints, gt, valid, DEPTH)  # (N, K)
+    rankings = {
+        "the selector (its reward)": data["reward"],
+        "camera-plane oracle (x, y error alone)": -plane,
+        "depth oracle (z error alone)": -depth,
+        "label oracle (3D error, the JRC labels)": -sequence_errors(joints, gt, valid),
+    }
+    rows: list[dict[str, float | str]] = []
+    for name, scores in rankings.items():
+        evaluator = MultiHypothesisEvaluator(top_n, seed=0)
+        evaluator.update(joints, gt, valid, scores=torch.nan_to_num(scores, nan=0.0))
+        m = evaluator.compute()
+        top1 = top_n_by_reward(torch.nan_to_num(scores, nan=0.0), 1)  # (N, 1)
+        rows.append({
+            "ranking": name, "final": m["final/mpjpe_current"], "gain": m["selection/gain"],
+            "precision": m["selection/precision"], "random": m["random_n/mpjpe_current"],
+            "top1_plane": float(torch.nanmean(plane.gather(1, top1))),
+            "top1_depth": float(torch.nanmean(depth.gather(1, top1))),
+        })
+    rows.append({"ranking": "every hypothesis (mean)", "top1_plane": float(torch.nanmean(plane)),
+                 "top1_depth": float(torch.nanmean(depth))})
+    return rows
+
+
+def table(rows: list[dict[str, float | str]]) -> str:
+    """Markdown table of :func:`ceiling_rows`."""
+    lines = ["| ranking | final | gain | precision | top-1 error, camera plane (x, y) | top-1 error, depth (z) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{r[key]:.2f}" if key in r else "" for key in ("final", "gain")]
+        cells.append(f"{r['precision']:.3f}" if "precision" in r else "")
+        cells += [f"{r['top1_plane']:.2f}", f"{r['top1_depth']:.2f}"]
+        lines.append(f"| {r['ranking']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a selection-stage hmh checkpoint")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default: test)")
+    parser.add_argument("--max-samples", type=int, default=0, help="at most this many images, 0 = all (default: 0)")
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    models = models_from_checkpoint(args.checkpoint)
+    if models.selector is None:
+        raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
+    data = hypotheses_and_rewards(models, args.split, args.max_samples)
+    rows = ceiling_rows(data, models.config.selection.top_n)
+    cfg = models.config
+    text = (f"Checkpoint `{args.checkpoint}`, {args.split} split ({len(data['joints'])} images), "
+            f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "
+            f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm.\n\n" + table(rows))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(args.out, text + "\n")
+        print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""benchmarks/selection_ceiling.py: each oracle ranks by its own part of the error (camera plane, depth, 3D), the
+top-1 errors split into the camera plane and depth, and the label oracle's gain is 1."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "selection_ceiling.py"
+
+
+@pytest.fixture(scope="module")
+def ceiling():
+    spec = importlib.util.spec_from_file_location("selection_ceiling", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# per hypothesis, the offset (m) of every joint but the wrist: 0 off in x, y only; 1 in depth only; 2 a little in
+# both (the best in 3D); 3 far off in both
+OFFSETS = torch.tensor([[0.003, 0.004, 0.030], [0.020, 0.0, 0.001], [0.006, 0.008, 0.012], [0.05, 0.05, 0.05]])
+
+
+def _data(n: int = 6) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    gt = 0.05 * torch.randn(n, 3, 21, 3, generator=gen)  # (N, T, J, 3)
+    offsets = torch.zeros(len(OFFSETS), 1, 21, 3)
+    offsets[:, :, 1:] = OFFSETS[:, None, None]  # the wrist stays: errors are wrist-relative
+    joints = gt[:, None] + offsets[None]  # (N, K, T, J, 3)
+    reward = torch.tensor([0.1, 0.9, 0.2, 0.8]).expand(n, -1)  # prefers hypotheses 1 and 3
+    return {"joints": joints, "gt": gt, "valid": torch.ones(n, 3, 21, dtype=torch.bool), "reward": reward}
+
+
+def test_each_oracle_ranks_by_its_part_of_the_error(ceiling) -> None:
+    rows = {r["ranking"].split(" (")[0]: r for r in ceiling.ceiling_rows(_data(), top_n=1)}
+    share = 20 / 21  # every joint but the wrist is off
+    plane_mm = 1000 * share * OFFSETS[:, :2].norm(dim=1)  # (K,)
+    depth_mm = 1000 * share * OFFSETS[:, 2]
+    expected_top1 = {"the selector": 1, "camera-plane oracle": 0, "depth oracle": 1, "label oracle": 2}
+    for name, k in expected_top1.items():
+        assert rows[name]["top1_plane"] == pytest.approx(float(plane_mm[k]), rel=1e-4), name
+        assert rows[name]["top1_depth"] == pytest.approx(float(depth_mm[k]), rel=1e-4), name
+    assert rows["label oracle"]["gain"] == pytest.approx(1.0)
+    assert rows["label oracle"]["precision"] == pytest.approx(1.0)
+    assert rows["camera-plane oracle"]["precision"] == 0.0  # hypothesis 0 is not the 3D best
+    for name, k in expected_top1.items():  # top-1 = top-n: the final is that hypothesis' 3D error
+        assert rows[name]["final"] == pytest.approx(1000 * share * float(OFFSETS[k].norm()), rel=1e-4), name
+    every = rows["every hypothesis"]
+    assert every["top1_plane"] == pytest.approx(float(plane_mm.mean()), rel=1e-4)
+    assert "final" not in every
+
+
+def test_the_table_has_a_row_per_ranking(ceiling) -> None:
+    text = ceiling.table(ceiling.ceiling_rows(_data(), top_n=2))
+    lines = text.splitlines()
+    assert lines[0].startswith("| ranking | final | gain | precision |")
+    assert len(lines) == 2 + 5
+    assert lines[-1].startswith("| every hypothesis (mean) |  |  |  | ")
