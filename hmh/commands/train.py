@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hmh.cli import count
-from hmh.config import RULES, preset_names
+from hmh.config import REPROJECTION_ALIGNS, RULES, preset_names
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: auto)"
 
@@ -59,6 +59,10 @@ def register(subparsers) -> None:
                     help="how the hypotheses are ranked: learned (the selector's reward), reprojection (the 2D "
                          "reprojection error, no selector), combined (their product) (default: the checkpoint "
                          "config's selection.rule)")
+    ev.add_argument("--reprojection-align", choices=REPROJECTION_ALIGNS, default=None,
+                    help="how the reprojection and combined rules compare 2D joints: none (as they are), similarity "
+                         "(centred and scaled onto the evidence: the 2D shape alone); a trained selector's evidence "
+                         "keeps its own (default: the checkpoint config's selection.reprojection_align)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=run_evaluate)
 
@@ -128,6 +132,9 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
             raise HmhError(f"--rule {args.rule}: {args.checkpoint} holds no selector (a generation-stage "
                            "checkpoint); --rule reprojection ranks without one")
         cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, rule=args.rule))
+    if args.reprojection_align:
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection,
+                                                                     reprojection_align=args.reprojection_align))
     root = Path(args.data) if args.data else data_root(cfg, progress=not args.no_progress)
     dataset = eval_dataset(cfg, root, args.split, args.max_samples)
     loader = make_loader(dataset, cfg, train=False, device=device)
@@ -138,11 +145,12 @@ def _evaluate(args: argparse.Namespace, out: Path, device) -> int:
     except HmhError as err:
         _print(f"no constant mean-pose row: the training split cannot be read: {err}")
     title = (f"{args.split} split ({len(dataset)} samples) of {root}, checkpoint {args.checkpoint}"
-             + (f", ranked by selection.rule={args.rule}" if args.rule else ""))
+             + (f", ranked by selection.rule={args.rule}" if args.rule else "")
+             + (f", selection.reprojection_align={args.reprojection_align}" if args.reprojection_align else ""))
     with naming_os_errors(out):
         json_path, md_path = write_metrics(out, metrics, title, extra={
             "checkpoint": str(args.checkpoint), "stage": loaded.stage, "epoch": loaded.epoch, "split": args.split,
-            "data": str(root), "rule": cfg.selection.rule})
+            "data": str(root), "rule": cfg.selection.rule, "reprojection_align": cfg.selection.reprojection_align})
     _print(f"{title} (mm):\n{report_text(metrics)}\nwritten: {md_path}, {json_path}")
     return 0
 

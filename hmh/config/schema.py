@@ -25,6 +25,7 @@ WINNERS = ("frame", "sample")  # loss.winner
 SELECTION_TARGETS = ("jrc", "jrc_graded")  # loss.selection_target
 EVIDENCE = ("none", "reprojection", "sampled", "both")  # selection.evidence
 RULES = ("learned", "reprojection", "combined")  # selection.rule
+REPROJECTION_ALIGNS = ("none", "similarity")  # selection.reprojection_align
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
 GENERATION_OBJECTIVES = ("mean_of_k", "best_of_k", "label_oracle", "hyp0")  # train.generation_objective
@@ -89,6 +90,9 @@ class SelectionConfig:
     rule: str = "learned"  # how hypotheses are ranked: learned (the selector's reward) | reprojection (no selector
     # and no selection stage: the 2D reprojection error against the generator's own Unfolder joints, D3DP's JPMA) |
     # combined (the selector's reward times the reprojection one: a trained selector, the product ranks)
+    reprojection_align: str = "none"  # how a hypothesis' 2D joints meet the 2D evidence, in the reprojection rule and
+    # evidence: none (as they are, in crop pixels) | similarity (each frame's joints centred and scaled onto the
+    # evidence's first, so only the hand's 2D shape counts, not where the hypothesis puts it or how big)
 
 
 @dataclass
@@ -270,6 +274,8 @@ def validate(config: Config) -> Config:
         (s.embedding_std > 0, "selection.embedding_std", s.embedding_std, "> 0"),
         (s.evidence in EVIDENCE, "selection.evidence", s.evidence, f"one of {', '.join(EVIDENCE)}"),
         (s.rule in RULES, "selection.rule", s.rule, f"one of {', '.join(RULES)}"),
+        (s.reprojection_align in REPROJECTION_ALIGNS, "selection.reprojection_align", s.reprojection_align,
+         f"one of {', '.join(REPROJECTION_ALIGNS)}"),
         (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
         (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
         (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),

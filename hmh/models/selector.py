@@ -16,6 +16,8 @@ Hypothesis-specific evidence (``selection.evidence``), each a linear map added t
   Unfolder joints (detached: the Unfolder learns from ``L_aux`` alone);
 - ``sampled``: the backbone's stride-8 map bilinearly sampled at the hypothesis' projected 2D joints (ScoreHypo);
 - ``both``; ``none`` (the method as published) adds nothing and builds no extra weights.
+``selection.reprojection_align: similarity`` compares each frame's 2D joints with the evidence after centring and
+scaling them onto it (:func:`aligned_to_evidence`), in the evidence and in the rules below: only the 2D shape counts.
 
 :func:`reprojection_reward` is the training-free ranking of ``selection.rule: reprojection`` (D3DP's JPMA idea):
 the hypotheses closest in 2D to the generator's own Unfolder joints get the highest reward; ``combined`` multiplies
@@ -54,32 +56,58 @@ def _mlp(din: int, dhidden: int, dout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(din, dhidden), nn.GELU(), nn.Linear(dhidden, dout))
 
 
-def reprojection_features(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int) -> torch.Tensor:
-    """How each hypothesis' 2D joints agree with 2D evidence, per frame and joint, in crop sides (each clamped to
-    [-1, 1] so a hypothesis projected far off the crop stays bounded). ``joints_2d (B, K, T, J, 2)`` and
-    ``evidence_2d (B, T, J, 2)`` crop pixels -> ``(B, K, T, J, 4)``: the offset ``(x, y)``, its length, and the
-    distance to the evidence of the exchanged frame ``T-1-t`` (past and future look alike in a blurred image)."""
+def aligned_to_evidence(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, align: str) -> torch.Tensor:
+    """``joints_2d (B, K, T, J, 2)`` as compared with ``evidence_2d (B, T, J, 2)`` under
+    ``selection.reprojection_align``: ``none`` returns them as they are; ``similarity`` centres each hypothesis'
+    frame on the evidence's centroid and scales it by the least-squares factor onto the evidence's joints (about
+    their centroids), so only the 2D shape is left to differ. Crop pixels in and out."""
+    if align == "none":
+        return joints_2d
+    if align != "similarity":
+        raise ValueError(f"selection.reprojection_align: expected none or similarity, got {align!r}")
     joints, evidence = joints_2d.float(), evidence_2d.float()[:, None]  # (B, K, T, J, 2), (B, 1, T, J, 2)
-    offset = ((joints - evidence) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
-    exchanged = ((joints - evidence.flip(2)) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
+    jc = joints - joints.mean(dim=-2, keepdim=True)
+    ec = evidence - evidence.mean(dim=-2, keepdim=True)
+    scale = (jc * ec).sum(dim=(-2, -1), keepdim=True) / (jc * jc).sum(dim=(-2, -1), keepdim=True).clamp(min=1e-9)
+    return evidence.mean(dim=-2, keepdim=True) + scale * jc  # (B, K, T, J, 2)
+
+
+def reprojection_features(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int,
+                          align: str = "none") -> torch.Tensor:
+    """How each hypothesis' 2D joints agree with 2D evidence, per frame and joint, in crop sides (each clamped to
+    [-1, 1] so a hypothesis projected far off the crop stays bounded), after :func:`aligned_to_evidence`.
+    ``joints_2d (B, K, T, J, 2)`` and ``evidence_2d (B, T, J, 2)`` crop pixels -> ``(B, K, T, J, 4)``: the offset
+    ``(x, y)``, its length, and the distance to the evidence of the exchanged frame ``T-1-t`` (past and future look
+    alike in a blurred image)."""
+    evidence = evidence_2d.float()
+    joints = aligned_to_evidence(joints_2d, evidence, align).float()  # (B, K, T, J, 2)
+    offset = ((joints - evidence[:, None]) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
+    swapped = aligned_to_evidence(joints_2d, evidence.flip(1), align).float()  # (B, K, T, J, 2)
+    exchanged = ((swapped - evidence.flip(1)[:, None]) / image_size).clamp(-1.0, 1.0)  # (B, K, T, J, 2)
     return torch.cat([offset, offset.norm(dim=-1, keepdim=True), exchanged.norm(dim=-1, keepdim=True)], dim=-1)
 
 
-def reprojection_errors(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int) -> torch.Tensor:
+def reprojection_errors(joints_2d: torch.Tensor, evidence_2d: torch.Tensor, image_size: int,
+                        align: str = "none") -> torch.Tensor:
     """Each hypothesis' 2D distance to the evidence: the mean over frames and joints of the per-joint distance in
-    crop sides, past/future matched (the smaller of the frames as they are and exchanged, as the sequence errors
-    match them). ``joints_2d (B, K, T, J, 2)``, ``evidence_2d (B, T, J, 2)`` crop pixels -> ``(B, K)``."""
-    joints, evidence = joints_2d.float(), evidence_2d.float()[:, None]  # (B, K, T, J, 2), (B, 1, T, J, 2)
-    direct = (joints - evidence).norm(dim=-1).mean(dim=(2, 3))  # (B, K)
-    exchanged = (joints - evidence.flip(2)).norm(dim=-1).mean(dim=(2, 3))  # (B, K)
-    return torch.minimum(direct, exchanged) / image_size
+    crop sides after :func:`aligned_to_evidence`, past/future matched (the smaller of the frames as they are and
+    exchanged, as the sequence errors match them). ``joints_2d (B, K, T, J, 2)``, ``evidence_2d (B, T, J, 2)`` crop
+    pixels -> ``(B, K)``."""
+    evidence = evidence_2d.float()
+
+    def distance(reference: torch.Tensor) -> torch.Tensor:  # (B, T, J, 2) -> (B, K)
+        joints = aligned_to_evidence(joints_2d, reference, align).float()
+        return (joints - reference[:, None]).norm(dim=-1).mean(dim=(2, 3))
+
+    return torch.minimum(distance(evidence), distance(evidence.flip(1))) / image_size
 
 
-def reprojection_reward(gen_out: GeneratorOutput, image_size: int) -> torch.Tensor:
+def reprojection_reward(gen_out: GeneratorOutput, image_size: int, align: str = "none") -> torch.Tensor:
     """``selection.rule: reprojection``: ``1 / (1 + d)`` with ``d`` the :func:`reprojection_errors` of the
-    hypotheses' projected joints against the generator's own Unfolder joints, in 1/32 crop sides. ``(B, K)`` in
-    (0, 1], higher = closer; no weights, no training."""
-    errors = reprojection_errors(gen_out.joints_2d, gen_out.unfolder_joints_2d, image_size)  # (B, K)
+    hypotheses' projected joints against the generator's own Unfolder joints (``align``:
+    ``selection.reprojection_align``), in 1/32 crop sides. ``(B, K)`` in (0, 1], higher = closer; no weights, no
+    training."""
+    errors = reprojection_errors(gen_out.joints_2d, gen_out.unfolder_joints_2d, image_size, align)  # (B, K)
     return 1.0 / (1.0 + REPROJECTION_CELLS * errors)
 
 
@@ -96,6 +124,7 @@ class Selector(nn.Module):
         e, t = model_cfg.embed_dim, model_cfg.num_frames
         self.msf = selection_cfg.msf
         self.image_size = model_cfg.image_size
+        self.reprojection_align = selection_cfg.reprojection_align
         self.backbone = Backbone(model_cfg.backbone, model_cfg.pretrained)
         self.unfolder = Unfolder(self.backbone.channels, e, t, NUM_JOINTS)
         pose_width = e - e // 2 if self.msf else e
@@ -138,7 +167,7 @@ class Selector(nn.Module):
             query = torch.cat([query, feat], dim=-1)  # (B, K, T, J, E)
         if self.reprojection_evidence is not None:
             agreement = reprojection_features(gen_out.joints_2d.detach(), unfolded.joints_2d.detach(),
-                                              self.image_size)  # (B, K, T, J, 4)
+                                              self.image_size, self.reprojection_align)  # (B, K, T, J, 4)
             query = query + self.reprojection_evidence(agreement.to(context.dtype))  # (B, K, T, J, E)
         if self.sampled_evidence is not None:
             points = gen_out.joints_2d.detach().float().reshape(b, k * t * NUM_JOINTS, 2)  # (B, K*T*J, 2)

@@ -162,15 +162,15 @@ def infer(generator: torch.nn.Module, selector: torch.nn.Module | None, batch: M
     from hmh.models.selector import reprojection_reward
 
     images = model_images(batch, cfg)
-    rule = cfg.selection.rule
+    rule, align = cfg.selection.rule, cfg.selection.reprojection_align
     with autocast(cfg, device):
         out = generator(images)
         if rule == "reprojection":
-            return out, reprojection_reward(out, images.shape[-1])
+            return out, reprojection_reward(out, images.shape[-1], align)
         if selector is None:
             return out, None
         reward = selector(images, out).reward  # (B, K)
-        return out, reward * reprojection_reward(out, images.shape[-1]) if rule == "combined" else reward
+        return out, reward * reprojection_reward(out, images.shape[-1], align) if rule == "combined" else reward
 
 
 def init_selector_from_generator(selector: torch.nn.Module, generator: torch.nn.Module) -> int:

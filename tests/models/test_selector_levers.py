@@ -1,4 +1,5 @@
-"""Selection levers (``selection.evidence``, ``selection.rule``, ``loss.selection_target``): their options, the
+"""Selection levers (``selection.evidence``, ``selection.rule``, ``selection.reprojection_align``,
+``loss.selection_target``): their options, the
 selector's shapes and bookkeeping with evidence, the RankNet term, the training-free reprojection rule, and one tiny
 selection run per lever through ``hmh train`` on a given generator.
 
@@ -22,6 +23,7 @@ from hmh.models.selector import (
     REPROJECTION_FEATURES,
     Selector,
     SelectorOutput,
+    aligned_to_evidence,
     reprojection_errors,
     reprojection_features,
     reprojection_reward,
@@ -89,6 +91,7 @@ def _selector(evidence: str, seed: int = 1) -> Selector:
 def test_defaults_are_the_published_method():
     cfg = tiny_cfg()
     assert (cfg.selection.evidence, cfg.selection.rule, cfg.selection.init_from_generator) == ("none", "learned", True)
+    assert cfg.selection.reprojection_align == "none"
     assert (cfg.loss.selection_target, cfg.loss.rank_weight) == ("jrc", 0.0)
     assert selection_skipped(cfg) == ""
 
@@ -97,6 +100,8 @@ def test_defaults_are_the_published_method():
     ("selection.evidence=pixels", "selection.evidence='pixels' is invalid: expected one of none, reprojection, "
                                   "sampled, both"),
     ("selection.rule=oracle", "selection.rule='oracle' is invalid: expected one of learned, reprojection, combined"),
+    ("selection.reprojection_align=affine", "selection.reprojection_align='affine' is invalid: expected one of none, "
+                                            "similarity"),
     ("loss.selection_target=listwise", "loss.selection_target='listwise' is invalid: expected one of jrc, "
                                        "jrc_graded"),
     ("loss.rank_weight=0.5", "loss.rank_weight=0.5 is invalid: expected 0 unless loss.selection_target=jrc_graded"),
@@ -114,8 +119,8 @@ def test_a_negative_rank_weight_is_refused_with_jrc_graded():
 
 def test_a_config_stored_before_the_levers_reads_their_defaults():
     stored = to_dict(tiny_cfg())
-    for section, key in (("selection", "evidence"), ("selection", "rule"), ("loss", "selection_target"),
-                         ("loss", "rank_weight")):
+    for section, key in (("selection", "evidence"), ("selection", "rule"), ("selection", "reprojection_align"),
+                         ("loss", "selection_target"), ("loss", "rank_weight")):
         del stored[section][key]
     assert from_dict(stored) == tiny_cfg()
 
@@ -308,6 +313,58 @@ def test_reprojection_rule_ranks_in_infer_and_evaluate_without_a_selector(genera
     test = build_datasets(data_cfg, data_root(data_cfg, progress=False))["test"]
     metrics = evaluate(generator, None, make_loader(test, data_cfg, train=False, device=CPU), data_cfg, CPU)
     assert "final/mpjpe_current" in metrics and "selection/precision" in metrics
+
+
+def _resized(out: GeneratorOutput, k: int, scale: float, shift: float) -> GeneratorOutput:
+    """``out`` with hypothesis ``k``'s 2D joints scaled about the image origin and shifted: the same 2D shape."""
+    joints_2d = out.joints_2d.clone()
+    joints_2d[:, k] = joints_2d[:, k] * scale + shift
+    return replace(out, joints_2d=joints_2d)
+
+
+def test_similarity_alignment_compares_the_2d_shape_alone():
+    out = _resized(_hand_built([0.0, 1.0, 3.0]), 0, scale=1.5, shift=7.0)  # 0: the evidence's shape, moved and larger
+    aligned = aligned_to_evidence(out.joints_2d, out.unfolder_joints_2d, "similarity")
+    assert torch.allclose(aligned[:, 0], out.unfolder_joints_2d, atol=1e-4)
+    assert torch.equal(aligned_to_evidence(out.joints_2d, out.unfolder_joints_2d, "none"), out.joints_2d)
+    plain = reprojection_errors(out.joints_2d, out.unfolder_joints_2d, S)
+    shape = reprojection_errors(out.joints_2d, out.unfolder_joints_2d, S, "similarity")
+    assert plain[0].argmin().item() == 1 and shape[0].argmin().item() == 0
+    assert shape[0, 0] < 1e-5 and shape[0, 1] < 1e-5 and shape[0, 2] < 1e-5  # 1 and 2 are only shifted
+    assert torch.allclose(reprojection_reward(out, S, "similarity"), 1.0 / (1.0 + 32.0 * shape))
+    features = reprojection_features(out.joints_2d, out.unfolder_joints_2d, S, "similarity")
+    assert float(features[0, :, :, :, :3].abs().max()) < 1e-5  # every hypothesis has the evidence's shape
+    with pytest.raises(ValueError, match="selection.reprojection_align: expected none or similarity, got 'affine'"):
+        aligned_to_evidence(out.joints_2d, out.unfolder_joints_2d, "affine")
+
+
+def test_similarity_alignment_still_matches_past_and_future():
+    evidence = _hand_built([0.0]).unfolder_joints_2d * torch.tensor([1.0, 1.2, 1.4])[None, :, None, None]  # frames
+    # differ in shape; hypothesis 0: the evidence played backwards, halved and moved; 1: the evidence, moved
+    joints_2d = torch.stack([evidence.flip(1) * 0.5 - 3.0, evidence + 5.0], dim=1)  # (1, 2, T, J, 2)
+    errors = reprojection_errors(joints_2d, evidence, S, "similarity")
+    assert float(errors.max()) < 1e-5
+    assert float(reprojection_errors(joints_2d[:, :1], evidence, S, "none")) > 0.05  # unaligned: far
+
+
+def test_the_rules_use_the_configured_alignment(generator, images):
+    for rule in ("reprojection", "combined"):
+        cfg = tiny_cfg(f"selection.rule={rule}", "selection.reprojection_align=similarity")
+        selector = _selector("none")
+        out, reward = infer(generator, selector, {"image": images}, cfg, CPU)
+        learned = selector(images, out).reward if rule == "combined" else 1.0
+        assert torch.allclose(reward, learned * reprojection_reward(out, S, "similarity"))
+        assert not torch.allclose(reward, learned * reprojection_reward(out, S))
+
+
+def test_the_selectors_reprojection_evidence_uses_the_configured_alignment(images, gen_out):
+    cfg = tiny_cfg("selection.evidence=reprojection", "selection.reprojection_align=similarity")
+    torch.manual_seed(1)
+    aligned = Selector(cfg.model, cfg.selection).eval()
+    plain = _selector("reprojection")
+    plain.load_state_dict(aligned.state_dict())  # the same weights: the alignment is no weight
+    with torch.no_grad():
+        assert not torch.allclose(aligned(images, gen_out).reward, plain(images, gen_out).reward)
 
 
 def test_the_combined_rule_multiplies_the_selectors_reward_by_the_reprojection_one(generator, images):

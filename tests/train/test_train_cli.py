@@ -120,6 +120,28 @@ def test_evaluate_ranks_with_another_rule_and_says_which(trained, tmp_path, caps
     assert not (tmp_path / "c" / "metrics.json").exists()
 
 
+def test_evaluate_compares_the_2d_shape_with_reprojection_align(trained, tmp_path, capsys):
+    """``--reprojection-align similarity`` changes the reprojection rule's ranking, not the hypotheses, and is
+    recorded; a value outside the choices is refused by the parser."""
+    out, _ = trained
+    ranked = {}
+    for align in ("none", "similarity"):
+        code = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "selection_best.pt"), "--out",
+                     str(tmp_path / align), "--rule", "reprojection", "--reprojection-align", align, "--no-progress"])
+        assert code == 0
+        ranked[align] = json.loads((tmp_path / align / "metrics.json").read_text())
+        assert ranked[align]["reprojection_align"] == align
+        assert f"selection.reprojection_align={align}" in capsys.readouterr().out
+    none, similarity = ranked["none"]["metrics"], ranked["similarity"]["metrics"]
+    assert similarity["best_of_k/mpjpe_current"] == none["best_of_k/mpjpe_current"]
+    assert similarity["selection/precision"] != none["selection/precision"] or (
+        similarity["final/mpjpe_current"] != none["final/mpjpe_current"])
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(out / "checkpoints" / "selection_best.pt"), "--reprojection-align",
+              "affine"])
+    assert "invalid choice: 'affine'" in capsys.readouterr().err
+
+
 def test_evaluate_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "none.pt"
     assert main(["evaluate", "--checkpoint", str(missing)]) == 2
