@@ -7,6 +7,9 @@ camera. For a selection-stage checkpoint this ranks the generator's K hypotheses
 (no augmentation) four ways and aggregates each ranking's top-n as the method does:
 
 - **the selector**: its reward;
+- **2D evidence**: each hypothesis' projected 2D joints against the selector's own Unfolder joints, and against the
+  ground truth's 2D joints (a perfect Unfolder), each compared as they are and by 2D shape alone
+  (``selection.reprojection_align`` ``none`` and ``similarity``; ranked as ``selection.rule: reprojection`` ranks);
 - **camera-plane oracle**: each hypothesis' sequence MPJPE in the camera's x and y alone (ground truth): what a
   selector that read the image perfectly could know, up to perspective;
 - **depth oracle**: the same error along the camera axis z alone;
@@ -30,6 +33,7 @@ from hmh.eval.metrics import sequence_errors, top_n_by_reward
 from hmh.eval.protocol import MultiHypothesisEvaluator
 from hmh.files import atomic
 from hmh.models.checkpoint import LoadedModels, models_from_checkpoint
+from hmh.models.selector import reprojection_errors
 from hmh.train.runner import build_datasets, data_root, make_loader
 
 CAMERA_PLANE = (1.0, 1.0, 0.0)  # x, y
@@ -39,19 +43,25 @@ DEPTH = (0.0, 0.0, 1.0)  # z, the camera axis
 @torch.no_grad()
 def hypotheses_and_rewards(models: LoadedModels, split: str, max_samples: int = 0) -> dict[str, torch.Tensor]:
     """The generator's hypotheses and the selector's rewards on ``split`` (no augmentation, CPU): ``joints (N, K,
-    T, J, 3)`` metres, ``gt (N, T, J, 3)``, ``valid (N, T, J)``, ``reward (N, K)``; the first ``max_samples`` (0 =
-    all)."""
+    T, J, 3)`` metres, ``gt (N, T, J, 3)``, ``valid (N, T, J)``, ``reward (N, K)``, and in crop pixels the
+    hypotheses' projected ``joints_2d (N, K, T, J, 2)``, the ground truth's ``gt_2d (N, T, J, 2)`` and the
+    selector's Unfolder joints ``evidence_2d (N, T, J, 2)``; the first ``max_samples`` (0 = all)."""
     cfg = models.config
     dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
     dataset.augment = False
-    out: dict[str, list[torch.Tensor]] = {"joints": [], "gt": [], "valid": [], "reward": []}
+    out: dict[str, list[torch.Tensor]] = {key: [] for key in ("joints", "gt", "valid", "reward", "joints_2d", "gt_2d",
+                                                              "evidence_2d")}
     seen = 0
     for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
         gen_out = models.generator(batch["image"])
         out["joints"].append(gen_out.joints.float())
         out["gt"].append(batch["joints_3d"].float())
         out["valid"].append(batch["joint_valid"].bool())
-        out["reward"].append(models.selector(batch["image"], gen_out).reward.float())
+        selected = models.selector(batch["image"], gen_out)
+        out["reward"].append(selected.reward.float())
+        out["joints_2d"].append(gen_out.joints_2d.float())
+        out["gt_2d"].append(batch["joints_2d"].float())
+        out["evidence_2d"].append(selected.unfolder_joints_2d.float())
         seen += len(batch["image"])
         print(f"  {seen}/{len(dataset)} images", file=sys.stderr, flush=True)
         if max_samples and seen >= max_samples:
@@ -66,12 +76,22 @@ def axis_errors(joints: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, axe
     return sequence_errors(joints * mask, gt * mask, valid)
 
 
-def ceiling_rows(data: dict[str, torch.Tensor], top_n: int) -> list[dict[str, float | str]]:
-    """One row per ranking (see the module docstring) from :func:`hypotheses_and_rewards`' tensors."""
+def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int) -> list[dict[str, float | str]]:
+    """One row per ranking (see the module docstring) from :func:`hypotheses_and_rewards`' tensors; ``image_size``
+    the crop side in pixels. The ground truth's 2D joints stand in for the Unfolder's where they are valid."""
     joints, gt, valid = data["joints"], data["gt"], data["valid"]
     plane, depth = axis_errors(joints, gt, valid, CAMERA_PLANE), axis_errors(joints, gt, valid, DEPTH)  # (N, K)
+    perfect = torch.where(valid[..., None], data["gt_2d"], data["evidence_2d"])  # (N, T, J, 2)
+
+    def two_d(evidence: torch.Tensor, align: str) -> torch.Tensor:  # (N, K), higher = closer
+        return -reprojection_errors(data["joints_2d"], evidence, image_size, align)
+
     rankings = {
         "the selector (its reward)": data["reward"],
+        "2D: the selector's Unfolder joints, as they are": two_d(data["evidence_2d"], "none"),
+        "2D: the selector's Unfolder joints, shape alone (similarity)": two_d(data["evidence_2d"], "similarity"),
+        "2D: the ground truth's 2D joints, as they are": two_d(perfect, "none"),
+        "2D: the ground truth's 2D joints, shape alone (similarity)": two_d(perfect, "similarity"),
         "camera-plane oracle (x, y error alone)": -plane,
         "depth oracle (z error alone)": -depth,
         "label oracle (3D error, the JRC labels)": -sequence_errors(joints, gt, valid),
@@ -91,6 +111,12 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int) -> list[dict[str, fl
     rows.append({"ranking": "every hypothesis (mean)", "top1_plane": float(torch.nanmean(plane)),
                  "top1_depth": float(torch.nanmean(depth))})
     return rows
+
+
+def unfolder_error_px(data: dict[str, torch.Tensor]) -> float:
+    """Mean distance (crop pixels) of the selector's Unfolder joints from the ground truth's valid 2D joints."""
+    valid = data["valid"]
+    return float((data["evidence_2d"] - data["gt_2d"]).norm(dim=-1)[valid].mean())
 
 
 def table(rows: list[dict[str, float | str]]) -> str:
@@ -116,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     if models.selector is None:
         raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
     data = hypotheses_and_rewards(models, args.split, args.max_samples)
-    rows = ceiling_rows(data, models.config.selection.top_n)
     cfg = models.config
+    rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size)
     text = (f"Checkpoint `{args.checkpoint}`, {args.split} split ({len(data['joints'])} images), "
             f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "
-            f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm.\n\n" + table(rows))
+            f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm. The selector's Unfolder "
+            f"joints are {unfolder_error_px(data):.2f} px from the ground truth's on average "
+            f"({cfg.model.image_size} px crops).\n\n" + table(rows))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""benchmarks/selection_ceiling.py: each oracle ranks by its own part of the error (camera plane, depth, 3D), the
-top-1 errors split into the camera plane and depth, and the label oracle's gain is 1."""
+"""benchmarks/selection_ceiling.py: each oracle ranks by its own part of the error (camera plane, depth, 3D), the 2D
+rankings by the projected joints against 2D evidence, the top-1 errors split into the camera plane and depth, and the
+label oracle's gain is 1."""
 
 from __future__ import annotations
 
@@ -32,15 +33,22 @@ def _data(n: int = 6) -> dict[str, torch.Tensor]:
     offsets[:, :, 1:] = OFFSETS[:, None, None]  # the wrist stays: errors are wrist-relative
     joints = gt[:, None] + offsets[None]  # (N, K, T, J, 3)
     reward = torch.tensor([0.1, 0.9, 0.2, 0.8]).expand(n, -1)  # prefers hypotheses 1 and 3
-    return {"joints": joints, "gt": gt, "valid": torch.ones(n, 3, 21, dtype=torch.bool), "reward": reward}
+    pixels = 100.0  # a toy orthographic camera: 1 px per 10 mm, centred in a 64 px crop
+    gt_2d = 32.0 + pixels * gt[..., :2]
+    evidence_2d = gt_2d.clone()
+    evidence_2d[:, :, 1:] += 0.004 * pixels  # the Unfolder joints: every joint but the wrist 0.4 px off in x and y
+    return {"joints": joints, "gt": gt, "valid": torch.ones(n, 3, 21, dtype=torch.bool), "reward": reward,
+            "joints_2d": 32.0 + pixels * joints[..., :2], "gt_2d": gt_2d, "evidence_2d": evidence_2d}
 
 
 def test_each_oracle_ranks_by_its_part_of_the_error(ceiling) -> None:
-    rows = {r["ranking"].split(" (")[0]: r for r in ceiling.ceiling_rows(_data(), top_n=1)}
+    rows = {r["ranking"].split(" (")[0]: r for r in ceiling.ceiling_rows(_data(), top_n=1, image_size=64)}
     share = 20 / 21  # every joint but the wrist is off
     plane_mm = 1000 * share * OFFSETS[:, :2].norm(dim=1)  # (K,)
     depth_mm = 1000 * share * OFFSETS[:, 2]
-    expected_top1 = {"the selector": 1, "camera-plane oracle": 0, "depth oracle": 1, "label oracle": 2}
+    expected_top1 = {"the selector": 1, "camera-plane oracle": 0, "depth oracle": 1, "label oracle": 2,
+                     "2D: the ground truth's 2D joints, as they are": 0,  # the camera plane, projected
+                     "2D: the selector's Unfolder joints, as they are": 0}
     for name, k in expected_top1.items():
         assert rows[name]["top1_plane"] == pytest.approx(float(plane_mm[k]), rel=1e-4), name
         assert rows[name]["top1_depth"] == pytest.approx(float(depth_mm[k]), rel=1e-4), name
@@ -55,8 +63,11 @@ def test_each_oracle_ranks_by_its_part_of_the_error(ceiling) -> None:
 
 
 def test_the_table_has_a_row_per_ranking(ceiling) -> None:
-    text = ceiling.table(ceiling.ceiling_rows(_data(), top_n=2))
+    data = _data()
+    text = ceiling.table(ceiling.ceiling_rows(data, top_n=2, image_size=64))
     lines = text.splitlines()
     assert lines[0].startswith("| ranking | final | gain | precision |")
-    assert len(lines) == 2 + 5
+    assert len(lines) == 2 + 9
+    assert "| 2D: the ground truth's 2D joints, shape alone (similarity) |" in text
+    assert ceiling.unfolder_error_px(data) == pytest.approx(0.4 * 2**0.5 * 20 / 21, rel=1e-5)
     assert lines[-1].startswith("| every hypothesis (mean) |  |  |  | ")
