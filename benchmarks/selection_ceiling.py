@@ -97,11 +97,12 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int) -> 
         "label oracle (3D error, the JRC labels)": -sequence_errors(joints, gt, valid),
     }
     rows: list[dict[str, float | str]] = []
-    for name, scores in rankings.items():
+    for name, ranking in rankings.items():
+        scores = torch.nan_to_num(ranking, nan=0.0)  # (N, K): a sample without valid joints ranks nothing
         evaluator = MultiHypothesisEvaluator(top_n, seed=0)
-        evaluator.update(joints, gt, valid, scores=torch.nan_to_num(scores, nan=0.0))
+        evaluator.update(joints, gt, valid, scores=scores)
         m = evaluator.compute()
-        top1 = top_n_by_reward(torch.nan_to_num(scores, nan=0.0), 1)  # (N, 1)
+        top1 = top_n_by_reward(scores, 1)  # (N, 1)
         rows.append({
             "ranking": name, "final": m["final/mpjpe_current"], "gain": m["selection/gain"],
             "precision": m["selection/precision"], "random": m["random_n/mpjpe_current"],
