@@ -1,19 +1,27 @@
-"""Shared test setup: a private, per-session cache so tests never touch the user's ~/.cache/hmh.
+"""Shared test setup: a private, per-session cache so tests never touch the user's ~/.cache/hmh, and a time limit
+on every Ray test.
 
 The cache is removed when the session ends (unless HMH_CACHE_DIR was set by the caller), and pytest keeps the
 temporary directories of failed tests only (`tmp_path_retention_policy` in pyproject.toml): a run writes several
 GB of checkpoints, which must not pile up on a CI disk.
+
+A Ray test that runs past ``RAY_TEST_TIMEOUT_S`` fails (pytest-timeout) with what the machine was doing (load,
+the busiest processes and their niceness); the Ray tests after it are skipped, as the trials it started may still
+hold the cluster, so a stalled cluster costs one time limit, not one per test.
 """
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 from blurhand_fixture import Fixture, build_fixture, private_copy
 
+RAY_TEST_TIMEOUT_S = 600  # the slowest Ray test takes about 2.5 min on 2 cores
 _OWN_CACHE: str | None = None
+_RAY_TIMED_OUT: list[str] = []  # the Ray test that ran past its time limit, once one has
 
 
 def pytest_configure(config):
@@ -26,6 +34,39 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ray" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(RAY_TEST_TIMEOUT_S))
+
+
+def pytest_runtest_setup(item):
+    if _RAY_TIMED_OUT and "ray" in item.keywords:
+        pytest.skip(f"{_RAY_TIMED_OUT[0]} ran past its time limit; the trials it started may still hold Ray")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and "ray" in item.keywords:
+        report.sections.append(("what the machine was doing", machine_state()))
+        if "Timeout (>" in str(report.longrepr) and not _RAY_TIMED_OUT:
+            _RAY_TIMED_OUT.append(item.nodeid)
+    return report
+
+
+def machine_state() -> str:
+    """The load averages and the ten busiest processes with their niceness (Ray starts its workers at 15 unless
+    told otherwise, where any busy process at 0 starves them)."""
+    try:
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid,ni,pcpu,etime,args", "--sort=-pcpu"], capture_output=True,
+                            text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError) as exc:
+        ps = [f"ps failed: {exc}"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "\n".join([f"load average {load} on {os.cpu_count()} CPUs", *(line[:200] for line in ps[:11])])
 
 
 @pytest.fixture

@@ -37,6 +37,11 @@ GPU_ON_CPU_ENV = "HMH_TEST_GPU_ON_CPU"
 _EPS = 1e-9
 _SHOWN = ("CPU", "GPU")  # the resources a Train worker asks for (search.cpus_per_worker, search.gpus_per_worker)
 _KEYS = {"CPU": "search.cpus_per_worker", "GPU": "search.gpus_per_worker"}
+# Ray starts its workers at niceness 15, below every ordinary process. The Train workers do all the training, so
+# beside any other busy process (another job, a build, a test runner) they would all but stop: a two-trial search
+# that takes 1 min took over 10 min beside two busy processes, and 1.5 min at niceness 0. A local Ray started by
+# init_ray keeps its workers at 0; a cluster's nodes keep what their `ray start` set.
+LOCAL_WORKER_NICENESS = 0
 
 
 class ClusterError(HmhError):
@@ -47,10 +52,11 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     """Start or join Ray and return the dashboard URL (also echoed).
 
     ``address`` None: a local single-node Ray with this machine's CPUs and GPUs, the dashboard on 127.0.0.1 (Ray
-    Train's cleanup needs it), token authentication left on (Ray's default) and every port it opens on 127.0.0.1
-    (:func:`_loopback_node`). ``address`` given (``auto``, ``HOST:PORT`` or ``ray://...``): join that cluster,
-    whose ports are as its ``ray start`` opened them (docs/security.md); a loopback ``HOST`` (such as the address
-    of another driver's local Ray) is kept as it is, where Ray would replace it by this machine's outward address.
+    Train's cleanup needs it), token authentication left on (Ray's default), every port it opens on 127.0.0.1
+    (:func:`_loopback_node`) and its workers at normal priority (``LOCAL_WORKER_NICENESS``). ``address`` given
+    (``auto``, ``HOST:PORT`` or ``ray://...``): join that cluster, whose ports are as its ``ray start`` opened them
+    (docs/security.md); a loopback ``HOST`` (such as the address of another driver's local Ray) is kept as it is,
+    where Ray would replace it by this machine's outward address.
     An already initialised Ray (tests, notebooks) is reused.
     """
     import ray
@@ -64,7 +70,8 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     else:
         _refuse_second_local_instance()
         with _loopback_node():
-            context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+            context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                               _system_config={"worker_niceness": LOCAL_WORKER_NICENESS})
     filter_worker_echo()
     url = _url(context.dashboard_url or "")
     echo(f"Ray dashboard: {url or '(not available)'}")

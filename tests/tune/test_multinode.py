@@ -96,7 +96,8 @@ class LocalCluster:
         self.token = self.workdir / "token"
         self.token.write_text("hmh-test-" + os.urandom(16).hex())
         self.env = dict(base_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token),
-                        RAY_USAGE_STATS_ENABLED="0", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
+                        RAY_USAGE_STATS_ENABLED="0", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
+                        RAY_worker_niceness="0")  # as init_ray's local Ray (tune.resources.LOCAL_WORKER_NICENESS)
         self.env[MARKER_ENV] = self.tag
         self.gcs_port, self.dashboard_port = free_ports(2)
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"

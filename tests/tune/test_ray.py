@@ -9,6 +9,7 @@
 - an interrupted search (SIGINT) resumes with ``--resume`` without rerunning the finished trial, then retrains the
   best configuration;
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
+- the local Ray's workers run at the driver's priority, not Ray's niceness 15;
 - no placement group outlives its Train run's controller: the driver removes those that Ray Train's own cleaner
   left behind or never saw;
 - the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
@@ -350,6 +351,18 @@ def test_a_second_local_ray_instance_is_refused(ray_address, tmp_path: Path) -> 
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "already running on this machine" in proc.stderr and ray_address in proc.stderr
     assert not (tmp_path / "results" / "tiny" / "experiment.yaml").exists()  # nothing recorded: it can start later
+
+
+def test_local_ray_workers_run_at_the_drivers_priority(ray_address) -> None:
+    """init_ray's local Ray starts its workers at the driver's niceness, not Ray's +15, below which any busy
+    process on the machine starves the Train workers (tune.resources.LOCAL_WORKER_NICENESS)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=120) == os.nice(0)
 
 
 def test_a_failing_workers_traceback_reaches_the_console(ray_address, tmp_path: Path, capfd) -> None:
