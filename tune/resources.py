@@ -39,8 +39,8 @@ _SHOWN = ("CPU", "GPU")  # the resources a Train worker asks for (search.cpus_pe
 _KEYS = {"CPU": "search.cpus_per_worker", "GPU": "search.gpus_per_worker"}
 # Ray starts its workers at niceness 15, below every ordinary process. The Train workers do all the training, so
 # beside any other busy process (another job, a build, a test runner) they would all but stop: a two-trial search
-# that takes 1 min took over 10 min beside two busy processes, and 1.5 min at niceness 0. A local Ray started by
-# init_ray keeps its workers at 0; a cluster's nodes keep what their `ray start` set.
+# that takes 1 min had not finished after 590 s beside two busy processes, and took 88 s at niceness 0. A local Ray
+# started by init_ray keeps its workers at 0; a cluster's nodes keep what their `ray start` set.
 LOCAL_WORKER_NICENESS = 0
 
 

@@ -32,6 +32,8 @@ import pytest
 from localports import free_ports
 from processes import sigkill, wait_for
 
+from tune.resources import LOCAL_WORKER_NICENESS
+
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +99,7 @@ class LocalCluster:
         self.token.write_text("hmh-test-" + os.urandom(16).hex())
         self.env = dict(base_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token),
                         RAY_USAGE_STATS_ENABLED="0", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
-                        RAY_worker_niceness="0")  # as init_ray's local Ray (tune.resources.LOCAL_WORKER_NICENESS)
+                        RAY_worker_niceness=str(LOCAL_WORKER_NICENESS))  # as init_ray's local Ray
         self.env[MARKER_ENV] = self.tag
         self.gcs_port, self.dashboard_port = free_ports(2)
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
