@@ -26,6 +26,7 @@ SELECTION_TARGETS = ("jrc", "jrc_graded")  # loss.selection_target
 EVIDENCE = ("none", "reprojection", "sampled", "both")  # selection.evidence
 RULES = ("learned", "reprojection", "combined")  # selection.rule
 REPROJECTION_ALIGNS = ("none", "similarity")  # selection.reprojection_align
+UNFOLDER_STRIDES = (8, 4)  # selection.unfolder_stride: crop pixels per cell of the Unfolder's maps
 SYNTHETIC_PROFILES = ("full", "bench")  # hmh.data.motion.PROFILES (kept equal by a test)
 KEEP = ("best", "last")  # train.keep
 GENERATION_OBJECTIVES = ("mean_of_k", "best_of_k", "label_oracle", "hyp0")  # train.generation_objective
@@ -93,6 +94,8 @@ class SelectionConfig:
     reprojection_align: str = "none"  # how a hypothesis' 2D joints meet the 2D evidence, in the reprojection rule and
     # evidence: none (as they are, in crop pixels) | similarity (each frame's joints centred and scaled onto the
     # evidence's first, so only the hand's 2D shape counts, not where the hypothesis puts it or how big)
+    unfolder_stride: int = 8  # crop pixels per heatmap cell of the selector's own Unfolder: 8 (the generator's,
+    # BlurHandNet's) | 4 (one more upsampling stage, from the backbone's stride-4 map: 2x finer 2D joints)
 
 
 @dataclass
@@ -276,6 +279,8 @@ def validate(config: Config) -> Config:
         (s.rule in RULES, "selection.rule", s.rule, f"one of {', '.join(RULES)}"),
         (s.reprojection_align in REPROJECTION_ALIGNS, "selection.reprojection_align", s.reprojection_align,
          f"one of {', '.join(REPROJECTION_ALIGNS)}"),
+        (s.unfolder_stride in UNFOLDER_STRIDES, "selection.unfolder_stride", s.unfolder_stride,
+         f"one of {', '.join(map(str, UNFOLDER_STRIDES))}"),
         (lo.diversity_alpha > 0, "loss.diversity_alpha", lo.diversity_alpha, "> 0"),
         (0 <= lo.jrc_alpha <= 1, "loss.jrc_alpha", lo.jrc_alpha, "in [0, 1]"),
         (lo.winner in WINNERS, "loss.winner", lo.winner, f"one of {', '.join(WINNERS)}"),

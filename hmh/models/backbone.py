@@ -80,10 +80,11 @@ def imagenet_weights(name: str, echo: Callable[[str], None] = log.warning) -> di
 
 @dataclass
 class BackboneFeatures:
-    """``pooled (B, C32)`` global-average-pooled ``F_B``; ``stride8 (B, C8, S/8, S/8)``,
+    """``pooled (B, C32)`` global-average-pooled ``F_B``; ``stride4 (B, C4, S/4, S/4)``, ``stride8 (B, C8, S/8, S/8)``,
     ``stride16 (B, C16, S/16, S/16)``, ``stride32 (B, C32, S/32, S/32)`` feature maps."""
 
     pooled: torch.Tensor
+    stride4: torch.Tensor
     stride8: torch.Tensor
     stride16: torch.Tensor
     stride32: torch.Tensor
@@ -94,7 +95,7 @@ class Backbone(nn.Module):
 
     ``pretrained=True`` loads torchvision's ImageNet weights (:func:`imagenet_weights`: from torch hub's cache,
     downloaded there once, saying so). Attributes ``channels = (C8, C16, C32)``: 128/256/512 for ResNet-18/34,
-    512/1024/2048 for ResNet-50.
+    512/1024/2048 for ResNet-50; ``stride4_channels = C4``: 64, or 256 for ResNet-50.
     """
 
     def __init__(self, name: str = "resnet18", pretrained: bool = False) -> None:
@@ -108,11 +109,12 @@ class Backbone(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if name == "resnet50" else 1
         self.channels = (128 * expansion, 256 * expansion, 512 * expansion)
+        self.stride4_channels = 64 * expansion
 
     def forward(self, image: torch.Tensor) -> BackboneFeatures:
         """``image (B, 3, S, S)`` in ``[0, 1]`` -> :class:`BackboneFeatures`."""
-        x = self.layer1(self.stem(image))  # (B, C4, S/4, S/4)
-        stride8 = self.layer2(x)  # (B, C8, S/8, S/8)
+        stride4 = self.layer1(self.stem(image))  # (B, C4, S/4, S/4)
+        stride8 = self.layer2(stride4)  # (B, C8, S/8, S/8)
         stride16 = self.layer3(stride8)  # (B, C16, S/16, S/16)
         stride32 = self.layer4(stride16)  # (B, C32, S/32, S/32)
-        return BackboneFeatures(stride32.mean(dim=(2, 3)), stride8, stride16, stride32)
+        return BackboneFeatures(stride32.mean(dim=(2, 3)), stride4, stride8, stride16, stride32)

@@ -16,6 +16,8 @@ Hypothesis-specific evidence (``selection.evidence``), each a linear map added t
   Unfolder joints (detached: the Unfolder learns from ``L_aux`` alone);
 - ``sampled``: the backbone's stride-8 map bilinearly sampled at the hypothesis' projected 2D joints (ScoreHypo);
 - ``both``; ``none`` (the method as published) adds nothing and builds no extra weights.
+``selection.unfolder_stride: 4`` gives the selector's own Unfolder (whose joints the ``reprojection`` evidence
+compares against) heatmaps twice as fine as the generator's (:mod:`hmh.models.unfolder`).
 ``selection.reprojection_align: similarity`` compares each frame's 2D joints with the evidence after centring and
 scaling them onto it (:func:`aligned_to_evidence`), in the evidence and in the rules below: only the 2D shape counts.
 
@@ -35,7 +37,7 @@ from hmh.config import ModelConfig, SelectionConfig
 from hmh.eval.metrics import Aggregate, aggregate, top_n_by_reward
 from hmh.models.backbone import Backbone
 from hmh.models.generator import NUM_JOINTS, GeneratorOutput
-from hmh.models.unfolder import Unfolder, sample_joint_features
+from hmh.models.unfolder import STRIDE4_STAGE, Unfolder, sample_joint_features
 
 POSE_DIM = 48
 REPROJECTION_FEATURES = 4  # per token: offset (x, y), distance, distance to the past/future-exchanged frame
@@ -126,7 +128,8 @@ class Selector(nn.Module):
         self.image_size = model_cfg.image_size
         self.reprojection_align = selection_cfg.reprojection_align
         self.backbone = Backbone(model_cfg.backbone, model_cfg.pretrained)
-        self.unfolder = Unfolder(self.backbone.channels, e, t, NUM_JOINTS)
+        self.unfolder = Unfolder(self.backbone.channels, e, t, NUM_JOINTS, selection_cfg.unfolder_stride,
+                                 self.backbone.stride4_channels)
         pose_width = e - e // 2 if self.msf else e
         self.pose_query = _mlp(POSE_DIM, e, NUM_JOINTS * pose_width)  # h
         self.feature_query = _mlp(e, e, e // 2) if self.msf else None  # g
@@ -171,7 +174,7 @@ class Selector(nn.Module):
             query = query + self.reprojection_evidence(agreement.to(context.dtype))  # (B, K, T, J, E)
         if self.sampled_evidence is not None:
             points = gen_out.joints_2d.detach().float().reshape(b, k * t * NUM_JOINTS, 2)  # (B, K*T*J, 2)
-            sampled = sample_joint_features(feats.stride8, points).reshape(b, k, t, NUM_JOINTS, -1)  # (B,K,T,J,C8)
+            sampled = sample_joint_features(feats.stride8, points, 8).reshape(b, k, t, NUM_JOINTS, -1)  # (B,K,T,J,C8)
             query = query + self.sampled_evidence(sampled.to(context.dtype))  # (B, K, T, J, E)
         x = (query + pos).reshape(b * k, t * NUM_JOINTS, e)  # (B*K, T*J, E): row b*K + k
         for block in self.blocks:
@@ -183,11 +186,14 @@ class Selector(nn.Module):
     @torch.no_grad()
     def init_from_generator(self, generator: nn.Module) -> int:
         """Copy ``generator.backbone`` and ``generator.unfolder`` weights (and BatchNorm statistics) into this
-        selector's own ones. Returns the number of tensors copied. Raises ValueError naming the first mismatch."""
+        selector's own ones; a stride-4 selector Unfolder keeps its extra stage (``STRIDE4_STAGE``) as built.
+        Returns the number of tensors copied. Raises ValueError naming the first mismatch."""
         copied = 0
         for name in ("backbone", "unfolder"):
             mine, theirs = getattr(self, name).state_dict(), getattr(generator, name).state_dict()
-            if mine.keys() != theirs.keys():
+            own = {key for key in mine.keys() - theirs.keys() if name == "unfolder"
+                   and key.split(".")[2] in STRIDE4_STAGE}  # keys "decoders.<t>.<module>...."
+            if mine.keys() - own != theirs.keys():
                 raise ValueError(f"init_from_generator: {name} layouts differ (different model.backbone?)")
             for key, value in theirs.items():
                 if mine[key].shape != value.shape:

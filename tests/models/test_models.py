@@ -59,9 +59,10 @@ def _assert_permuted(a: GeneratorOutput, b: GeneratorOutput, perm: torch.Tensor)
 def test_backbone_channels_and_strides():
     feats = Backbone("resnet18")(torch.rand(2, 3, S, S))
     assert feats.pooled.shape == (2, 512)
-    assert feats.stride8.shape == (2, 128, 8, 8) and feats.stride16.shape == (2, 256, 4, 4)
+    assert feats.stride4.shape == (2, 64, 16, 16) and feats.stride8.shape == (2, 128, 8, 8)
+    assert feats.stride16.shape == (2, 256, 4, 4)
     assert feats.stride32.shape == (2, 512, 2, 2)
-    assert Backbone("resnet50").channels == (512, 1024, 2048)
+    assert Backbone("resnet50").channels == (512, 1024, 2048) and Backbone("resnet50").stride4_channels == 256
     with pytest.raises(ValueError, match="model.backbone"):
         Backbone("vgg16")
 
@@ -74,7 +75,7 @@ def test_soft_argmax_and_joint_sampling_share_the_pixel_convention():
     assert torch.allclose(cells, torch.tensor([[[5.0, 3.0], [0.0, 7.0]]]))
     feature_map = torch.randn(1, 4, 8, 8)
     pixels = (cells + 0.5) * 8  # cell centres in crop pixels
-    sampled = sample_joint_features(feature_map, pixels)  # (1, 2, 4)
+    sampled = sample_joint_features(feature_map, pixels, 8)  # (1, 2, 4)
     assert torch.allclose(sampled[0, 0], feature_map[0, :, 3, 5], atol=1e-5)
     assert torch.allclose(sampled[0, 1], feature_map[0, :, 7, 0], atol=1e-5)
 

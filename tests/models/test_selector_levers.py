@@ -1,5 +1,5 @@
 """Selection levers (``selection.evidence``, ``selection.rule``, ``selection.reprojection_align``,
-``loss.selection_target``): their options, the
+``selection.unfolder_stride``, ``loss.selection_target``): their options, the
 selector's shapes and bookkeeping with evidence, the RankNet term, the training-free reprojection rule, and one tiny
 selection run per lever through ``hmh train`` on a given generator.
 
@@ -16,6 +16,7 @@ from tiny import TINY_MODEL
 
 from hmh.cli import main
 from hmh.config import ConfigError, flatten, from_dict, load_config, to_dict
+from hmh.models.backbone import Backbone
 from hmh.models.build import build_models
 from hmh.models.checkpoint import load_checkpoint
 from hmh.models.generator import GeneratorOutput
@@ -28,6 +29,7 @@ from hmh.models.selector import (
     reprojection_features,
     reprojection_reward,
 )
+from hmh.models.unfolder import STRIDE4_STAGE, FrameDecoder
 from hmh.train.engine import selection_skipped
 from hmh.train.loop import evaluate, infer, seed_everything
 from hmh.train.losses import ranknet_loss, selection_loss
@@ -91,7 +93,7 @@ def _selector(evidence: str, seed: int = 1) -> Selector:
 def test_defaults_are_the_published_method():
     cfg = tiny_cfg()
     assert (cfg.selection.evidence, cfg.selection.rule, cfg.selection.init_from_generator) == ("none", "learned", True)
-    assert cfg.selection.reprojection_align == "none"
+    assert (cfg.selection.reprojection_align, cfg.selection.unfolder_stride) == ("none", 8)
     assert (cfg.loss.selection_target, cfg.loss.rank_weight) == ("jrc", 0.0)
     assert selection_skipped(cfg) == ""
 
@@ -102,6 +104,7 @@ def test_defaults_are_the_published_method():
     ("selection.rule=oracle", "selection.rule='oracle' is invalid: expected one of learned, reprojection, combined"),
     ("selection.reprojection_align=affine", "selection.reprojection_align='affine' is invalid: expected one of none, "
                                             "similarity"),
+    ("selection.unfolder_stride=2", "selection.unfolder_stride=2 is invalid: expected one of 8, 4"),
     ("loss.selection_target=listwise", "loss.selection_target='listwise' is invalid: expected one of jrc, "
                                        "jrc_graded"),
     ("loss.rank_weight=0.5", "loss.rank_weight=0.5 is invalid: expected 0 unless loss.selection_target=jrc_graded"),
@@ -120,7 +123,7 @@ def test_a_negative_rank_weight_is_refused_with_jrc_graded():
 def test_a_config_stored_before_the_levers_reads_their_defaults():
     stored = to_dict(tiny_cfg())
     for section, key in (("selection", "evidence"), ("selection", "rule"), ("selection", "reprojection_align"),
-                         ("loss", "selection_target"), ("loss", "rank_weight")):
+                         ("selection", "unfolder_stride"), ("loss", "selection_target"), ("loss", "rank_weight")):
         del stored[section][key]
     assert from_dict(stored) == tiny_cfg()
 
@@ -377,6 +380,45 @@ def test_the_combined_rule_multiplies_the_selectors_reward_by_the_reprojection_o
     assert infer(generator, None, {"image": images}, combined, CPU)[1] is None  # no selector, no ranking
 
 
+# --- a finer Unfolder for the selector -----------------------------------------------------------------------------
+
+def test_the_stride_4_stage_starts_as_the_stride_8_decoder_upsampled(images):
+    torch.manual_seed(0)
+    backbone = Backbone("resnet18").eval()
+    coarse = FrameDecoder(backbone.channels, E, J).eval()
+    fine = FrameDecoder(backbone.channels, E, J, stride=4, stride4_channels=backbone.stride4_channels).eval()
+    fine.load_state_dict(coarse.state_dict(), strict=False)  # what init_from_generator copies
+    with torch.no_grad():
+        feats = backbone(images)
+        coarse_map, coarse_heatmaps = coarse(feats)
+        fine_map, fine_heatmaps = fine(feats)
+    assert coarse_heatmaps.shape == (B, J, S // 8, S // 8) and fine_heatmaps.shape == (B, J, S // 4, S // 4)
+    upsampled = torch.nn.functional.interpolate(coarse_map, scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(fine_map, upsampled, atol=1e-5)
+    with pytest.raises(ValueError, match="stride must be one of"):
+        FrameDecoder(backbone.channels, E, J, stride=2)
+
+
+def test_a_stride_4_selector_starts_from_the_generator_and_keeps_its_own_stage(generator, images, gen_out):
+    cfg = tiny_cfg("selection.unfolder_stride=4")
+    selector = Selector(cfg.model, cfg.selection)
+    theirs = generator.unfolder.state_dict()
+    own = {key for key in selector.unfolder.state_dict() if key.split(".")[2] in STRIDE4_STAGE}
+    assert own and own.isdisjoint(theirs)
+    before = {key: value.clone() for key, value in selector.unfolder.state_dict().items() if key in own}
+    copied = selector.init_from_generator(generator)
+    assert copied == len(generator.backbone.state_dict()) + len(theirs)
+    mine = selector.unfolder.state_dict()
+    assert all(torch.equal(mine[key], value) for key, value in theirs.items())
+    assert all(torch.equal(mine[key], value) for key, value in before.items())
+    with torch.no_grad():
+        out = selector.eval()(images, gen_out)
+    assert out.reward.shape == (B, K) and out.unfolder_joints_2d.shape == (B, T, J, 2)
+    assert bool(((out.unfolder_joints_2d >= 0) & (out.unfolder_joints_2d <= S)).all())
+    with pytest.raises(ValueError, match="unfolder layouts differ"):
+        _selector("none").init_from_generator(selector)  # a stride-8 selector cannot take a stride-4 Unfolder
+
+
 # --- one tiny selection run per lever through hmh train -----------------------------------------------------------
 
 TINY_RUN = [
@@ -400,7 +442,7 @@ def tiny_generator(tmp_path_factory):
 
 
 @pytest.mark.parametrize("levers", [
-    {"selection.evidence": "reprojection"},
+    {"selection.evidence": "reprojection", "selection.unfolder_stride": 4},
     {"selection.evidence": "sampled"},
     {"selection.evidence": "both"},
     {"loss.selection_target": "jrc_graded", "loss.rank_weight": 1.0},
