@@ -113,7 +113,6 @@ class Unfolder(nn.Module):
     def __init__(self, channels: tuple[int, int, int], embed_dim: int, num_frames: int = 3,
                  num_joints: int = NUM_JOINTS, stride: int = 8, stride4_channels: int = 64) -> None:
         super().__init__()
-        self.stride = stride
         self.decoders = nn.ModuleList(FrameDecoder(channels, embed_dim, num_joints, stride, stride4_channels)
                                       for _ in range(num_frames))
 
@@ -121,7 +120,7 @@ class Unfolder(nn.Module):
         joints, features = [], []
         for decoder in self.decoders:
             feature_map, heatmaps = decoder(feats)  # (B, E, h, w), (B, J, h, w)
-            joints_px = (soft_argmax_2d(heatmaps) + 0.5) * self.stride  # (B, J, 2) crop pixels
+            joints_px = (soft_argmax_2d(heatmaps) + 0.5) * decoder.stride  # (B, J, 2) crop pixels
             joints.append(joints_px)
-            features.append(sample_joint_features(feature_map, joints_px, self.stride))  # (B, J, E)
+            features.append(sample_joint_features(feature_map, joints_px, decoder.stride))  # (B, J, E)
         return UnfolderOutput(torch.stack(joints, dim=1), torch.stack(features, dim=1))  # (B, T, J, 2), (B, T, J, E)
