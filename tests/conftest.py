@@ -6,8 +6,10 @@ temporary directories of failed tests only (`tmp_path_retention_policy` in pypro
 GB of checkpoints, which must not pile up on a CI disk.
 
 A Ray test that runs past ``RAY_TEST_TIMEOUT_S`` fails (pytest-timeout) with what the machine was doing (load,
-the busiest processes and their niceness); the Ray tests after it are skipped, as the trials it started may still
-hold the cluster, so a stalled cluster costs one time limit, not one per test.
+the busiest processes and their niceness). A failed Ray test also reports what holds the cluster: its free
+resources and every live placement group. After a time limit, or a Train run that could not place its workers
+("worker group startup timed out"), the Ray tests that follow are skipped, as what held the cluster may hold it
+still: a stalled cluster costs one time limit, not one per test.
 """
 
 import os
@@ -21,7 +23,9 @@ from blurhand_fixture import Fixture, build_fixture, private_copy
 
 RAY_TEST_TIMEOUT_S = 600  # the slowest Ray test takes about 2.5 min on 2 cores
 _OWN_CACHE: str | None = None
-_RAY_TIMED_OUT: list[str] = []  # the Ray test that ran past its time limit, once one has
+_RAY_STALLED: list[str] = []  # the Ray test that ran past its time limit or found the cluster full, once one has
+# a Ray test's failure that says the cluster is stalled: its time limit, or a Train run that could not place its workers
+STALLED = ("Timeout (>", "worker group startup timed out")
 
 
 def pytest_configure(config):
@@ -43,8 +47,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_setup(item):
-    if _RAY_TIMED_OUT and "ray" in item.keywords:
-        pytest.skip(f"{_RAY_TIMED_OUT[0]} ran past its time limit; the trials it started may still hold Ray")
+    if _RAY_STALLED and "ray" in item.keywords:
+        pytest.skip(f"{_RAY_STALLED[0]} stalled on the Ray cluster; what held it may hold it still")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -52,8 +56,10 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and "ray" in item.keywords:
         report.sections.append(("what the machine was doing", machine_state()))
-        if "Timeout (>" in str(report.longrepr) and not _RAY_TIMED_OUT:
-            _RAY_TIMED_OUT.append(item.nodeid)
+        report.sections.append(("what holds the Ray cluster", ray_state()))
+        text = str(report.longrepr) + report.capstdout + report.capstderr
+        if any(sign in text for sign in STALLED) and not _RAY_STALLED:
+            _RAY_STALLED.append(item.nodeid)
     return report
 
 
@@ -67,6 +73,24 @@ def machine_state() -> str:
         ps = [f"ps failed: {exc}"]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return "\n".join([f"load average {load} on {os.cpu_count()} CPUs", *(line[:200] for line in ps[:11])])
+
+
+def ray_state() -> str:
+    """This process's Ray cluster: its free and total resources and every live placement group
+    (:func:`tune.placement.describe_groups`), or why it cannot say."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return "Ray is not running in this process"
+        from tune.placement import describe_groups
+
+        free, total = ray.available_resources(), ray.cluster_resources()
+        shown = ", ".join(f"{name} {free.get(name, 0.0):g} of {total[name]:g}" for name in ("CPU", "GPU")
+                          if name in total)
+        return "\n".join([f"free: {shown}", *describe_groups()])
+    except Exception as exc:  # a report must not hide the failure it describes
+        return f"could not read the Ray cluster: {exc!r}"
 
 
 @pytest.fixture

@@ -5,15 +5,18 @@ trial owns, creates. When the trial ends before the run does (stopped by a sched
 kills the controller, but a placement group lives as long as its job does. Ray 2.60 hands a group whose workers
 have started to a detached ``PlacementGroupCleaner`` that asks the dashboard's State API whether the controller is
 dead; when those queries fail, the group outlives its trial. A group whose workers were still starting (a trial
-stopped just as its next stage began) is handed to no one. Either way every later trial waits for workers until
-Train gives up ("worker group startup timed out"; seen in CI: one such group cost the next search all 4 of its
-trials and 25 minutes, another the next 2 trials of a search).
+stopped just as its next stage began) is handed to no one. And a controller that dies with its trial while it
+restarts its worker group can ask for a new group in its last moment: the GCS then makes a group whose record never
+says its creator died (``creator_actor_dead`` stays false), though the actor table does. Either way every later
+trial waits for workers until Train gives up ("worker group startup timed out"; seen in CI: one such group cost
+the next search all 4 of its trials and 25 minutes, another the next 2 trials of a search; in the test suite, a
+trial that ASHA stopped after its first epoch held the next trial's CPU until the test's time limit).
 
 So the driver's :class:`ReleasePlacementGroups` (a Tune callback) asks the GCS itself, every few seconds of the Tune
-loop, for this job's live groups whose creator was an actor that has died, and removes those that are still there
-``grace_s`` seconds after it first saw them (the time Ray's own cleaner gets). No State API, no dashboard. Groups
-the driver itself made (Tune's trial bundles, which have no creator actor) and those of live controllers are never
-touched.
+loop, for this job's live groups whose creator was an actor that has died (by the group's record or by the actor
+table), and removes those that are still there ``grace_s`` seconds after it first saw them (the time Ray's own
+cleaner gets). No State API, no dashboard. Groups the driver itself made (Tune's trial bundles, which have no
+creator actor) and those of live controllers are never touched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import ray
 import ray.tune
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-__all__ = ["GRACE_S", "Group", "ReleasePlacementGroups", "job_groups"]
+__all__ = ["GRACE_S", "Group", "ReleasePlacementGroups", "describe_groups", "job_groups"]
 
 GRACE_S = 15.0  # Ray's cleaner checks every second, each State API query waiting up to 10 s
 _CHECK_S = 2.0  # how often the Tune loop asks the GCS
@@ -35,28 +38,61 @@ _POLL_S = 0.5
 
 @dataclass(frozen=True)
 class Group:
-    """One live placement group of this job, as the GCS records it. ``made_by_actor``: an actor created it (a Train
-    controller), not the driver; ``orphaned``: that actor has died."""
+    """One live placement group, as the GCS records it. ``made_by_actor``: an actor created it (a Train
+    controller), not the driver; ``orphaned``: that actor has died (by the group's record or the actor table);
+    ``state``: ``PENDING`` (waiting for resources), ``CREATED``, ...; ``bundles``: what each bundle reserves
+    (``{"CPU": 1.0}``, ...); ``job``: the creator's job id (hex)."""
 
     made_by_actor: bool
     orphaned: bool
+    state: str = "CREATED"
+    bundles: tuple[dict[str, float], ...] = ()
+    job: str = ""
 
 
-def job_groups() -> dict[str, Group]:
-    """This job's live placement groups by hex id, read from the GCS (Ray's internal accessor: the public
-    ``placement_group_table`` leaves out who created a group)."""
+def job_groups(every_job: bool = False) -> dict[str, Group]:
+    """This job's live placement groups (every job's with ``every_job``) by hex id, read from the GCS (Ray's
+    internal accessor: the public ``placement_group_table`` leaves out who created a group)."""
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
+    accessor = state._connect_and_get_accessor()
     job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id()).binary()
+    dead: dict[bytes, bool] = {}  # creator actor id -> dead, by the actor table (asked once per actor)
+
+    def creator_dead(data: gcs_pb2.PlacementGroupTableData) -> bool:
+        if data.creator_actor_dead:
+            return True
+        if data.creator_actor_id not in dead:
+            info = accessor.get_actor_info(ray.ActorID(data.creator_actor_id))  # None: no longer in the table
+            dead[data.creator_actor_id] = (info is None or gcs_pb2.ActorTableData.FromString(info).state
+                                           == gcs_pb2.ActorTableData.DEAD)
+        return dead[data.creator_actor_id]
+
     groups = {}
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
+    for raw in accessor.get_placement_group_table():
         data = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if data.creator_job_id != job or data.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+        if (data.creator_job_id != job and not every_job) or data.state == gcs_pb2.PlacementGroupTableData.REMOVED:
             continue
         made_by_actor = not ray.ActorID(data.creator_actor_id).is_nil()
-        groups[data.placement_group_id.hex()] = Group(made_by_actor, made_by_actor and data.creator_actor_dead)
+        bundles = tuple({name: value for name, value in bundle.unit_resources.items()
+                         if not name.startswith("bundle_group")} for bundle in data.bundles)
+        groups[data.placement_group_id.hex()] = Group(
+            made_by_actor, made_by_actor and creator_dead(data),
+            gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(data.state), bundles,
+            ray.JobID(data.creator_job_id).hex())
     return groups
+
+
+def describe_groups() -> list[str]:
+    """One line per live placement group of every job, those waiting for resources first: its id, state, bundles
+    and creator (the driver, a live actor or a dead one). What holds a cluster whose Train runs wait for workers."""
+    lines = []
+    for group_id, g in sorted(job_groups(every_job=True).items(), key=lambda item: item[1].state != "PENDING"):
+        creator = "dead actor" if g.orphaned else "live actor" if g.made_by_actor else "driver"
+        bundles = " + ".join("{" + ", ".join(f"{k} {v:g}" for k, v in sorted(b.items())) + "}" for b in g.bundles)
+        lines.append(f"placement group {group_id[:12]} {g.state:<8} job {g.job} {creator:<10} {bundles}")
+    return lines
 
 
 def _remove(group_id: str) -> None:

@@ -11,7 +11,7 @@
 - a second local Ray instance is refused (two confuse Ray Train's cleanup and hang trials);
 - the local Ray's workers run at the driver's priority, not Ray's niceness 15;
 - no placement group outlives its Train run's controller: the driver removes those that Ray Train's own cleaner
-  left behind or never saw;
+  left behind or never saw, and those a controller asked for as its trial died, whose record never says so;
 - the console: a failing worker's traceback reaches it; Ray Train's per-report lines and Tune's per-trial boxes do
   not, Tune's trial table does (tune.console);
 - the search-efficiency benchmark replays its arms through Tuner + OptunaSearch + ASHA over a table;
@@ -189,7 +189,7 @@ def test_placement_groups_that_dead_controllers_left_behind_are_removed(ray_addr
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from tune.placement import ReleasePlacementGroups, job_groups
+    from tune.placement import ReleasePlacementGroups, describe_groups, job_groups
 
     @ray.remote(num_cpus=0)
     class Controller:
@@ -212,6 +212,10 @@ def test_placement_groups_that_dead_controllers_left_behind_are_removed(ray_addr
         time.sleep(0.2)
     callback.on_step_begin(0, [])  # first seen orphaned: Ray's own cleaner gets grace_s
     assert {started, starting} <= set(job_groups()) and lines == []
+    described, job = describe_groups(), job_groups()[kept].job  # what a failed Ray test reports (tests/conftest.py)
+    assert described[0] == f"placement group {starting[:12]} PENDING  job {job} dead actor {{CPU 1.5}}"  # first
+    assert f"placement group {kept[:12]} CREATED  job {job} live actor {{CPU 0.5}}" in described
+    assert f"placement group {own.id.hex()[:12]} CREATED  job {job} driver     {{CPU 0.5}}" in described
     time.sleep(2.5)  # grace_s, and the Tune loop's pause between checks
     callback.on_step_begin(1, [])
     assert set(job_groups()) == {own.id.hex(), kept}
@@ -225,6 +229,53 @@ def test_placement_groups_that_dead_controllers_left_behind_are_removed(ray_addr
     assert lines[-1] == f"removed placement group {kept}: a Train run of this experiment left it behind"
     remove_placement_group(own)
     ray.kill(alive)
+
+
+def test_groups_a_controller_asked_for_as_its_trial_died_are_removed(ray_address) -> None:
+    """A Train controller dies with the trial that owns it; a group it asked for in its last moment can be made by
+    the GCS with a record that never says its creator died. The actor table does, so those go too."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import placement_group
+
+    from tune.placement import ReleasePlacementGroups, job_groups
+
+    @ray.remote(num_cpus=0)
+    class Controller:  # asks for groups until it dies, as a controller restarting its worker group does
+        def reserve(self) -> None:
+            while True:
+                placement_group([{"CPU": 0.001}])
+                time.sleep(0.005)
+
+    @ray.remote(num_cpus=0)
+    class Trial:
+        def start(self) -> None:
+            self.controller = Controller.remote()
+            self.controller.reserve.remote()
+
+    before = set(job_groups())
+    for _ in range(3):
+        trial = Trial.remote()
+        ray.get(trial.start.remote(), timeout=60)
+        time.sleep(1.0)
+        ray.kill(trial)  # its controller dies with it (owner fate-sharing)
+    made = {g: group for g, group in job_groups().items() if g not in before}
+    deadline = time.monotonic() + 30  # the GCS learns of each death in its own time
+    while not all(group.orphaned for group in made.values()):
+        assert time.monotonic() < deadline, [g for g, group in made.items() if not group.orphaned]
+        time.sleep(0.5)
+        made = {g: group for g, group in job_groups().items() if g not in before}
+    assert made and all(group.made_by_actor for group in made.values())
+    raw = [gcs_pb2.PlacementGroupTableData.FromString(r) for r in state._connect_and_get_accessor()
+           .get_placement_group_table()]
+    unflagged = sum(d.placement_group_id.hex() in made and not d.creator_actor_dead for d in raw)
+    print(f"{len(made)} groups of dead controllers, {unflagged} without creator_actor_dead")  # the race, when hit
+
+    callback = ReleasePlacementGroups(grace_s=0.0, echo=lambda line: None)
+    callback.setup()
+    callback.on_step_begin(0, [])
+    assert not set(job_groups()) & set(made)
 
 
 def test_two_objective_demo_search_writes_a_non_dominated_front(ray_address, tmp_path: Path, capfd) -> None:
