@@ -45,9 +45,9 @@ class Group:
 
     made_by_actor: bool
     orphaned: bool
-    state: str = "CREATED"
-    bundles: tuple[dict[str, float], ...] = ()
-    job: str = ""
+    state: str
+    bundles: tuple[dict[str, float], ...]
+    job: str
 
 
 def job_groups(every_job: bool = False) -> dict[str, Group]:
