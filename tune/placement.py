@@ -34,6 +34,7 @@ __all__ = ["GRACE_S", "Group", "ReleasePlacementGroups", "describe_groups", "job
 GRACE_S = 15.0  # Ray's cleaner checks every second, each State API query waiting up to 10 s
 _CHECK_S = 2.0  # how often the Tune loop asks the GCS
 _POLL_S = 0.5
+_SETTLE_S = 3.0  # how long the end of an experiment waits for groups that dying controllers still ask for
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class ReleasePlacementGroups(ray.tune.Callback):
     At each step of the Tune loop (at most every ``_CHECK_S`` seconds), a group whose creator actor has died is
     removed once ``grace_s`` seconds have passed since it was first seen so. At the end of the experiment, when
     Tune has stopped every trial, the driver waits up to ``grace_s`` for the controllers to end, then removes every
-    group that an actor created during the experiment and that is still there."""
+    group that an actor created during the experiment and that is still there, and any that a dying controller asks
+    for in the seconds after."""
 
     def __init__(self, grace_s: float = GRACE_S, echo: Callable[[str], None] = print):
         self.grace_s = grace_s
@@ -131,8 +133,18 @@ class ReleasePlacementGroups(ray.tune.Callback):
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline and any(not g.orphaned for g in self._made_during().values()):
             time.sleep(_POLL_S)
-        for group_id in self._made_during():
-            self._release(group_id, "a Train run of this experiment left it behind")
+        # A controller the GCS already counts as dead may still ask for a group while its process ends: after a
+        # sweep that removed something, sweep again until _SETTLE_S pass with nothing new (at most grace_s more).
+        settled, deadline = 0.0, time.monotonic() + self.grace_s
+        while True:
+            left = self._made_during()
+            for group_id in left:
+                self._release(group_id, "a Train run of this experiment left it behind")
+            if left:
+                settled = time.monotonic() + _SETTLE_S
+            if time.monotonic() >= min(settled, deadline):
+                return
+            time.sleep(_POLL_S)
 
     def _made_during(self) -> dict[str, Group]:
         """The live groups that actors (Train controllers) created during the experiment."""
