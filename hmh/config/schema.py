@@ -115,6 +115,8 @@ class LossConfig:
     selection_target: str = "jrc"  # selector target: jrc (binary top-n labels, Eq. 3.8-3.11) | jrc_graded (JRC plus
     # a pairwise RankNet term on the hypotheses' sequence errors, weighted by rank_weight)
     rank_weight: float = 0.0  # weight of the RankNet term of jrc_graded (0 with jrc)
+    mode_hypothesis: bool = False  # hypothesis 0 is a mode (ProHMR): trained on every sample with the full loss,
+    # outside the winner-takes-all of the other K-1; the selector ranks it with them. Needs K >= 2
 
 
 @dataclass
@@ -288,6 +290,9 @@ def validate(config: Config) -> Config:
          f"one of {', '.join(SELECTION_TARGETS)}"),
         (lo.rank_weight == 0 or lo.selection_target == "jrc_graded", "loss.rank_weight", lo.rank_weight,
          "0 unless loss.selection_target=jrc_graded (the RankNet term it weights)"),
+        (not lo.mode_hypothesis or m.num_hypotheses >= 2, "loss.mode_hypothesis", lo.mode_hypothesis,
+         f"false with model.num_hypotheses = {m.num_hypotheses} (the mode needs K >= 2: itself and a "
+         "winner-takes-all hypothesis)"),
         (o.lr > 0, "optim.lr", o.lr, "> 0"),
         (o.selection_lr > 0, "optim.selection_lr", o.selection_lr, "> 0"),
         (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0"),
@@ -342,7 +347,7 @@ def validate(config: Config) -> Config:
          "front)"),
     ]
     for name, value in dataclasses.asdict(lo).items():
-        if name not in ("diversity_alpha", "jrc_alpha", "winner", "selection_target"):
+        if name not in ("diversity_alpha", "jrc_alpha", "winner", "selection_target", "mode_hypothesis"):
             checks.append((value >= 0, f"loss.{name}", value, "a loss weight >= 0"))
     for key, value in (("train.seed", t.seed), ("search.seed", se.seed), ("data.synthetic_seed", d.synthetic_seed)):
         checks.append((0 <= value < SEED_LIMIT, key, value, "0 <= seed < 2^32"))

@@ -12,6 +12,9 @@ its per-frame loss terms; an invalid frame contributes 0 but still counts in the
   only that term's best hypothesis of that frame gets its gradient; ``sample`` picks one winner per sample, the
   hypothesis with the lowest 3D joint error summed over its T frames (the sequence as one whole, as best of K,
   the selection labels and the selector see it), and every term trains that winner;
+- mode hypothesis, ``LossConfig.mode_hypothesis`` (beyond the dissertation; ProHMR keeps such a mode beside its
+  samples): hypothesis 0 takes every term on every sample, as a K = 1 model would, and the winner-takes-all runs
+  over hypotheses 1..K-1 only; each term is the mode's error plus the winner's. Diversity still spans all K;
 - ``diversity`` (Eq. 3.6): ``1/(K(K-1)) sum_{k<m} sum_t exp(-d_t^{km} / alpha)``, ``d`` the L1 distance between
   ``F_{J_t}^k`` and ``F_{J_t}^m`` divided by ``J*E`` (mean absolute difference per feature; the MHT output is
   layer-normalised, so ``d`` is of order 1 and ``alpha = 1`` is a sane scale); 0 for K = 1.
@@ -52,6 +55,15 @@ def _winner_takes_all(err: torch.Tensor, winner: torch.Tensor | None = None) -> 
     return err.gather(1, winner[:, None, None].expand(-1, 1, err.shape[2]))[:, 0].sum(dim=1).mean()
 
 
+def _hypothesis_term(err: torch.Tensor, winner: torch.Tensor | None, mode: bool) -> torch.Tensor:
+    """``err (B, K, T)`` -> the term over the hypotheses: the winner-takes-all of all K, or with ``mode`` the mode's
+    (hypothesis 0) error summed over T, mean over B, plus the winner-takes-all of the other K-1 (``winner`` indexes
+    those)."""
+    if not mode:
+        return _winner_takes_all(err, winner)
+    return err[:, 0].sum(dim=1).mean() + _winner_takes_all(err[:, 1:], winner)
+
+
 def _crop_mask(joints_2d: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
     """Valid joints whose GT 2D position lies inside the crop. ``(B, T, J, 2)``, ``(B, T, J)`` -> ``(B, T, J)``."""
     inside = ((joints_2d >= 0) & (joints_2d < size)).all(dim=-1)
@@ -90,14 +102,16 @@ def generation_loss(out: GeneratorOutput, batch: dict[str, torch.Tensor], loss_c
     joint_valid = batch["joint_valid"]
     mano_valid = batch["mano_valid"].float()  # (B, T)
 
+    mode = loss_cfg.mode_hypothesis
     joint_err = _masked_frame_l1(out.joints.float(), batch["joints_3d"].float(), joint_valid)  # (B, K, T)
-    winner = joint_err.detach().sum(dim=2).argmin(dim=1) if loss_cfg.winner == "sample" else None  # (B,)
-    joint_3d = _winner_takes_all(joint_err, winner)
+    wta_err = joint_err[:, 1:] if mode else joint_err  # (B, K or K-1, T): the winner-takes-all hypotheses
+    winner = wta_err.detach().sum(dim=2).argmin(dim=1) if loss_cfg.winner == "sample" else None  # (B,)
+    joint_3d = _hypothesis_term(joint_err, winner, mode)
     mask_2d = _crop_mask(batch["joints_2d"].float(), joint_valid, size)
-    proj = _winner_takes_all(_masked_frame_l1(out.joints_2d.float() * scale, batch["joints_2d"].float() * scale,
-                                              mask_2d), winner)
+    proj = _hypothesis_term(_masked_frame_l1(out.joints_2d.float() * scale, batch["joints_2d"].float() * scale,
+                                             mask_2d), winner, mode)
     pose_err = (out.pose.float() - batch["mano_pose"].float()[:, None]).abs().mean(-1)  # (B, K, T)
-    pose = _winner_takes_all(pose_err * mano_valid[:, None], winner)
+    pose = _hypothesis_term(pose_err * mano_valid[:, None], winner, mode)
     shape_err = (out.shape.float() - batch["mano_shape"].float()).abs().mean(-1)  # (B, T)
     mano = pose + (shape_err * mano_valid).sum(dim=1).mean()
     terms = {

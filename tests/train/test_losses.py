@@ -239,3 +239,35 @@ def test_selection_loss_labels_come_from_sequence_errors():
     assert torch.allclose(losses["total"], 2.0 * losses["jrc"] + 0.5 * losses["aux"])
     losses["total"].backward()
     assert float(logits.grad[1].abs().sum()) == 0.0 and float(logits.grad[0].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("winner", ["frame", "sample"])
+def test_mode_hypothesis_takes_every_sample_and_stays_out_of_the_winner_takes_all(winner):
+    out, batch = _output(), _batch()
+    cfg = LossConfig(**{**ONLY, "joint_3d": 1.0, "winner": winner, "mode_hypothesis": True})
+    losses = generation_loss(out, batch, cfg)
+    losses["total"].backward()
+    err = (out.joints - batch["joints_3d"][:, None]).abs().mean((-1, -2)).detach()  # (B, K, T)
+    rest = err[:, 1:]  # (B, K-1, T)
+    if winner == "frame":
+        won = rest.min(dim=1).values  # (B, T)
+        chosen = rest.argmin(dim=1)[:, None] + 1  # (B, 1, T): hypothesis index of each frame's winner
+    else:
+        best = rest.sum(dim=2).argmin(dim=1)  # (B,)
+        won = rest[torch.arange(B), best]  # (B, T)
+        chosen = (best[:, None, None] + 1).expand(B, 1, T)
+    assert torch.allclose(losses["joint_3d"], (err[:, 0] + won).sum(1).mean(), atol=1e-6)
+    norms = out.joints.grad.flatten(3).abs().sum(-1)  # (B, K, T)
+    assert (norms[:, 0] > 0).all()  # the mode learns from every sample and frame
+    trained = torch.zeros(B, K, T, dtype=torch.bool).scatter_(1, chosen, True)
+    assert torch.equal(norms[:, 1:] > 0, trained[:, 1:])
+    plain = generation_loss(out, batch, LossConfig(**{**ONLY, "joint_3d": 1.0, "winner": winner}))
+    assert plain["joint_3d"] < losses["joint_3d"]
+
+
+def test_mode_hypothesis_needs_a_second_hypothesis():
+    from hmh.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"loss.mode_hypothesis=True is invalid: .*K >= 2"):
+        load_config("cpu", ["model.num_hypotheses=1", "selection.top_n=1", "loss.mode_hypothesis=true"])
+    assert load_config("cpu", ["model.num_hypotheses=2", "loss.mode_hypothesis=true"]).loss.mode_hypothesis
