@@ -82,7 +82,7 @@ RESUMABLE = ("search.pick", "search.cluster")  # keys --resume may change: pick 
 # hmh.train.loop.make_optimizer / make_scheduler for that stage): a selection-only search (search.generator) keeps
 # them as its checkpoint's generator was trained with.
 GENERATION_KEYS = ("model.", "loss.joint_3d", "loss.proj", "loss.mano", "loss.diversity", "loss.diversity_alpha",
-                   "loss.winner", "optim.lr", "optim.milestones", "optim.gamma")
+                   "loss.winner", "loss.mode_hypothesis", "optim.lr", "optim.milestones", "optim.gamma")
 
 
 @dataclass

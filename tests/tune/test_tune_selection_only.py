@@ -37,10 +37,11 @@ def test_the_selection_space_searches_no_generation_key_and_loads_on_the_demo(tm
     assert {"selection.top_n", "loss.jrc_alpha", "optim.selection_lr"} <= set(exp.space.keys)
 
 
-@pytest.mark.parametrize("key", ["model.num_hypotheses", "optim.lr", "loss.diversity_alpha"])
+@pytest.mark.parametrize("key", ["model.num_hypotheses", "optim.lr", "loss.diversity_alpha", "loss.mode_hypothesis"])
 def test_a_space_with_a_generation_key_is_refused_by_name(tmp_path: Path, key: str) -> None:
     spec = {"model.num_hypotheses": "{type: categorical, values: [4]}", "optim.lr": "{type: float, low: 0.001, "
-            "high: 0.01}", "loss.diversity_alpha": "{type: float, low: 0.5, high: 2.0}"}[key]
+            "high: 0.01}", "loss.diversity_alpha": "{type: float, low: 0.5, high: 2.0}",
+            "loss.mode_hypothesis": "{type: categorical, values: [false, true]}"}[key]
     space = _space(tmp_path, f"parameters:\n  loss.jrc_alpha: {{type: float, low: 0.0, high: 1.0}}\n  {key}: {spec}\n")
     with pytest.raises(SpaceError, match=rf"space.yaml: parameter '{key}' is of the generation stage, which "
                                          r"search.generator='/some/gen.pt' fixes"):
