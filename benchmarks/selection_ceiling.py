@@ -19,6 +19,10 @@ Per ranking: the final (current-frame MPJPE of its top-n, mm), the selection gai
 label oracle)``, the precision against the labels' top-n, and its top-1 hypothesis' mean error split into the
 camera plane (x, y) and depth (z). A selector close to the camera-plane oracle is limited by what the image shows,
 not by how it was trained.
+
+It also prints the selector's Unfolder error (its 2D joints against the ground truth's) by the size of the hand's
+crop box in the image, in crop and in image pixels: whether the crop's resolution or the image's own detail limits
+the 2D evidence.
 """
 
 from __future__ import annotations
@@ -45,12 +49,13 @@ def hypotheses_and_rewards(models: LoadedModels, split: str, max_samples: int = 
     """The generator's hypotheses and the selector's rewards on ``split`` (no augmentation, CPU): ``joints (N, K,
     T, J, 3)`` metres, ``gt (N, T, J, 3)``, ``valid (N, T, J)``, ``reward (N, K)``, and in crop pixels the
     hypotheses' projected ``joints_2d (N, K, T, J, 2)``, the ground truth's ``gt_2d (N, T, J, 2)`` and the
-    selector's Unfolder joints ``evidence_2d (N, T, J, 2)``; the first ``max_samples`` (0 = all)."""
+    selector's Unfolder joints ``evidence_2d (N, T, J, 2)``, and ``box_side (N,)`` the side of each image's crop box
+    in image pixels; the first ``max_samples`` (0 = all)."""
     cfg = models.config
     dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
     dataset.augment = False
     out: dict[str, list[torch.Tensor]] = {key: [] for key in ("joints", "gt", "valid", "reward", "joints_2d", "gt_2d",
-                                                              "evidence_2d")}
+                                                              "evidence_2d", "box_side")}
     seen = 0
     for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
         gen_out = models.generator(batch["image"])
@@ -62,6 +67,8 @@ def hypotheses_and_rewards(models: LoadedModels, split: str, max_samples: int = 
         out["joints_2d"].append(gen_out.joints_2d.float())
         out["gt_2d"].append(batch["joints_2d"].float())
         out["evidence_2d"].append(selected.unfolder_joints_2d.float())
+        rows = dataset.rows[batch["index"].numpy()]
+        out["box_side"].append(torch.from_numpy(dataset.index.bbox[rows, 2]).float())
         seen += len(batch["image"])
         print(f"  {seen}/{len(dataset)} images", file=sys.stderr, flush=True)
         if max_samples and seen >= max_samples:
@@ -120,6 +127,33 @@ def unfolder_error_px(data: dict[str, torch.Tensor]) -> float:
     return float((data["evidence_2d"] - data["gt_2d"]).norm(dim=-1)[valid].mean())
 
 
+def unfolder_error_by_box(data: dict[str, torch.Tensor], image_size: int, groups: int = 4) -> list[dict[str, float]]:
+    """The selector's Unfolder error by the size of the hand in the image: the images split into ``groups`` of
+    about equal count by ``box_side``, each with its side range (image pixels), its count, and its mean distance
+    from the ground truth's valid 2D joints in crop pixels and in image pixels (crop pixels x side / crop side).
+    If the crop's resolution limited the joints, the error would be the same in crop pixels across the groups;
+    if the image's own detail (its blur, its pixels) did, it would be the same in image pixels."""
+    valid = data["valid"].float()
+    distance = (data["evidence_2d"] - data["gt_2d"]).norm(dim=-1)  # (N, T, J) crop px
+    per_image = (distance * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp(min=1)  # (N,)
+    side = data["box_side"]
+    rows = []
+    for part in torch.argsort(side, stable=True).tensor_split(groups):
+        rows.append({"side_low": float(side[part].min()), "side_high": float(side[part].max()),
+                     "images": len(part), "crop_px": float(per_image[part].mean()),
+                     "image_px": float((per_image[part] * side[part] / image_size).mean())})
+    return rows
+
+
+def box_table(rows: list[dict[str, float]], image_size: int) -> str:
+    """Markdown table of :func:`unfolder_error_by_box`."""
+    lines = [f"| crop box side (image px) | images | Unfolder error, crop px ({image_size} px crops) | "
+             "Unfolder error, image px |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['side_low']:.0f}-{r['side_high']:.0f} | {r['images']} | {r['crop_px']:.2f} | "
+              f"{r['image_px']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, float | str]]) -> str:
     """Markdown table of :func:`ceiling_rows`."""
     lines = ["| ranking | final | gain | precision | top-1 error, camera plane (x, y) | top-1 error, depth (z) |",
@@ -149,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "
             f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm. The selector's Unfolder "
             f"joints are {unfolder_error_px(data):.2f} px from the ground truth's on average "
-            f"({cfg.model.image_size} px crops).\n\n" + table(rows))
+            f"({cfg.model.image_size} px crops).\n\n" + table(rows) + "\n\nThe Unfolder's error by the size of the "
+            "hand's crop box in the image (a larger box is shrunk more into the crop):\n\n"
+            + box_table(unfolder_error_by_box(data, cfg.model.image_size), cfg.model.image_size))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -71,3 +71,19 @@ def test_the_table_has_a_row_per_ranking(ceiling) -> None:
     assert "| 2D: the ground truth's 2D joints, shape alone (similarity) |" in text
     assert ceiling.unfolder_error_px(data) == pytest.approx(0.4 * 2**0.5 * 20 / 21, rel=1e-5)
     assert lines[-1].startswith("| every hypothesis (mean) |  |  |  | ")
+
+
+def test_the_unfolder_error_is_grouped_by_box_size_in_crop_and_image_pixels(ceiling) -> None:
+    data = _data(n=4)
+    data["box_side"] = torch.tensor([128.0, 32.0, 64.0, 96.0])
+    data["evidence_2d"] = data["gt_2d"] + torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None, None] * torch.tensor(
+        [0.6, 0.8])  # image i's joints (i + 1) crop px off
+    data["valid"][0, 0] = False  # an invalid frame does not count
+    data["evidence_2d"][0, 0] += 100.0
+    rows = ceiling.unfolder_error_by_box(data, image_size=64, groups=2)
+    assert [(r["side_low"], r["side_high"], r["images"]) for r in rows] == [(32.0, 64.0, 2), (96.0, 128.0, 2)]
+    assert rows[0]["crop_px"] == pytest.approx((2 + 3) / 2) and rows[1]["crop_px"] == pytest.approx((4 + 1) / 2)
+    assert rows[0]["image_px"] == pytest.approx((2 * 32 / 64 + 3 * 64 / 64) / 2)
+    assert rows[1]["image_px"] == pytest.approx((4 * 96 / 64 + 1 * 128 / 64) / 2)
+    text = ceiling.box_table(rows, image_size=64)
+    assert text.splitlines()[2] == "| 32-64 | 2 | 2.50 | 2.00 |"
