@@ -51,7 +51,8 @@ class ClusterError(HmhError):
 def init_ray(address: str | None = None, echo: Callable[[str], None] = print) -> str:
     """Start or join Ray and return the dashboard URL (also echoed).
 
-    ``address`` None: a local single-node Ray with this machine's CPUs and GPUs, the dashboard on 127.0.0.1 (Ray
+    ``address`` None: a local single-node Ray with this machine's GPUs and the CPUs Ray counts (a container's CPU
+    quota where one is set, not the host's cores, which ``os.cpu_count()`` gives), the dashboard on 127.0.0.1 (Ray
     Train's cleanup needs it), token authentication left on (Ray's default), every port it opens on 127.0.0.1
     (:func:`_loopback_node`) and its workers at normal priority (``LOCAL_WORKER_NICENESS``). ``address`` given
     (``auto``, ``HOST:PORT`` or ``ray://...``): join that cluster, whose ports are as its ``ray start`` opened them
@@ -70,7 +71,7 @@ def init_ray(address: str | None = None, echo: Callable[[str], None] = print) ->
     else:
         _refuse_second_local_instance()
         with _loopback_node():
-            context = ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+            context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
                                _system_config={"worker_niceness": LOCAL_WORKER_NICENESS})
     filter_worker_echo()
     url = _url(context.dashboard_url or "")

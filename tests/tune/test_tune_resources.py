@@ -36,7 +36,7 @@ def test_a_local_ray_starts_on_the_loopback_address(monkeypatch: pytest.MonkeyPa
     seen = []
 
     def fake_init(**kwargs):
-        seen.append((services.get_node_ip_address(), kwargs.get("dashboard_host")))
+        seen.append((services.get_node_ip_address(), kwargs.get("dashboard_host"), kwargs.get("num_cpus")))
         return types.SimpleNamespace(dashboard_url="127.0.0.1:8265")
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -45,7 +45,8 @@ def test_a_local_ray_starts_on_the_loopback_address(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(resources, "filter_worker_echo", lambda: None)
     enabled = ray_constants.ENABLE_RAY_CLUSTER
     assert resources.init_ray(None, echo=lambda text: None) == "http://127.0.0.1:8265"
-    assert seen == [("127.0.0.1", "127.0.0.1")]
+    # no num_cpus: Ray counts the CPUs itself, a container's CPU quota included (os.cpu_count() sees the host's)
+    assert seen == [("127.0.0.1", "127.0.0.1", None)]
     assert ray_constants.ENABLE_RAY_CLUSTER == enabled  # only for the call: joining a cluster is unaffected
 
 
