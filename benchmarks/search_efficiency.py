@@ -37,13 +37,14 @@ an ASHA rung at that epoch relies on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,31 +312,43 @@ def save_anytime_plot(plt, fig, ax, title: str, out: Path, columns: int) -> Path
     return out
 
 
-def run_replay(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def replay_ray() -> Iterator[None]:
+    """A local Ray for the replays (dashboard on, RAY.md), shut down afterwards; a caller's Ray (the tests') is
+    reused and left running."""
     import ray
 
     from tune.resources import init_ray
 
-    curves, epochs = load_curves(args.table)
-    started = not ray.is_initialized()  # a caller's Ray (the tests') is reused and left running
-    init_ray(None, echo=lambda line: print(line, file=sys.stderr))  # local, dashboard on (RAY.md)
+    started = not ray.is_initialized()
+    init_ray(None, echo=lambda line: print(line, file=sys.stderr))
     try:
-        runs: dict[str, list[list[float]]] = {}
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def write_report(out: Path, text: str, picture: Path) -> None:
+    """The Markdown report with its anytime-curve picture below it, written to ``out`` and printed."""
+    atomic.write_text(out, text + f"\n\n![anytime curves]({picture.name})\n")
+    print(text)
+    print(f"written: {out}, {picture}", file=sys.stderr)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    curves, epochs = load_curves(args.table)
+    runs: dict[str, list[list[float]]] = {}
+    with replay_ray():
         for arm in ARMS:
             runs[arm.name] = []
             for seed in range(args.seeds):
                 runs[arm.name].append(anytime(replay(arm, seed, args.budget, curves, epochs), epochs))
                 print(f"{arm.name}, seed {seed}: best {runs[arm.name][-1][-1]:.2f} mm after "
                       f"{len(runs[arm.name][-1])} trial-epochs", file=sys.stderr, flush=True)
-    finally:
-        if started:
-            ray.shutdown()
     goals = targets(runs, [c[-1] for c in curves.values()])
-    text = report(runs, goals, rank_agreement(curves, epochs), args)
-    picture = plot(runs, goals, args.out.with_suffix(".png"))
-    atomic.write_text(args.out, text + f"\n\n![anytime curves]({picture.name})\n")
-    print(text)
-    print(f"written: {args.out}, {picture}", file=sys.stderr)
+    write_report(args.out, report(runs, goals, rank_agreement(curves, epochs), args),
+                 plot(runs, goals, args.out.with_suffix(".png")))
     return 0
 
 

@@ -48,9 +48,14 @@ from typing import Any
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_efficiency import _quartiles, _ranks, save_anytime_plot  # noqa: E402  (one rule each, shared)
+from search_efficiency import (  # noqa: E402  (one rule each, shared)
+    _quartiles,
+    _ranks,
+    replay_ray,
+    save_anytime_plot,
+    write_report,
+)
 
-from hmh.files import atomic  # noqa: E402
 from hmh.results.tables import OBJECTIVE, read_table, write_table  # noqa: E402
 
 EXPERIMENT = "tune/configs/demo.yaml"
@@ -492,36 +497,24 @@ def plot(runs: dict[str, list[list[tuple[float, float]]]], target: float, budget
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import ray
-
-    from tune.resources import init_ray
-
     configs = load_configs(args.table)
     seconds = stage_seconds(configs)
     full = max(sum(seconds[r["stage"]] for r in c.epochs) for c in configs)
     budget_s = args.budget * full
-    started = not ray.is_initialized()  # a caller's Ray (the tests') is reused and left running
-    init_ray(None, echo=lambda line: print(line, file=sys.stderr))  # local, dashboard on (RAY.md)
     signal = best_signal(configs)
     runs: dict[str, list[list[tuple[float, float]]]] = {}
-    try:
+    with replay_ray():
         for arm in arms(signal):
             runs[arm.name] = []
             for seed in range(args.seeds):
                 runs[arm.name].append(replay(arm, seed, budget_s, configs, seconds))
                 print(f"{arm.name}, seed {seed}: best {best_at(runs[arm.name][-1], budget_s):.2f} mm",
                       file=sys.stderr, flush=True)
-    finally:
-        if started:
-            ray.shutdown()
     for name, options in brief_arms(signal).items():
         runs[name] = [brief_then_finish(seed, budget_s, configs, seconds, **options) for seed in range(args.seeds)]
     target = statistics.median(best_at(c, budget_s) for c in runs[REFERENCE])
-    text = report(runs, target, configs, seconds, budget_s, args)
-    picture = plot(runs, target, budget_s, args.out.with_suffix(".png"))
-    atomic.write_text(args.out, text + f"\n\n![anytime curves]({picture.name})\n")
-    print(text)
-    print(f"written: {args.out}, {picture}", file=sys.stderr)
+    write_report(args.out, report(runs, target, configs, seconds, budget_s, args),
+                 plot(runs, target, budget_s, args.out.with_suffix(".png")))
     return 0
 
 
