@@ -94,19 +94,20 @@ def prepare_config(cfg: Config, progress: bool = True) -> Config:
 
 def given_generator(cfg: Config) -> str:
     """``search.generator`` as an absolute path, once it is checked: an hmh checkpoint (a file, or a Train
-    checkpoint folder holding one; of either stage) whose ``model.*`` is ``cfg.model``'s (``model.pretrained``
-    aside, as for hmh train's ``train.generator``; ``cfg``'s ``model.mano_path`` absolute). Raises
+    checkpoint folder holding one; of either stage) whose ``model.*`` and ``loss.mode_hypothesis`` are ``cfg``'s
+    (``model.pretrained`` aside, as for hmh train's ``train.generator``; ``cfg``'s ``model.mano_path`` absolute). Raises
     :class:`~hmh.config.ConfigError` (one line naming the key and the file) otherwise."""
-    from hmh.models.checkpoint import CheckpointError, check_same_model, checkpoint_config, load_checkpoint
+    from hmh.models.checkpoint import CheckpointError, check_same_generator, checkpoint_config, load_checkpoint
 
     path = Path(cfg.search.generator).expanduser().absolute()
     try:
-        theirs = checkpoint_config(load_checkpoint(path), path).model
+        theirs = checkpoint_config(load_checkpoint(path), path)
     except CheckpointError as err:
         raise ConfigError(f"search.generator={cfg.search.generator!r}: {err}") from None
-    if theirs.mano_path:
-        theirs = dataclasses.replace(theirs, mano_path=str(Path(theirs.mano_path).expanduser().absolute()))
-    check_same_model(theirs, cfg.model, f"search.generator={cfg.search.generator!r}")
+    if theirs.model.mano_path:
+        mano_path = str(Path(theirs.model.mano_path).expanduser().absolute())
+        theirs = dataclasses.replace(theirs, model=dataclasses.replace(theirs.model, mano_path=mano_path))
+    check_same_generator(theirs, cfg, f"search.generator={cfg.search.generator!r}")
     return str(path)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 import hmh
-from hmh.config import Config, ConfigError, ModelConfig, from_dict, to_dict
+from hmh.config import Config, ConfigError, from_dict, to_dict
 from hmh.errors import HmhError
 from hmh.files import atomic
 from hmh.models.build import build_models, unwrap
@@ -239,14 +239,18 @@ def checkpoint_config(data: dict[str, Any], path: str | os.PathLike = "checkpoin
         raise CheckpointError(str(err)) from err
 
 
-def check_same_model(theirs: ModelConfig, ours: ModelConfig, key: str) -> None:
-    """Refuse a checkpoint's generator whose ``model.*`` (``theirs``) differs from this config's (``ours``), save
+def check_same_generator(theirs: Config, ours: Config, key: str) -> None:
+    """Refuse a checkpoint's generator trained under a config (``theirs``) whose ``model.*`` or
+    ``loss.mode_hypothesis`` (what its hypothesis 0 is) differs from this config's (``ours``), save
     ``model.pretrained`` (only the initialisation): :class:`ConfigError`, one line that starts with ``key`` (the
     config key and the file, e.g. ``train.generator='run/generation_best.pt'``) and lists each differing key."""
-    differ = [f"model.{k}: {v!r} there, {getattr(ours, k)!r} here" for k, v in vars(theirs).items()
-              if k != "pretrained" and getattr(ours, k) != v]
+    differ = [f"model.{k}: {v!r} there, {getattr(ours.model, k)!r} here" for k, v in vars(theirs.model).items()
+              if k != "pretrained" and getattr(ours.model, k) != v]
+    if theirs.loss.mode_hypothesis != ours.loss.mode_hypothesis:
+        differ.append(f"loss.mode_hypothesis: {theirs.loss.mode_hypothesis!r} there, "
+                      f"{ours.loss.mode_hypothesis!r} here")
     if differ:
-        raise ConfigError(f"{key}: its model differs from this config's: " + "; ".join(differ))
+        raise ConfigError(f"{key}: its generator differs from this config's: " + "; ".join(differ))
 
 
 @dataclass

@@ -46,7 +46,7 @@ from hmh.eval.report import metric_table, write_metrics
 from hmh.files import atomic, folder_lock
 from hmh.files.outputs import check_folder, check_free, naming_os_errors, replacing, restore_set_aside
 from hmh.models.build import build_models, unwrap
-from hmh.models.checkpoint import check_same_model, checkpoint_config, load_checkpoint, save_checkpoint
+from hmh.models.checkpoint import check_same_generator, checkpoint_config, load_checkpoint, save_checkpoint
 from hmh.results.tables import OBJECTIVE
 from hmh.train.engine import EpochReport, StageParts, keeps_last, run_stage, selection_skipped
 from hmh.train.loop import (
@@ -303,7 +303,7 @@ def _load_given_generator(cfg: Config, generator: torch.nn.Module) -> dict:
     weights loaded into ``generator``."""
     source = Path(cfg.train.generator)
     data = load_checkpoint(source)
-    check_same_model(checkpoint_config(data, source).model, cfg.model, f"train.generator={str(source)!r}")
+    check_same_generator(checkpoint_config(data, source), cfg, f"train.generator={str(source)!r}")
     unwrap(generator).load_state_dict(data["model"]["generator"])
     return data
 

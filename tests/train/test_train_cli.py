@@ -196,13 +196,18 @@ def test_a_given_generator_skips_its_stage_and_is_the_one_evaluated(trained, tmp
     assert report["metrics"]["best_of_k/mpjpe_current"] == pytest.approx(first["metrics"]["best_of_k/mpjpe_current"])
 
 
-def test_a_given_generator_of_another_model_is_refused_by_name(trained, tmp_path, capsys):
+@pytest.mark.parametrize(("override", "says"), [
+    ("model.embed_dim=16", "model.embed_dim: 32 there, 16 here"),
+    ("loss.mode_hypothesis=true", "loss.mode_hypothesis: False there, True here"),  # what its hypothesis 0 is
+])
+def test_a_given_generator_of_another_model_is_refused_by_name(trained, tmp_path, capsys, override, says):
     out, _ = trained
-    overrides = [*TINY, f"train.generator={out / 'checkpoints' / 'generation_best.pt'}", "model.embed_dim=16"]
+    overrides = [*TINY, f"train.generator={out / 'checkpoints' / 'generation_best.pt'}", override]
     args = ["train", "--config", "cpu", "--out", str(tmp_path), "--no-progress"]
     assert main(args + [a for item in overrides for a in ("--set", item)]) == 2
     err = capsys.readouterr().err
-    assert "train.generator=" in err and "model.embed_dim: 32 there, 16 here" in err and "Traceback" not in err
+    assert "train.generator=" in err and says in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 # Bad input: one line naming the argument or key and the value, no traceback, nothing that existed changed.

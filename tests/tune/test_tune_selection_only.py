@@ -87,6 +87,7 @@ def test_the_given_generator_is_checked_and_made_absolute(generator_file: Path, 
 @pytest.mark.parametrize(("override", "says"), [
     ("model.num_hypotheses=2", "model.num_hypotheses: 4 there, 2 here"),
     ("model.embed_dim=32", "model.embed_dim: 16 there, 32 here"),
+    ("loss.mode_hypothesis=true", "loss.mode_hypothesis: False there, True here"),  # what its hypothesis 0 is
 ])
 def test_a_generator_of_another_model_is_refused_before_the_data_is_built(generator_file: Path, override: str,
                                                                           says: str, monkeypatch) -> None:
@@ -94,7 +95,7 @@ def test_a_generator_of_another_model_is_refused_before_the_data_is_built(genera
 
     monkeypatch.setattr(runner, "data_root", lambda *args, **kwargs: pytest.fail("the data was resolved first"))
     cfg = load_config(DEMO, [*TINY, f"search.generator={generator_file}", override, "selection.top_n=1"])
-    with pytest.raises(ConfigError, match=f"search.generator='{generator_file}': its model differs from this "
+    with pytest.raises(ConfigError, match=f"search.generator='{generator_file}': its generator differs from this "
                                           f"config's: {says}$"):
         prepare_config(cfg, progress=False)
 
