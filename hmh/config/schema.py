@@ -96,6 +96,9 @@ class SelectionConfig:
     # evidence's first, so only the hand's 2D shape counts, not where the hypothesis puts it or how big)
     unfolder_stride: int = 8  # crop pixels per heatmap cell of the selector's own Unfolder: 8 (the generator's,
     # BlurHandNet's) | 4 (one more upsampling stage, from the backbone's stride-4 map: 2x finer 2D joints)
+    set_blocks: int = 0  # transformer blocks over the K hypotheses' pooled tokens before the reward head, so that
+    # each reward sees the other hypotheses (no slot embedding: permuting them permutes the rewards); 0 = each
+    # hypothesis scored alone, as in the dissertation
 
 
 @dataclass
@@ -276,6 +279,7 @@ def validate(config: Config) -> Config:
         (s.top_n <= m.num_hypotheses, "selection.top_n", s.top_n,
          f"top_n <= model.num_hypotheses (K = {m.num_hypotheses})"),
         (s.decoder_blocks >= 1, "selection.decoder_blocks", s.decoder_blocks, ">= 1"),
+        (s.set_blocks >= 0, "selection.set_blocks", s.set_blocks, ">= 0"),
         (s.embedding_std > 0, "selection.embedding_std", s.embedding_std, "> 0"),
         (s.evidence in EVIDENCE, "selection.evidence", s.evidence, f"one of {', '.join(EVIDENCE)}"),
         (s.rule in RULES, "selection.rule", s.rule, f"one of {', '.join(RULES)}"),

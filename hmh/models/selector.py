@@ -11,6 +11,11 @@
 There is no hypothesis embedding, so permuting the K hypotheses permutes the rewards (and leaves the selection
 loss as it is): slot order carries no signal, only the hypotheses' content does.
 
+``selection.set_blocks > 0`` puts pre-norm transformer blocks over the K hypotheses' pooled tokens ``(B, K, E)``
+before the reward MLP: each reward is then given with the other hypotheses in view, as the ranking it feeds is
+relative (a listwise reranker's view); still no slot embedding, so permutations carry over. ``0`` (the
+dissertation's) scores each hypothesis alone and builds no extra weights.
+
 Hypothesis-specific evidence (``selection.evidence``), each a linear map added to every query token ``(k, t, j)``:
 - ``reprojection``: :func:`reprojection_features` of the hypothesis' projected 2D joints against the selector's own
   Unfolder joints (detached: the Unfolder learns from ``L_aux`` alone);
@@ -150,6 +155,13 @@ class Selector(nn.Module):
         self.reprojection_evidence = (nn.Linear(REPROJECTION_FEATURES, e) if evidence in ("reprojection", "both")
                                       else None)
         self.sampled_evidence = nn.Linear(self.backbone.channels[0], e) if evidence in ("sampled", "both") else None
+        self.set_blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(e, model_cfg.num_heads, dim_feedforward=round(e * model_cfg.mlp_ratio),
+                                       dropout=model_cfg.dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+            for _ in range(selection_cfg.set_blocks)
+        )
+        self.set_norm = nn.LayerNorm(e) if selection_cfg.set_blocks else None
 
     def forward(self, image: torch.Tensor, gen_out: GeneratorOutput) -> SelectorOutput:
         pose = gen_out.pose.detach()  # (B, K, T, 48)
@@ -179,7 +191,12 @@ class Selector(nn.Module):
         x = (query + pos).reshape(b * k, t * NUM_JOINTS, e)  # (B*K, T*J, E): row b*K + k
         for block in self.blocks:
             x = block(x, context)
-        logits = self.head(self.norm(x).mean(dim=1)).reshape(b, k, 2).float()  # (B, K, 2)
+        pooled = self.norm(x).mean(dim=1).reshape(b, k, e)  # (B, K, E)
+        if self.set_norm is not None:
+            for block in self.set_blocks:
+                pooled = block(pooled)  # attention across the K hypotheses of one image
+            pooled = self.set_norm(pooled)
+        logits = self.head(pooled).float()  # (B, K, 2)
         reward = torch.sigmoid(logits[..., 1] - logits[..., 0])  # (B, K)
         return SelectorOutput(logits, reward, unfolded.joints_2d)
 

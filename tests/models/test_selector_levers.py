@@ -93,7 +93,7 @@ def _selector(evidence: str, seed: int = 1) -> Selector:
 def test_defaults_are_the_published_method():
     cfg = tiny_cfg()
     assert (cfg.selection.evidence, cfg.selection.rule, cfg.selection.init_from_generator) == ("none", "learned", True)
-    assert (cfg.selection.reprojection_align, cfg.selection.unfolder_stride) == ("none", 8)
+    assert (cfg.selection.reprojection_align, cfg.selection.unfolder_stride, cfg.selection.set_blocks) == ("none", 8, 0)
     assert (cfg.loss.selection_target, cfg.loss.rank_weight) == ("jrc", 0.0)
     assert selection_skipped(cfg) == ""
 
@@ -105,6 +105,7 @@ def test_defaults_are_the_published_method():
     ("selection.reprojection_align=affine", "selection.reprojection_align='affine' is invalid: expected one of none, "
                                             "similarity"),
     ("selection.unfolder_stride=2", "selection.unfolder_stride=2 is invalid: expected one of 8, 4"),
+    ("selection.set_blocks=-1", "selection.set_blocks=-1 is invalid: expected >= 0"),
     ("loss.selection_target=listwise", "loss.selection_target='listwise' is invalid: expected one of jrc, "
                                        "jrc_graded"),
     ("loss.rank_weight=0.5", "loss.rank_weight=0.5 is invalid: expected 0 unless loss.selection_target=jrc_graded"),
@@ -123,15 +124,16 @@ def test_a_negative_rank_weight_is_refused_with_jrc_graded():
 def test_a_config_stored_before_the_levers_reads_their_defaults():
     stored = to_dict(tiny_cfg())
     for section, key in (("selection", "evidence"), ("selection", "rule"), ("selection", "reprojection_align"),
-                         ("selection", "unfolder_stride"), ("loss", "selection_target"), ("loss", "rank_weight")):
+                         ("selection", "unfolder_stride"), ("selection", "set_blocks"), ("loss", "selection_target"),
+                         ("loss", "rank_weight")):
         del stored[section][key]
     assert from_dict(stored) == tiny_cfg()
 
 
 def test_the_default_selector_has_no_evidence_weights_so_older_checkpoints_load():
     plain = _selector("none")
-    assert plain.reprojection_evidence is None and plain.sampled_evidence is None
-    assert not any("evidence" in key for key in plain.state_dict())
+    assert plain.reprojection_evidence is None and plain.sampled_evidence is None and plain.set_norm is None
+    assert not any("evidence" in key or key.startswith("set_") for key in plain.state_dict())
     _selector("none", seed=2).load_state_dict(plain.state_dict())  # strict: the same keys as before the levers
 
 
@@ -181,6 +183,37 @@ def test_permuting_hypotheses_per_sample_permutes_rewards(evidence, images, gen_
         ref = sel(images, gen_out).reward
         got = sel(images, _permuted(gen_out, perm)).reward
     assert torch.allclose(ref.gather(1, perm), got, atol=1e-5)
+
+
+# --- comparing the hypotheses ----------------------------------------------------------------------------------
+
+def _set_selector(blocks: int, seed: int = 1) -> Selector:
+    cfg = tiny_cfg("selection.evidence=both", f"selection.set_blocks={blocks}")
+    torch.manual_seed(seed)
+    return Selector(cfg.model, cfg.selection).eval()
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+def test_set_blocks_let_each_reward_see_the_other_hypotheses_of_its_image_alone(blocks, images, gen_out):
+    sel = _set_selector(blocks)
+    moved = GeneratorOutput(**{f.name: getattr(gen_out, f.name).clone() for f in fields(gen_out)})
+    moved.joints_2d[1, 1] += 9.0  # image 1's hypothesis 1 projects elsewhere; nothing else changes
+    with torch.no_grad():
+        ref, got = sel(images, gen_out).logits, sel(images, moved).logits
+    assert torch.allclose(ref[0], got[0], atol=1e-6)  # never another image's
+    assert not torch.allclose(ref[1, 1], got[1, 1], atol=1e-6)
+    assert torch.allclose(ref[1, [0, 2]], got[1, [0, 2]], atol=1e-6) == (blocks == 0)  # the others see it
+    perm = torch.tensor([[2, 0, 1], [1, 2, 0]])  # and slot order still carries nothing
+    with torch.no_grad():
+        assert torch.allclose(sel(images, gen_out).reward.gather(1, perm),
+                              sel(images, _permuted(gen_out, perm)).reward, atol=1e-5)
+
+
+def test_set_blocks_are_built_last_so_the_other_weights_start_as_without_them():
+    plain, compared = _set_selector(0).state_dict(), _set_selector(1).state_dict()
+    extra = set(compared) - set(plain)
+    assert extra and all(key.startswith(("set_blocks.", "set_norm.")) for key in extra)
+    assert all(torch.equal(plain[key], compared[key]) for key in plain)
 
 
 @pytest.mark.parametrize("target", ["jrc", "jrc_graded"])
