@@ -1,6 +1,7 @@
 """How much of the label oracle can a selector reach by reading the image? Oracles that see one part of the truth.
 
-    python benchmarks/selection_ceiling.py CHECKPOINT [--split test] [--max-samples 0] [--out FILE]
+    python benchmarks/selection_ceiling.py CHECKPOINT [--split test] [--max-samples 0] [--unfolders CKPT ...]
+        [--out FILE]
 
 A single image shows where each joint lies across the camera's view far better than how far it is from the
 camera. For a selection-stage checkpoint this ranks the generator's K hypotheses of every image of ``--split``
@@ -10,6 +11,9 @@ camera. For a selection-stage checkpoint this ranks the generator's K hypotheses
 - **2D evidence**: each hypothesis' projected 2D joints against the selector's own Unfolder joints, and against the
   ground truth's 2D joints (a perfect Unfolder), each compared as they are and by 2D shape alone
   (``selection.reprojection_align`` ``none`` and ``similarity``; ranked as ``selection.rule: reprojection`` ranks);
+  and by shape against the ground truth's 2D joints plus random error as large as the Unfolder's (an Unfolder as
+  far off, whose error does not favour any hypothesis), and against the Unfolder joints of the generators of
+  ``--unfolders`` (other checkpoints trained on the same data: independently trained 2D evidence);
 - **camera-plane oracle**: each hypothesis' sequence MPJPE in the camera's x and y alone (ground truth): what a
   selector that read the image perfectly could know, up to perspective;
 - **depth oracle**: the same error along the camera axis z alone;
@@ -22,17 +26,20 @@ not by how it was trained.
 
 It also prints the selector's Unfolder error (its 2D joints against the ground truth's) by the size of the hand's
 crop box in the image, in crop and in image pixels: whether the crop's resolution or the image's own detail limits
-the 2D evidence.
+the 2D evidence; and, for each 2D evidence, how much of its error lies along the directions in which the K
+hypotheses differ, the only part of it that can change their ranking (:func:`error_along_hypotheses`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
+from hmh.config import Config
 from hmh.eval.metrics import sequence_errors, top_n_by_reward
 from hmh.eval.protocol import MultiHypothesisEvaluator
 from hmh.files import atomic
@@ -42,6 +49,7 @@ from hmh.train.runner import build_datasets, data_root, make_loader
 
 CAMERA_PLANE = (1.0, 1.0, 0.0)  # x, y
 DEPTH = (0.0, 0.0, 1.0)  # z, the camera axis
+RANDOM_ERROR_SEED = 0
 
 
 @torch.no_grad()
@@ -83,12 +91,14 @@ def axis_errors(joints: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, axe
     return sequence_errors(joints * mask, gt * mask, valid)
 
 
-def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int) -> list[dict[str, float | str]]:
+def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
+                 others: dict[str, torch.Tensor] | None = None) -> list[dict[str, float | str]]:
     """One row per ranking (see the module docstring) from :func:`hypotheses_and_rewards`' tensors; ``image_size``
-    the crop side in pixels. The ground truth's 2D joints stand in for the Unfolder's where they are valid."""
+    the crop side in pixels. The ground truth's 2D joints stand in for the Unfolder's where they are valid.
+    ``others``: more 2D evidence ``(N, T, J, 2)`` by name (:func:`generator_unfolder_joints`), ranked by shape."""
     joints, gt, valid = data["joints"], data["gt"], data["valid"]
     plane, depth = axis_errors(joints, gt, valid, CAMERA_PLANE), axis_errors(joints, gt, valid, DEPTH)  # (N, K)
-    perfect = torch.where(valid[..., None], data["gt_2d"], data["evidence_2d"])  # (N, T, J, 2)
+    perfect = perfect_2d(data)
 
     def two_d(evidence: torch.Tensor, align: str) -> torch.Tensor:  # (N, K), higher = closer
         return -reprojection_errors(data["joints_2d"], evidence, image_size, align)
@@ -99,6 +109,10 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int) -> 
         "2D: the selector's Unfolder joints, shape alone (similarity)": two_d(data["evidence_2d"], "similarity"),
         "2D: the ground truth's 2D joints, as they are": two_d(perfect, "none"),
         "2D: the ground truth's 2D joints, shape alone (similarity)": two_d(perfect, "similarity"),
+        "2D: the ground truth's 2D joints plus random error of the Unfolder's size, shape alone (similarity)":
+            two_d(random_error_2d(data), "similarity"),
+        **{f"2D: {name}, shape alone (similarity)": two_d(evidence, "similarity")
+           for name, evidence in (others or {}).items()},
         "camera-plane oracle (x, y error alone)": -plane,
         "depth oracle (z error alone)": -depth,
         "label oracle (3D error, the JRC labels)": -sequence_errors(joints, gt, valid),
@@ -119,6 +133,84 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int) -> 
     rows.append({"ranking": "every hypothesis (mean)", "top1_plane": float(torch.nanmean(plane)),
                  "top1_depth": float(torch.nanmean(depth))})
     return rows
+
+
+def perfect_2d(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A perfect Unfolder's joints ``(N, T, J, 2)``: the ground truth's 2D joints where they are valid, the
+    Unfolder's elsewhere."""
+    return torch.where(data["valid"][..., None], data["gt_2d"], data["evidence_2d"])
+
+
+def random_error_2d(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`perfect_2d` plus independent Gaussian offsets (seed :data:`RANDOM_ERROR_SEED`) scaled so that their mean
+    length over the valid joints is :func:`unfolder_error_px`: 2D evidence as far off as the Unfolder's, in no
+    direction in particular. ``(N, T, J, 2)`` crop pixels."""
+    noise = torch.randn(data["gt_2d"].shape, generator=torch.Generator().manual_seed(RANDOM_ERROR_SEED))
+    noise = noise * unfolder_error_px(data) / noise.norm(dim=-1)[data["valid"]].mean()
+    return perfect_2d(data) + noise
+
+
+def error_along_hypotheses(data: dict[str, torch.Tensor], evidence_2d: torch.Tensor) -> float:
+    """The share of 2D evidence's error that lies along the directions in which the hypotheses differ, the only
+    part of it that can change their ranking. Per image whose joints are all valid, as vectors of ``T * J * 2`` with
+    every frame centred on its joints' mean: the length of the error's (``evidence_2d - gt_2d``) projection onto the
+    span of the hypotheses' projected joints' deviations from their mean (at most K - 1 directions) over the error's
+    length; the mean over those images. Random error keeps about ``sqrt((K - 1) / (T * J * 2))`` of its length there
+    (0.24 at K = 8, T = 3, J = 21). ``evidence_2d (N, T, J, 2)`` crop pixels."""
+    def centred(points: torch.Tensor) -> torch.Tensor:  # (..., T, J, 2) -> (..., T * J * 2)
+        return (points - points.mean(dim=-2, keepdim=True)).flatten(-3)
+
+    whole = data["valid"].flatten(1).all(dim=1)  # (N,)
+    hypotheses = centred(data["joints_2d"][whole].float())  # (M, K, D)
+    _, spread, basis = torch.linalg.svd(hypotheses - hypotheses.mean(dim=1, keepdim=True), full_matrices=False)
+    # (M, K): the directions the deviations span (at most K - 1); a spread under 1/1000 of the widest is rounding
+    spanned = spread > 1e-3 * spread[:, :1]
+    error = centred(evidence_2d[whole].float()) - centred(data["gt_2d"][whole].float())  # (M, D)
+    along = (torch.einsum("mkd,md->mk", basis, error) * spanned).norm(dim=-1)
+    return float((along / error.norm(dim=-1).clamp(min=1e-12)).mean())
+
+
+@torch.no_grad()
+def generator_unfolder_joints(path: Path, reference: Config, split: str, max_samples: int = 0) -> torch.Tensor:
+    """The Unfolder joints ``(N, T, J, 2)`` (crop pixels) of the generator of another hmh checkpoint ``path`` on the
+    images :func:`hypotheses_and_rewards` reads for ``reference``; refused, naming the file and the settings, unless
+    that checkpoint reads the same data into the same crops."""
+    models = models_from_checkpoint(path)
+    cfg = models.config
+    mine, theirs = dataclasses.asdict(reference.data), dataclasses.asdict(cfg.data)
+    differ = [f"data.{key}" for key in mine if key != "root" and mine[key] != theirs[key]]
+    if data_root(cfg, progress=False) != data_root(reference, progress=False):
+        differ.append("data.root")
+    if cfg.model.image_size != reference.model.image_size:
+        differ.append("model.image_size")
+    if differ:
+        raise SystemExit(f"{path}: reads other images than the checkpoint ranked ({', '.join(differ)} differ)")
+    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
+    dataset.augment = False
+    parts, seen = [], 0
+    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
+        parts.append(models.generator(batch["image"]).unfolder_joints_2d.float())
+        seen += len(batch["image"])
+        if max_samples and seen >= max_samples:
+            break
+    return torch.cat(parts)[:max_samples or None]
+
+
+def share_table(data: dict[str, torch.Tensor], others: dict[str, torch.Tensor]) -> str:
+    """Markdown table: for the selector's Unfolder joints, random error of their size (:func:`random_error_2d`),
+    each of ``others`` and, with two or more of them, their mean: the mean distance from the ground truth's valid 2D
+    joints (crop pixels) and :func:`error_along_hypotheses`."""
+    evidence = {"the selector's Unfolder joints": data["evidence_2d"],
+                "the ground truth's 2D joints plus random error of the Unfolder's size": random_error_2d(data),
+                **others}
+    if len(others) > 1:
+        evidence[f"the mean of those {len(others)} Unfolders' joints"] = torch.stack(list(others.values())).mean(dim=0)
+    lines = ["| 2D evidence | error, crop px | share of the error along the hypotheses' differences |",
+             "|---|---:|---:|"]
+    for name, points in evidence.items():
+        distance = float((points - data["gt_2d"]).norm(dim=-1)[data["valid"]].mean())
+        lines.append(f"| {name} | {distance:.2f} | {error_along_hypotheses(data, points):.2f} |")
+    return "\n".join(lines)
 
 
 def unfolder_error_px(data: dict[str, torch.Tensor]) -> float:
@@ -171,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a selection-stage hmh checkpoint")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default: test)")
     parser.add_argument("--max-samples", type=int, default=0, help="at most this many images, 0 = all (default: 0)")
+    parser.add_argument("--unfolders", type=Path, nargs="*", default=[], metavar="CKPT",
+                        help="other checkpoints trained on the same data whose generators' Unfolder joints are also "
+                             "ranked by and compared (default: none)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     models = models_from_checkpoint(args.checkpoint)
@@ -178,14 +273,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
     data = hypotheses_and_rewards(models, args.split, args.max_samples)
     cfg = models.config
-    rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size)
+    others = {f"the Unfolder joints of `{path}`": generator_unfolder_joints(path, cfg, args.split, args.max_samples)
+              for path in args.unfolders}
+    rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size, others)
     text = (f"Checkpoint `{args.checkpoint}`, {args.split} split ({len(data['joints'])} images), "
             f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "
             f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm. The selector's Unfolder "
             f"joints are {unfolder_error_px(data):.2f} px from the ground truth's on average "
             f"({cfg.model.image_size} px crops).\n\n" + table(rows) + "\n\nThe Unfolder's error by the size of the "
             "hand's crop box in the image (a larger box is shrunk more into the crop):\n\n"
-            + box_table(unfolder_error_by_box(data, cfg.model.image_size), cfg.model.image_size))
+            + box_table(unfolder_error_by_box(data, cfg.model.image_size), cfg.model.image_size)
+            + f"\n\nHow much of each 2D evidence's error lies along the directions in which the "
+            f"{cfg.model.num_hypotheses} hypotheses differ (the only part that can change their ranking):\n\n"
+            + share_table(data, others))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """benchmarks/selection_ceiling.py: each oracle ranks by its own part of the error (camera plane, depth, 3D), the 2D
 rankings by the projected joints against 2D evidence, the top-1 errors split into the camera plane and depth, and the
-label oracle's gain is 1."""
+label oracle's gain is 1; random 2D error as large as the Unfolder's, and the share of an error along the
+hypotheses' differences; other checkpoints' Unfolder joints as 2D evidence, refused when they read other images."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_MODEL
+
+from hmh.config import load_config
+from hmh.models.build import build_models
+from hmh.models.checkpoint import save_checkpoint
+from hmh.train.runner import build_datasets, data_root, make_loader
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "selection_ceiling.py"
 
@@ -67,7 +74,7 @@ def test_the_table_has_a_row_per_ranking(ceiling) -> None:
     text = ceiling.table(ceiling.ceiling_rows(data, top_n=2, image_size=64))
     lines = text.splitlines()
     assert lines[0].startswith("| ranking | final | gain | precision |")
-    assert len(lines) == 2 + 9
+    assert len(lines) == 2 + 10
     assert "| 2D: the ground truth's 2D joints, shape alone (similarity) |" in text
     assert ceiling.unfolder_error_px(data) == pytest.approx(0.4 * 2**0.5 * 20 / 21, rel=1e-5)
     assert lines[-1].startswith("| every hypothesis (mean) |  |  |  | ")
@@ -87,3 +94,71 @@ def test_the_unfolder_error_is_grouped_by_box_size_in_crop_and_image_pixels(ceil
     assert rows[1]["image_px"] == pytest.approx((4 * 96 / 64 + 1 * 128 / 64) / 2)
     text = ceiling.box_table(rows, image_size=64)
     assert text.splitlines()[2] == "| 32-64 | 2 | 2.50 | 2.00 |"
+
+
+def test_random_error_is_as_large_as_the_unfolders_and_drawn_the_same_each_time(ceiling) -> None:
+    data = _data()
+    data["valid"][0, 0] = False
+    noisy = ceiling.random_error_2d(data)
+    distance = (noisy - ceiling.perfect_2d(data)).norm(dim=-1)[data["valid"]].mean()
+    assert float(distance) == pytest.approx(ceiling.unfolder_error_px(data), rel=1e-5)
+    assert torch.equal(noisy, ceiling.random_error_2d(data))
+    assert torch.equal(ceiling.perfect_2d(data)[0, 0], data["evidence_2d"][0, 0])  # invalid: the Unfolder's joints
+
+
+def test_the_share_of_an_error_along_the_hypotheses_differences(ceiling) -> None:
+    """The toy hypotheses differ by one x and one y offset of every joint but the wrist: an error along such an offset
+    is all along their differences; one that moves joint 1 right and joint 2 left is not along them at all."""
+    data = _data()
+    along = data["gt_2d"] + 3.0 * (data["joints_2d"][:, 0] - data["joints_2d"].mean(dim=1))
+    assert ceiling.error_along_hypotheses(data, along) == pytest.approx(1.0, abs=1e-4)
+    across = data["gt_2d"].clone()
+    across[:, :, 1, 0] += 1.0
+    across[:, :, 2, 0] -= 1.0
+    assert ceiling.error_along_hypotheses(data, across) == pytest.approx(0.0, abs=1e-4)
+    mixed = along + (across - data["gt_2d"]) * 1e3  # mostly across
+    assert 0.0 < ceiling.error_along_hypotheses(data, mixed) < 0.1
+    data["valid"][0, 0, 5] = False  # an image with an invalid joint is left out
+    assert ceiling.error_along_hypotheses(data, along) == pytest.approx(1.0, abs=1e-4)
+
+
+SMALL_DATA = ["data.synthetic_train=8", "data.synthetic_test=6", "data.synthetic_size=64",
+              "data.synthetic_subframes=3", "train.eval_batch_size=4"]
+
+
+def _generator_checkpoint(path, seed: int, *overrides: str):
+    cfg = load_config("cpu", [*TINY_MODEL, *SMALL_DATA, *overrides])
+    torch.manual_seed(seed)
+    generator, _ = build_models(cfg)
+    generator.eval()
+    return cfg, generator, save_checkpoint(path, generator=generator, config=cfg, stage="generation", epoch=1)
+
+
+def test_another_checkpoints_unfolder_joints_on_the_same_images(ceiling, tmp_path) -> None:
+    cfg, _, _ = _generator_checkpoint(tmp_path / "ranked.pt", 0)
+    _, other, path = _generator_checkpoint(tmp_path / "other.pt", 1)
+    joints = ceiling.generator_unfolder_joints(path, cfg, "test")
+    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=("test",))["test"]
+    dataset.augment = False
+    with torch.no_grad():
+        want = torch.cat([other(batch["image"]).unfolder_joints_2d.float()
+                          for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu"))])
+    assert joints.shape == (6, 3, 21, 2) and torch.equal(joints, want)
+    assert ceiling.generator_unfolder_joints(path, cfg, "test", max_samples=5).shape[0] == 5
+    _, _, elsewhere = _generator_checkpoint(tmp_path / "elsewhere.pt", 1, "data.synthetic_test=4",
+                                            "model.image_size=96")
+    with pytest.raises(SystemExit, match=r"elsewhere\.pt: reads other images .*data\.synthetic_test.*"
+                                         r"model\.image_size"):
+        ceiling.generator_unfolder_joints(elsewhere, cfg, "test")
+
+
+def test_the_share_table_has_a_row_per_evidence_and_their_mean(ceiling) -> None:
+    data = _data()
+    others = {"a": data["gt_2d"] + 1.0, "b": data["gt_2d"] + 3.0}
+    lines = ceiling.share_table(data, others).splitlines()
+    assert lines[0] == "| 2D evidence | error, crop px | share of the error along the hypotheses' differences |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| the selector's Unfolder joints", "| the ground truth's 2D joints plus random error of the Unfolder's size",
+        "| a", "| b", "| the mean of those 2 Unfolders' joints"]
+    assert lines[-1].split(" | ")[1] == f"{2 * 2**0.5:.2f}"  # the mean: 2 px off in x and in y
+    assert len(ceiling.share_table(data, {"a": others["a"]}).splitlines()) == 2 + 3
