@@ -43,7 +43,7 @@ from hmh.config import Config
 from hmh.eval.metrics import sequence_errors, top_n_by_reward
 from hmh.eval.protocol import MultiHypothesisEvaluator
 from hmh.files import atomic
-from hmh.models.checkpoint import LoadedModels, models_from_checkpoint
+from hmh.models.checkpoint import CheckpointError, LoadedModels, models_from_checkpoint
 from hmh.models.selector import reprojection_errors
 from hmh.train.runner import build_datasets, data_root, make_loader
 
@@ -170,11 +170,9 @@ def error_along_hypotheses(data: dict[str, torch.Tensor], evidence_2d: torch.Ten
     return float((along / error.norm(dim=-1).clamp(min=1e-12)).mean())
 
 
-@torch.no_grad()
-def generator_unfolder_joints(path: Path, reference: Config, split: str, max_samples: int = 0) -> torch.Tensor:
-    """The Unfolder joints ``(N, T, J, 2)`` (crop pixels) of the generator of another hmh checkpoint ``path`` on the
-    images :func:`hypotheses_and_rewards` reads for ``reference``; refused, naming the file and the settings, unless
-    that checkpoint reads the same data into the same crops."""
+def other_models(path: Path, reference: Config) -> LoadedModels:
+    """Another hmh checkpoint whose generator's Unfolder joints serve as 2D evidence; refused, naming the file and
+    the settings, unless it reads the same data into the same crops as ``reference``."""
     models = models_from_checkpoint(path)
     cfg = models.config
     mine, theirs = dataclasses.asdict(reference.data), dataclasses.asdict(cfg.data)
@@ -185,6 +183,14 @@ def generator_unfolder_joints(path: Path, reference: Config, split: str, max_sam
         differ.append("model.image_size")
     if differ:
         raise SystemExit(f"{path}: reads other images than the checkpoint ranked ({', '.join(differ)} differ)")
+    return models
+
+
+@torch.no_grad()
+def generator_unfolder_joints(models: LoadedModels, split: str, max_samples: int = 0) -> torch.Tensor:
+    """The Unfolder joints ``(N, T, J, 2)`` (crop pixels) of ``models``' generator (:func:`other_models`) on the
+    images :func:`hypotheses_and_rewards` reads, the first ``max_samples`` (0 = all)."""
+    cfg = models.config
     dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
     dataset.augment = False
     parts, seen = [], 0
@@ -268,13 +274,17 @@ def main(argv: list[str] | None = None) -> int:
                              "ranked by and compared (default: none)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
-    models = models_from_checkpoint(args.checkpoint)
-    if models.selector is None:
-        raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
+    try:
+        models = models_from_checkpoint(args.checkpoint)
+        if models.selector is None:
+            raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
+        cfg = models.config
+        unfolders = {path: other_models(path, cfg) for path in args.unfolders}  # refused before the long passes
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
     data = hypotheses_and_rewards(models, args.split, args.max_samples)
-    cfg = models.config
-    others = {f"the Unfolder joints of `{path}`": generator_unfolder_joints(path, cfg, args.split, args.max_samples)
-              for path in args.unfolders}
+    others = {f"the Unfolder joints of `{path}`": generator_unfolder_joints(other, args.split, args.max_samples)
+              for path, other in unfolders.items()}
     rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size, others)
     text = (f"Checkpoint `{args.checkpoint}`, {args.split} split ({len(data['joints'])} images), "
             f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "

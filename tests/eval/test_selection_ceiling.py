@@ -137,19 +137,32 @@ def _generator_checkpoint(path, seed: int, *overrides: str):
 def test_another_checkpoints_unfolder_joints_on_the_same_images(ceiling, tmp_path) -> None:
     cfg, _, _ = _generator_checkpoint(tmp_path / "ranked.pt", 0)
     _, other, path = _generator_checkpoint(tmp_path / "other.pt", 1)
-    joints = ceiling.generator_unfolder_joints(path, cfg, "test")
+    joints = ceiling.generator_unfolder_joints(ceiling.other_models(path, cfg), "test")
     dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=("test",))["test"]
     dataset.augment = False
     with torch.no_grad():
         want = torch.cat([other(batch["image"]).unfolder_joints_2d.float()
                           for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu"))])
     assert joints.shape == (6, 3, 21, 2) and torch.equal(joints, want)
-    assert ceiling.generator_unfolder_joints(path, cfg, "test", max_samples=5).shape[0] == 5
+    assert ceiling.generator_unfolder_joints(ceiling.other_models(path, cfg), "test", max_samples=5).shape[0] == 5
     _, _, elsewhere = _generator_checkpoint(tmp_path / "elsewhere.pt", 1, "data.synthetic_test=4",
                                             "model.image_size=96")
     with pytest.raises(SystemExit, match=r"elsewhere\.pt: reads other images .*data\.synthetic_test.*"
                                          r"model\.image_size"):
-        ceiling.generator_unfolder_joints(elsewhere, cfg, "test")
+        ceiling.other_models(elsewhere, cfg)
+
+
+def test_bad_checkpoints_are_refused_in_one_line_before_any_pass(ceiling, tmp_path, capsys) -> None:
+    _, _, generation = _generator_checkpoint(tmp_path / "generation.pt", 0)
+    with pytest.raises(SystemExit, match=r"generation\.pt: a generation-stage checkpoint has no selector"):
+        ceiling.main([str(generation)])
+    cfg = load_config("cpu", [*TINY_MODEL, *SMALL_DATA])
+    generator, selector = build_models(cfg)
+    ranked = save_checkpoint(tmp_path / "ranked.pt", generator=generator, selector=selector, config=cfg,
+                             stage="selection", epoch=1)
+    with pytest.raises(SystemExit, match=r"^.*missing\.pt: checkpoint file not found$"):
+        ceiling.main([str(ranked), "--unfolders", str(generation), str(tmp_path / "missing.pt")])
+    assert "images" not in capsys.readouterr().err  # refused before the hypotheses were computed
 
 
 def test_the_share_table_has_a_row_per_evidence_and_their_mean(ceiling) -> None:
