@@ -1,13 +1,14 @@
 """How much of the label oracle can a selector reach by reading the image? Oracles that see one part of the truth.
 
     python benchmarks/selection_ceiling.py CHECKPOINT [--split test] [--max-samples 0] [--unfolders CKPT ...]
-        [--out FILE]
+        [--selectors CKPT ...] [--out FILE]
 
 A single image shows where each joint lies across the camera's view far better than how far it is from the
 camera. For a selection-stage checkpoint this ranks the generator's K hypotheses of every image of ``--split``
 (no augmentation) four ways and aggregates each ranking's top-n as the method does:
 
-- **the selector**: its reward;
+- **the selector**: its reward; with ``--selectors`` (other selection checkpoints on the same generator), each of
+  theirs and the mean of them all (whether selectors trained apart make different mistakes, which averaging cancels);
 - **2D evidence**: each hypothesis' projected 2D joints against the selector's own Unfolder joints, and against the
   ground truth's 2D joints (a perfect Unfolder), each compared as they are and by 2D shape alone
   (``selection.reprojection_align`` ``none`` and ``similarity``; ranked as ``selection.rule: reprojection`` ranks);
@@ -92,10 +93,13 @@ def axis_errors(joints: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, axe
 
 
 def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
-                 others: dict[str, torch.Tensor] | None = None) -> list[dict[str, float | str]]:
+                 others: dict[str, torch.Tensor] | None = None,
+                 rewards: dict[str, torch.Tensor] | None = None) -> list[dict[str, float | str]]:
     """One row per ranking (see the module docstring) from :func:`hypotheses_and_rewards`' tensors; ``image_size``
     the crop side in pixels. The ground truth's 2D joints stand in for the Unfolder's where they are valid.
-    ``others``: more 2D evidence ``(N, T, J, 2)`` by name (:func:`generator_unfolder_joints`), ranked by shape."""
+    ``others``: more 2D evidence ``(N, T, J, 2)`` by name (:func:`generator_unfolder_joints`), ranked by shape;
+    ``rewards``: other selectors' rewards ``(N, K)`` by name (:func:`selector_rewards`), each ranking, and the mean of
+    them all with the selector's."""
     joints, gt, valid = data["joints"], data["gt"], data["valid"]
     plane, depth = axis_errors(joints, gt, valid, CAMERA_PLANE), axis_errors(joints, gt, valid, DEPTH)  # (N, K)
     perfect = perfect_2d(data)
@@ -105,6 +109,9 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
 
     rankings = {
         "the selector (its reward)": data["reward"],
+        **{f"{name} (its reward)": reward for name, reward in (rewards or {}).items()},
+        **({f"the mean reward of the {len(rewards) + 1} selectors": torch.stack([data["reward"], *rewards.values()])
+            .mean(dim=0)} if rewards else {}),
         "2D: the selector's Unfolder joints, as they are": two_d(data["evidence_2d"], "none"),
         "2D: the selector's Unfolder joints, shape alone (similarity)": two_d(data["evidence_2d"], "similarity"),
         "2D: the ground truth's 2D joints, as they are": two_d(perfect, "none"),
@@ -171,8 +178,8 @@ def error_along_hypotheses(data: dict[str, torch.Tensor], evidence_2d: torch.Ten
 
 
 def other_models(path: Path, reference: Config) -> LoadedModels:
-    """Another hmh checkpoint whose generator's Unfolder joints serve as 2D evidence; refused, naming the file and
-    the settings, unless it reads the same data into the same crops as ``reference``."""
+    """Another hmh checkpoint (``--unfolders``, ``--selectors``); refused, naming the file and the settings, unless
+    it reads the same data into the same crops as ``reference``."""
     models = models_from_checkpoint(path)
     cfg = models.config
     mine, theirs = dataclasses.asdict(reference.data), dataclasses.asdict(cfg.data)
@@ -184,6 +191,33 @@ def other_models(path: Path, reference: Config) -> LoadedModels:
     if differ:
         raise SystemExit(f"{path}: reads other images than the checkpoint ranked ({', '.join(differ)} differ)")
     return models
+
+
+def same_generator(path: Path, models: LoadedModels, reference: LoadedModels) -> None:
+    """Refuse, naming the file, a selection checkpoint whose generator is not ``reference``'s (their rewards would
+    rank other hypotheses)."""
+    if models.selector is None:
+        raise SystemExit(f"{path}: a generation-stage checkpoint has no selector; pass a selection one")
+    mine, theirs = reference.generator.state_dict(), models.generator.state_dict()
+    if mine.keys() != theirs.keys() or not all(torch.equal(mine[key], theirs[key]) for key in mine):
+        raise SystemExit(f"{path}: its generator is not the one of the checkpoint ranked; pass selectors trained on "
+                         "the same generator (train.generator)")
+
+
+@torch.no_grad()
+def selector_rewards(models: LoadedModels, split: str, max_samples: int = 0) -> torch.Tensor:
+    """The rewards ``(N, K)`` of ``models``' selector (:func:`same_generator`) on the images
+    :func:`hypotheses_and_rewards` reads, the first ``max_samples`` (0 = all)."""
+    cfg = models.config
+    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
+    dataset.augment = False
+    parts, seen = [], 0
+    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
+        parts.append(models.selector(batch["image"], models.generator(batch["image"])).reward.float())
+        seen += len(batch["image"])
+        if max_samples and seen >= max_samples:
+            break
+    return torch.cat(parts)[:max_samples or None]
 
 
 @torch.no_grad()
@@ -272,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unfolders", type=Path, nargs="*", default=[], metavar="CKPT",
                         help="other checkpoints trained on the same data whose generators' Unfolder joints are also "
                              "ranked by and compared (default: none)")
+    parser.add_argument("--selectors", type=Path, nargs="*", default=[], metavar="CKPT",
+                        help="other selection checkpoints on the same generator whose rewards, each and averaged "
+                             "with this one's, also rank the hypotheses (default: none)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     try:
@@ -280,12 +317,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.checkpoint}: a generation-stage checkpoint has no selector; pass a selection one")
         cfg = models.config
         unfolders = {path: other_models(path, cfg) for path in args.unfolders}  # refused before the long passes
+        selectors = {path: other_models(path, cfg) for path in args.selectors}
+        for path, other in selectors.items():
+            same_generator(path, other, models)
     except CheckpointError as error:
         raise SystemExit(str(error)) from None
     data = hypotheses_and_rewards(models, args.split, args.max_samples)
     others = {f"the Unfolder joints of `{path}`": generator_unfolder_joints(other, args.split, args.max_samples)
               for path, other in unfolders.items()}
-    rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size, others)
+    rewards = {f"the selector of `{path}`": selector_rewards(other, args.split, args.max_samples)
+               for path, other in selectors.items()}
+    rows = ceiling_rows(data, cfg.selection.top_n, cfg.model.image_size, others, rewards)
     text = (f"Checkpoint `{args.checkpoint}`, {args.split} split ({len(data['joints'])} images), "
             f"K={cfg.model.num_hypotheses}, top-n={cfg.selection.top_n}; current-frame MPJPE of the top-n in mm, "
             f"random top-n {rows[0]['random']:.2f}. Top-1 errors: sequence MPJPE in mm. The selector's Unfolder "

@@ -1,7 +1,8 @@
 """benchmarks/selection_ceiling.py: each oracle ranks by its own part of the error (camera plane, depth, 3D), the 2D
 rankings by the projected joints against 2D evidence, the top-1 errors split into the camera plane and depth, and the
 label oracle's gain is 1; random 2D error as large as the Unfolder's, and the share of an error along the
-hypotheses' differences; other checkpoints' Unfolder joints as 2D evidence, refused when they read other images."""
+hypotheses' differences; other checkpoints' Unfolder joints as 2D evidence and other selectors' rewards, refused
+when they read other images or rank another generator's hypotheses."""
 
 from __future__ import annotations
 
@@ -175,3 +176,36 @@ def test_the_share_table_has_a_row_per_evidence_and_their_mean(ceiling) -> None:
         "| a", "| b", "| the mean of those 2 Unfolders' joints"]
     assert lines[-1].split(" | ")[1] == f"{2 * 2**0.5:.2f}"  # the mean: 2 px off in x and in y
     assert len(ceiling.share_table(data, {"a": others["a"]}).splitlines()) == 2 + 3
+
+
+def test_other_selectors_rank_each_and_averaged(ceiling) -> None:
+    data = _data()
+    third = torch.tensor([0.1, 0.2, 0.9, 0.0]).expand(len(data["reward"]), -1)  # prefers hypothesis 2
+    rows = {r["ranking"]: r for r in ceiling.ceiling_rows(data, top_n=1, image_size=64, rewards={"B": third})}
+    share = 20 / 21
+    assert rows["B (its reward)"]["final"] == pytest.approx(1000 * share * float(OFFSETS[2].norm()), rel=1e-4)
+    mean = rows["the mean reward of the 2 selectors"]  # (0.1, 0.9, 0.2, 0.8) and B's: hypothesis 1 (0.55)
+    assert mean["final"] == pytest.approx(1000 * share * float(OFFSETS[1].norm()), rel=1e-4)
+    assert len(rows) == 10 + 2
+
+
+def test_a_selector_on_another_generator_is_refused(ceiling, tmp_path) -> None:
+    cfg = load_config("cpu", [*TINY_MODEL, *SMALL_DATA])
+    torch.manual_seed(0)
+    generator, selector = build_models(cfg)
+    ranked = save_checkpoint(tmp_path / "ranked.pt", generator=generator, selector=selector, config=cfg,
+                             stage="selection", epoch=1)
+    same = save_checkpoint(tmp_path / "same.pt", generator=generator, selector=build_models(cfg)[1], config=cfg,
+                           stage="selection", epoch=1)
+    other_generator, other_selector = build_models(cfg)
+    other = save_checkpoint(tmp_path / "other.pt", generator=other_generator, selector=other_selector, config=cfg,
+                            stage="selection", epoch=1)
+    reference = ceiling.other_models(ranked, cfg)
+    ceiling.same_generator(same, ceiling.other_models(same, cfg), reference)
+    with pytest.raises(SystemExit, match=r"other\.pt: its generator is not the one of the checkpoint ranked"):
+        ceiling.same_generator(other, ceiling.other_models(other, cfg), reference)
+    _, _, generation = _generator_checkpoint(tmp_path / "generation.pt", 0)
+    with pytest.raises(SystemExit, match=r"generation\.pt: a generation-stage checkpoint has no selector"):
+        ceiling.main([str(ranked), "--selectors", str(generation)])
+    rewards = ceiling.selector_rewards(ceiling.other_models(same, cfg), "test", max_samples=5)
+    assert rewards.shape == (5, 2)
