@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -205,35 +206,31 @@ def same_generator(path: Path, models: LoadedModels, reference: LoadedModels) ->
 
 
 @torch.no_grad()
+def per_image(models: LoadedModels, split: str, max_samples: int,
+              read: Callable[[LoadedModels, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``read(models, images (B, 3, S, S))`` over the images :func:`hypotheses_and_rewards` reads (``split`` of
+    ``models``' data, no augmentation, CPU), concatenated: the first ``max_samples`` (0 = all)."""
+    cfg = models.config
+    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
+    dataset.augment = False
+    parts, seen = [], 0
+    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
+        parts.append(read(models, batch["image"]).float())
+        seen += len(batch["image"])
+        if max_samples and seen >= max_samples:
+            break
+    return torch.cat(parts)[:max_samples or None]
+
+
 def selector_rewards(models: LoadedModels, split: str, max_samples: int = 0) -> torch.Tensor:
-    """The rewards ``(N, K)`` of ``models``' selector (:func:`same_generator`) on the images
-    :func:`hypotheses_and_rewards` reads, the first ``max_samples`` (0 = all)."""
-    cfg = models.config
-    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
-    dataset.augment = False
-    parts, seen = [], 0
-    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
-        parts.append(models.selector(batch["image"], models.generator(batch["image"])).reward.float())
-        seen += len(batch["image"])
-        if max_samples and seen >= max_samples:
-            break
-    return torch.cat(parts)[:max_samples or None]
+    """The rewards ``(N, K)`` of ``models``' selector (:func:`same_generator`) on :func:`per_image`'s images."""
+    return per_image(models, split, max_samples, lambda m, images: m.selector(images, m.generator(images)).reward)
 
 
-@torch.no_grad()
 def generator_unfolder_joints(models: LoadedModels, split: str, max_samples: int = 0) -> torch.Tensor:
-    """The Unfolder joints ``(N, T, J, 2)`` (crop pixels) of ``models``' generator (:func:`other_models`) on the
-    images :func:`hypotheses_and_rewards` reads, the first ``max_samples`` (0 = all)."""
-    cfg = models.config
-    dataset = build_datasets(cfg, data_root(cfg, progress=False), splits=(split,))[split]
-    dataset.augment = False
-    parts, seen = [], 0
-    for batch in make_loader(dataset, cfg, train=False, device=torch.device("cpu")):
-        parts.append(models.generator(batch["image"]).unfolder_joints_2d.float())
-        seen += len(batch["image"])
-        if max_samples and seen >= max_samples:
-            break
-    return torch.cat(parts)[:max_samples or None]
+    """The Unfolder joints ``(N, T, J, 2)`` (crop pixels) of ``models``' generator (:func:`other_models`) on
+    :func:`per_image`'s images."""
+    return per_image(models, split, max_samples, lambda m, images: m.generator(images).unfolder_joints_2d)
 
 
 def share_table(data: dict[str, torch.Tensor], others: dict[str, torch.Tensor]) -> str:
