@@ -28,7 +28,9 @@ not by how it was trained.
 It also prints the selector's Unfolder error (its 2D joints against the ground truth's) by the size of the hand's
 crop box in the image, in crop and in image pixels: whether the crop's resolution or the image's own detail limits
 the 2D evidence; and, for each 2D evidence, how much of its error lies along the directions in which the K
-hypotheses differ, the only part of it that can change their ranking (:func:`error_along_hypotheses`).
+hypotheses differ, the only part of it that can change their ranking (:func:`error_along_hypotheses`); and the
+same by how far the hand moved during the exposure (:func:`by_motion`): whether the blur is what leaves the
+hypotheses' differences unread.
 """
 
 from __future__ import annotations
@@ -274,6 +276,52 @@ def unfolder_error_by_box(data: dict[str, torch.Tensor], image_size: int, groups
     return rows
 
 
+def by_motion(data: dict[str, torch.Tensor], top_n: int, image_size: int, groups: int = 4) -> list[dict[str, float]]:
+    """The images split into ``groups`` of about equal count by how far the hand moved during the exposure: the mean,
+    over the joints valid in both, of the distance between the ground truth's first and last frame 2D joints, in
+    image pixels (crop pixels x ``box_side`` / crop side). Per group: the motion range, the count, the Unfolder's
+    error (crop pixels) and its :func:`error_along_hypotheses`, and the final of the selector, of the 2D shape
+    rankings by the Unfolder's and by the ground truth's joints, of a random top-n and of the label oracle."""
+    valid = data["valid"]
+    both = valid[:, 0] & valid[:, -1]  # (N, J)
+    moved = (data["gt_2d"][:, 0] - data["gt_2d"][:, -1]).norm(dim=-1)  # (N, J) crop px
+    moved = (moved * both).sum(dim=1) / both.sum(dim=1).clamp(min=1) * data["box_side"] / image_size  # (N,)
+    rows = []
+    for part in torch.argsort(moved, stable=True).tensor_split(groups):
+        group = {key: value[part] for key, value in data.items()}
+
+        def final(scores: torch.Tensor, group: dict[str, torch.Tensor] = group) -> dict[str, float]:
+            evaluator = MultiHypothesisEvaluator(top_n, seed=0)
+            evaluator.update(group["joints"], group["gt"], group["valid"], scores=torch.nan_to_num(scores, nan=0.0))
+            return evaluator.compute()
+
+        def shape(evidence: torch.Tensor, group: dict[str, torch.Tensor] = group) -> torch.Tensor:
+            return -reprojection_errors(group["joints_2d"], evidence, image_size, "similarity")
+
+        selector = final(group["reward"])
+        rows.append({"moved_low": float(moved[part].min()), "moved_high": float(moved[part].max()),
+                     "images": len(part), "unfolder_px": unfolder_error_px(group),
+                     "share": error_along_hypotheses(group, group["evidence_2d"]),
+                     "selector": selector["final/mpjpe_current"],
+                     "unfolder": final(shape(group["evidence_2d"]))["final/mpjpe_current"],
+                     "ground_truth": final(shape(perfect_2d(group)))["final/mpjpe_current"],
+                     "random": selector["random_n/mpjpe_current"],
+                     "label_oracle": selector["label_oracle/mpjpe_current"]})
+    return rows
+
+
+def motion_table(rows: list[dict[str, float]], image_size: int) -> str:
+    """Markdown table of :func:`by_motion`."""
+    lines = [f"| hand's motion during the exposure (image px) | images | Unfolder error, crop px ({image_size} px "
+             "crops) | its share along the hypotheses' differences | final: the selector | final: 2D shape, the "
+             "Unfolder's joints | final: 2D shape, the ground truth's joints | random top-n | label oracle |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['moved_low']:.1f}-{r['moved_high']:.1f} | {r['images']} | {r['unfolder_px']:.2f} | "
+              f"{r['share']:.2f} | {r['selector']:.2f} | {r['unfolder']:.2f} | {r['ground_truth']:.2f} | "
+              f"{r['random']:.2f} | {r['label_oracle']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def box_table(rows: list[dict[str, float]], image_size: int) -> str:
     """Markdown table of :func:`unfolder_error_by_box`."""
     lines = [f"| crop box side (image px) | images | Unfolder error, crop px ({image_size} px crops) | "
@@ -334,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             + box_table(unfolder_error_by_box(data, cfg.model.image_size), cfg.model.image_size)
             + f"\n\nHow much of each 2D evidence's error lies along the directions in which the "
             f"{cfg.model.num_hypotheses} hypotheses differ (the only part that can change their ranking):\n\n"
-            + share_table(data, others))
+            + share_table(data, others) + "\n\nThe same by how far the hand moved during the exposure (the ground "
+            "truth's first to last frame; current-frame MPJPE of the top-n in mm):\n\n"
+            + motion_table(by_motion(data, cfg.selection.top_n, cfg.model.image_size), cfg.model.image_size))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -209,3 +209,23 @@ def test_a_selector_on_another_generator_is_refused(ceiling, tmp_path) -> None:
         ceiling.main([str(ranked), "--selectors", str(generation)])
     rewards = ceiling.selector_rewards(ceiling.other_models(same, cfg), "test", max_samples=5)
     assert rewards.shape == (5, 2)
+
+
+def test_the_rankings_are_split_by_how_far_the_hand_moved(ceiling) -> None:
+    data = _data(n=4)
+    data["box_side"] = torch.full((4,), 128.0)  # image px = 2 x crop px
+    data["gt_2d"][:, 2] = data["gt_2d"][:, 0] + torch.tensor([4.0, 1.0, 3.0, 2.0])[:, None, None] * torch.tensor(
+        [1.0, 0.0])  # image i's hand moved that many crop px in x from the first frame to the last
+    rows = ceiling.by_motion(data, top_n=1, image_size=64, groups=2)
+    assert [(r["moved_low"], r["moved_high"], r["images"]) for r in rows] == [
+        (pytest.approx(2.0), pytest.approx(4.0), 2), (pytest.approx(6.0), pytest.approx(8.0), 2)]
+    share = 20 / 21
+    for r in rows:
+        assert r["selector"] == pytest.approx(1000 * share * float(OFFSETS[1].norm()), rel=1e-4)  # reward's pick
+        assert r["label_oracle"] == pytest.approx(1000 * share * float(OFFSETS[2].norm()), rel=1e-4)
+    slow = {key: value[[1, 3]] for key, value in data.items()}
+    assert rows[0]["unfolder_px"] == pytest.approx(ceiling.unfolder_error_px(slow))
+    assert rows[0]["share"] == pytest.approx(ceiling.error_along_hypotheses(slow, slow["evidence_2d"]))
+    text = ceiling.motion_table(rows, image_size=64)
+    assert text.splitlines()[0].startswith("| hand's motion during the exposure (image px) | images |")
+    assert text.splitlines()[2].startswith("| 2.0-4.0 | 2 | ")
