@@ -95,6 +95,19 @@ def axis_errors(joints: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, axe
     return sequence_errors(joints * mask, gt * mask, valid)
 
 
+def two_d(data: dict[str, torch.Tensor], evidence: torch.Tensor, image_size: int, align: str) -> torch.Tensor:
+    """Scores ``(N, K)``, higher = closer: each hypothesis' projected joints against 2D ``evidence (N, T, J, 2)``, as
+    ``selection.rule: reprojection`` ranks them (``align``: ``none`` or ``similarity``)."""
+    return -reprojection_errors(data["joints_2d"], evidence, image_size, align)
+
+
+def ranked(data: dict[str, torch.Tensor], scores: torch.Tensor, top_n: int) -> dict[str, float]:
+    """The protocol's metrics of the top-n of ``scores (N, K)`` (a sample without valid joints ranks nothing)."""
+    evaluator = MultiHypothesisEvaluator(top_n, seed=0)
+    evaluator.update(data["joints"], data["gt"], data["valid"], scores=torch.nan_to_num(scores, nan=0.0))
+    return evaluator.compute()
+
+
 def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
                  others: dict[str, torch.Tensor] | None = None,
                  rewards: dict[str, torch.Tensor] | None = None) -> list[dict[str, float | str]]:
@@ -106,22 +119,19 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
     joints, gt, valid = data["joints"], data["gt"], data["valid"]
     plane, depth = axis_errors(joints, gt, valid, CAMERA_PLANE), axis_errors(joints, gt, valid, DEPTH)  # (N, K)
     perfect = perfect_2d(data)
-
-    def two_d(evidence: torch.Tensor, align: str) -> torch.Tensor:  # (N, K), higher = closer
-        return -reprojection_errors(data["joints_2d"], evidence, image_size, align)
-
     rankings = {
         "the selector (its reward)": data["reward"],
         **{f"{name} (its reward)": reward for name, reward in (rewards or {}).items()},
         **({f"the mean reward of the {len(rewards) + 1} selectors": torch.stack([data["reward"], *rewards.values()])
             .mean(dim=0)} if rewards else {}),
-        "2D: the selector's Unfolder joints, as they are": two_d(data["evidence_2d"], "none"),
-        "2D: the selector's Unfolder joints, shape alone (similarity)": two_d(data["evidence_2d"], "similarity"),
-        "2D: the ground truth's 2D joints, as they are": two_d(perfect, "none"),
-        "2D: the ground truth's 2D joints, shape alone (similarity)": two_d(perfect, "similarity"),
+        "2D: the selector's Unfolder joints, as they are": two_d(data, data["evidence_2d"], image_size, "none"),
+        "2D: the selector's Unfolder joints, shape alone (similarity)":
+            two_d(data, data["evidence_2d"], image_size, "similarity"),
+        "2D: the ground truth's 2D joints, as they are": two_d(data, perfect, image_size, "none"),
+        "2D: the ground truth's 2D joints, shape alone (similarity)": two_d(data, perfect, image_size, "similarity"),
         "2D: the ground truth's 2D joints plus random error of the Unfolder's size, shape alone (similarity)":
-            two_d(random_error_2d(data), "similarity"),
-        **{f"2D: {name}, shape alone (similarity)": two_d(evidence, "similarity")
+            two_d(data, random_error_2d(data), image_size, "similarity"),
+        **{f"2D: {name}, shape alone (similarity)": two_d(data, evidence, image_size, "similarity")
            for name, evidence in (others or {}).items()},
         "camera-plane oracle (x, y error alone)": -plane,
         "depth oracle (z error alone)": -depth,
@@ -129,11 +139,8 @@ def ceiling_rows(data: dict[str, torch.Tensor], top_n: int, image_size: int,
     }
     rows: list[dict[str, float | str]] = []
     for name, ranking in rankings.items():
-        scores = torch.nan_to_num(ranking, nan=0.0)  # (N, K): a sample without valid joints ranks nothing
-        evaluator = MultiHypothesisEvaluator(top_n, seed=0)
-        evaluator.update(joints, gt, valid, scores=scores)
-        m = evaluator.compute()
-        top1 = top_n_by_reward(scores, 1)  # (N, 1)
+        m = ranked(data, ranking, top_n)
+        top1 = top_n_by_reward(torch.nan_to_num(ranking, nan=0.0), 1)  # (N, 1)
         rows.append({
             "ranking": name, "final": m["final/mpjpe_current"], "gain": m["selection/gain"],
             "precision": m["selection/precision"], "random": m["random_n/mpjpe_current"],
@@ -246,16 +253,19 @@ def share_table(data: dict[str, torch.Tensor], others: dict[str, torch.Tensor]) 
         evidence[f"the mean of those {len(others)} Unfolders' joints"] = torch.stack(list(others.values())).mean(dim=0)
     lines = ["| 2D evidence | error, crop px | share of the error along the hypotheses' differences |",
              "|---|---:|---:|"]
-    for name, points in evidence.items():
-        distance = float((points - data["gt_2d"]).norm(dim=-1)[data["valid"]].mean())
-        lines.append(f"| {name} | {distance:.2f} | {error_along_hypotheses(data, points):.2f} |")
+    lines += [f"| {name} | {error_px(data, points):.2f} | {error_along_hypotheses(data, points):.2f} |"
+              for name, points in evidence.items()]
     return "\n".join(lines)
 
 
+def error_px(data: dict[str, torch.Tensor], points: torch.Tensor) -> float:
+    """Mean distance (crop pixels) of 2D ``points (N, T, J, 2)`` from the ground truth's valid 2D joints."""
+    return float((points - data["gt_2d"]).norm(dim=-1)[data["valid"]].mean())
+
+
 def unfolder_error_px(data: dict[str, torch.Tensor]) -> float:
-    """Mean distance (crop pixels) of the selector's Unfolder joints from the ground truth's valid 2D joints."""
-    valid = data["valid"]
-    return float((data["evidence_2d"] - data["gt_2d"]).norm(dim=-1)[valid].mean())
+    """:func:`error_px` of the selector's Unfolder joints."""
+    return error_px(data, data["evidence_2d"])
 
 
 def unfolder_error_by_box(data: dict[str, torch.Tensor], image_size: int, groups: int = 4) -> list[dict[str, float]]:
@@ -289,22 +299,15 @@ def by_motion(data: dict[str, torch.Tensor], top_n: int, image_size: int, groups
     rows = []
     for part in torch.argsort(moved, stable=True).tensor_split(groups):
         group = {key: value[part] for key, value in data.items()}
-
-        def final(scores: torch.Tensor, group: dict[str, torch.Tensor] = group) -> dict[str, float]:
-            evaluator = MultiHypothesisEvaluator(top_n, seed=0)
-            evaluator.update(group["joints"], group["gt"], group["valid"], scores=torch.nan_to_num(scores, nan=0.0))
-            return evaluator.compute()
-
-        def shape(evidence: torch.Tensor, group: dict[str, torch.Tensor] = group) -> torch.Tensor:
-            return -reprojection_errors(group["joints_2d"], evidence, image_size, "similarity")
-
-        selector = final(group["reward"])
+        selector = ranked(group, group["reward"], top_n)
         rows.append({"moved_low": float(moved[part].min()), "moved_high": float(moved[part].max()),
                      "images": len(part), "unfolder_px": unfolder_error_px(group),
                      "share": error_along_hypotheses(group, group["evidence_2d"]),
                      "selector": selector["final/mpjpe_current"],
-                     "unfolder": final(shape(group["evidence_2d"]))["final/mpjpe_current"],
-                     "ground_truth": final(shape(perfect_2d(group)))["final/mpjpe_current"],
+                     "unfolder": ranked(group, two_d(group, group["evidence_2d"], image_size, "similarity"),
+                                        top_n)["final/mpjpe_current"],
+                     "ground_truth": ranked(group, two_d(group, perfect_2d(group), image_size, "similarity"),
+                                            top_n)["final/mpjpe_current"],
                      "random": selector["random_n/mpjpe_current"],
                      "label_oracle": selector["label_oracle/mpjpe_current"]})
     return rows
