@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from blurhand_fixture import Fixture, build_fixture, private_copy
 
-RAY_TEST_TIMEOUT_S = 600  # the slowest Ray test takes about 2.5 min on 2 cores
+RAY_TEST_TIMEOUT_S = 600  # the slowest Ray test takes 2.5 min on a 2-core AVX-512 EPYC, 4.5 min on a 2-core AVX2 one
 _OWN_CACHE: str | None = None
 _RAY_STALLED: list[str] = []  # the Ray test that ran past its time limit or found the cluster full, once one has
 # a Ray test's failure that says the cluster is stalled: its time limit, or a Train run that could not place its workers

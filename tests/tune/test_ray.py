@@ -50,9 +50,10 @@ search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2
           cpus_per_worker: 1.0, max_failures: 1, final_retrain: false, final_generation_epochs: 1,
           final_selection_epochs: 1, final_max_train_samples: 16, storage_path: {storage}}}
 """
-# demo.yaml's model on a fraction of its data (64 training images an epoch), so that its 4 trials take a minute or two
+# demo.yaml's model on a fraction of its data (64 training images an epoch, the final retrain's too): an epoch takes
+# seconds, and the start-up of each trial's Ray Train runs most of the test's 2.5-4.5 min
 SMALL_DATA = ["data.synthetic_train=240", "data.synthetic_test=64", "data.synthetic_size=96", "data.val_fraction=0.2",
-              "data.max_train_samples=64", "data.max_eval_samples=32"]
+              "data.max_train_samples=64", "data.max_eval_samples=32", "search.final_max_train_samples=64"]
 # one worker per trial instead of demo.yaml's two (DDP): two trials at once on a 2-core machine
 ONE_WORKER = ["search.num_workers=1", "search.cpus_per_worker=0.99"]
 # Trial 1 learns (lr 1e-3: the validation MPJPE drops ~15 mm in its first epoch on this config); trial 2 barely
