@@ -268,6 +268,11 @@ def unfolder_error_px(data: dict[str, torch.Tensor]) -> float:
     return error_px(data, data["evidence_2d"])
 
 
+def equal_groups(values: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
+    """The indices of ``values (N,)`` split into ``groups`` of about equal count, from the smallest values up."""
+    return torch.argsort(values, stable=True).tensor_split(groups)
+
+
 def unfolder_error_by_box(data: dict[str, torch.Tensor], image_size: int, groups: int = 4) -> list[dict[str, float]]:
     """The selector's Unfolder error by the size of the hand in the image: the images split into ``groups`` of
     about equal count by ``box_side``, each with its side range (image pixels), its count, and its mean distance
@@ -279,7 +284,7 @@ def unfolder_error_by_box(data: dict[str, torch.Tensor], image_size: int, groups
     per_image = (distance * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp(min=1)  # (N,)
     side = data["box_side"]
     rows = []
-    for part in torch.argsort(side, stable=True).tensor_split(groups):
+    for part in equal_groups(side, groups):
         rows.append({"side_low": float(side[part].min()), "side_high": float(side[part].max()),
                      "images": len(part), "crop_px": float(per_image[part].mean()),
                      "image_px": float((per_image[part] * side[part] / image_size).mean())})
@@ -297,7 +302,7 @@ def by_motion(data: dict[str, torch.Tensor], top_n: int, image_size: int, groups
     moved = (data["gt_2d"][:, 0] - data["gt_2d"][:, -1]).norm(dim=-1)  # (N, J) crop px
     moved = (moved * both).sum(dim=1) / both.sum(dim=1).clamp(min=1) * data["box_side"] / image_size  # (N,)
     rows = []
-    for part in torch.argsort(moved, stable=True).tensor_split(groups):
+    for part in equal_groups(moved, groups):
         group = {key: value[part] for key, value in data.items()}
         selector = ranked(group, group["reward"], top_n)
         rows.append({"moved_low": float(moved[part].min()), "moved_high": float(moved[part].max()),
