@@ -51,7 +51,7 @@ search: {{experiment: tiny, num_samples: 2, grace_period: 1, reduction_factor: 2
           final_selection_epochs: 1, final_max_train_samples: 16, storage_path: {storage}}}
 """
 # demo.yaml's model on a fraction of its data (64 training images an epoch, the final retrain's too): an epoch takes
-# seconds, and the start-up of each trial's Ray Train runs most of the test's 2.5-4.5 min
+# seconds; starting each trial's Ray Train runs takes most of the test's 2.5-4.5 min
 SMALL_DATA = ["data.synthetic_train=240", "data.synthetic_test=64", "data.synthetic_size=96", "data.val_fraction=0.2",
               "data.max_train_samples=64", "data.max_eval_samples=32", "search.final_max_train_samples=64"]
 # one worker per trial instead of demo.yaml's two (DDP): two trials at once on a 2-core machine
